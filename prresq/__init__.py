@@ -1,0 +1,7 @@
+"""prresq: reinforcement learning for image and video quality assessment with Qwen2.5-VL.
+
+Implements VisualQuality-R1's RL2R (Thurstone fidelity reward + GRPO) and PreResQ-R1's PRPO
+(dual-branch response/preference rewards) in one Hydra-configured Lightning codebase.
+"""
+
+__version__ = "0.1.0"
