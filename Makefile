@@ -1,0 +1,44 @@
+# prresq: every target creates the virtual environment when it is missing.
+PY_BOOT ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+ARGS    ?=
+
+.DEFAULT_GOAL := help
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install prresq with the dev extra (CPU; pinned torch)
+
+train: $(STAMP) ## Main job: tiny model + synthetic data, warm-up, RL2R training, held-out SRCC/PLCC before/after (CPU, offline)
+	$(PY) -m prresq.train experiment=tiny_synthetic $(ARGS)
+
+test: $(STAMP) ## Run the fast test suite (slow and gpu tests are skipped)
+	$(PY) -m pytest -q -m "not slow and not gpu" $(ARGS)
+
+test-all: $(STAMP) ## Run every CPU test, slow ones included
+	$(PY) -m pytest -q -m "not gpu" $(ARGS)
+
+lint: $(STAMP) ## ruff check + format check
+	$(PY) -m ruff check prresq tests experiments
+	$(PY) -m ruff format --check prresq tests experiments
+
+format: $(STAMP) ## ruff format + autofix
+	$(PY) -m ruff format prresq tests experiments
+	$(PY) -m ruff check --fix prresq tests experiments
+
+bench: $(STAMP) ## Run the benchmarks under experiments/bench (print figures)
+	$(PY) experiments/bench/bench_preresq_rewards.py
+
+clean: ## Remove caches, outputs and the virtual environment
+	rm -rf $(VENV) .cache outputs multirun .pytest_cache .ruff_cache build *.egg-info
+
+.PHONY: help install train test test-all lint format bench clean

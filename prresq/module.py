@@ -1,0 +1,359 @@
+"""GRPOModule: reinforcement learning to rank (RL2R, VisualQuality-R1) and PRPO (PreResQ-R1).
+
+One training step, top to bottom:
+
+1. **Rollout** (no gradients). For each of the B images of the batch, sample K completions from
+   the current policy (vision special tokens suppressed), decode and parse them into scores
+   `q[i, k]` (and D aspect scores for PreResQ prompts). Unparseable answers are NaN.
+2. **Rewards**. Under DDP the parsed scores, MOS and dataset ids of every process are gathered,
+   so ranking rewards compare every image of the global step (Eq. 1-3); each process keeps its
+   own rows. The reward mix (Hydra `reward` group) returns per-term rewards and their weighted sum.
+3. **Advantages** (Eq. 4): group-standardised over the K completions of each image.
+4. **Log-probs**. Reference log-probs (frozen copy, only when beta > 0) and, with
+   `num_iterations` > 1, the old policy's log-probs at sampling time.
+5. **Policy update**. `num_iterations` optimiser steps on this rollout, each over micro-batches
+   of completions, minimising the clipped GRPO objective with the k3 KL (Eq. 5-6).
+
+Validation scores the val split with the shared scoring path (`prresq.scoring`) and logs
+SRCC/PLCC of the greedy answer and of the mean of N samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from prresq.loss import GRPOLoss
+from prresq.metrics import plcc, srcc
+from prresq.models import load_policy, load_processor, load_reference, vision_token_ids
+from prresq.rewards import RewardInputs, build_reward_mix, group_advantages, parse_answers
+from prresq.rollout import VisionIds, completion_logprobs, expand_inputs, generate_completions, slice_inputs
+from prresq.scoring import ScoringConfig, decode, score_batch
+
+log = logging.getLogger(__name__)
+
+
+def _plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+class GRPOModule(L.LightningModule):
+    """Rollout -> reward registry -> group advantages -> clipped GRPO/KL loss, with manual optimisation."""
+
+    def __init__(
+        self,
+        model: Mapping[str, Any],
+        grpo: Mapping[str, Any],
+        loss: Mapping[str, Any],
+        reward: Mapping[str, Any],
+        optim: Mapping[str, Any],
+        scoring: Mapping[str, Any],
+        num_aspects: int = 1,
+        score_range: tuple[float, float] = (1.0, 5.0),
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters({k: _plain(v) for k, v in locals().items() if k not in ("self", "__class__")})
+        self.automatic_optimization = False
+        hp = self.hparams
+        self.grpo = dict(hp.grpo)
+        self.num_aspects = num_aspects
+        self.score_range = tuple(score_range)
+        model_cfg = dict(hp.model)
+        self.processor = load_processor(model_cfg["name_or_path"], min_pixels, max_pixels)
+        self.policy = load_policy(
+            model_cfg["name_or_path"],
+            dtype=model_cfg.get("dtype", "float32"),
+            attn_implementation=model_cfg.get("attn_implementation", "sdpa"),
+            gradient_checkpointing=model_cfg.get("gradient_checkpointing", False),
+            freeze_vision=model_cfg.get("freeze_vision", False),
+            tiny=model_cfg.get("tiny"),
+        )
+        loss_cfg = dict(hp.loss)
+        self.loss_fn = GRPOLoss(
+            beta=loss_cfg.get("beta", 0.04),
+            eps_low=loss_cfg.get("eps_low", 0.2),
+            eps_high=loss_cfg.get("eps_high", 0.2),
+            aggregation=loss_cfg.get("aggregation", "sequence"),
+            max_tokens=loss_cfg.get("max_tokens") or self.grpo["max_new_tokens"],
+        )
+        # beta = 0 loads no reference model at all (no second copy in memory).
+        self.reference = load_reference(self.policy) if self.loss_fn.beta != 0.0 else None
+        self.rewards = build_reward_mix(dict(hp.reward))
+        self.scoring = ScoringConfig(**{**dict(hp.scoring), "num_aspects": num_aspects})
+        tok = self.processor.tokenizer
+        self.eos_ids = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_ids[-1]
+        self.suppress_ids = vision_token_ids(tok)
+        self.vision_ids = VisionIds.from_config(self.policy.config)
+        self._val: dict[str, list[Tensor]] = {}
+        self._shuffle_gen = torch.Generator().manual_seed(int(self.grpo.get("seed", 0)))
+
+    # ----------------------------------------------------------------------------- rollout
+    @property
+    def k(self) -> int:
+        return int(self.grpo["k"])
+
+    @torch.no_grad()
+    def rollout(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Steps 1-4 of the module docstring; returns everything the update needs."""
+        inputs = batch["model_inputs"]
+        b, k = inputs["input_ids"].shape[0], self.k
+        completion, mask = generate_completions(
+            self.policy,
+            inputs,
+            k,
+            eos_ids=self.eos_ids,
+            pad_id=self.pad_id,
+            suppress_ids=self.suppress_ids,
+            max_new_tokens=int(self.grpo["max_new_tokens"]),
+            temperature=float(self.grpo.get("temperature", 1.0)),
+            top_p=float(self.grpo.get("top_p", 1.0)),
+            top_k=self.grpo.get("top_k"),
+            min_new_tokens=self.grpo.get("min_new_tokens"),
+        )
+        texts = decode(self.processor, completion)
+        scores, aspects = parse_answers(texts, self.num_aspects, *self.score_range)
+        scores = scores.view(b, k).to(self.device)
+        aspects = aspects.view(b, k, -1).to(self.device)
+        mos = batch["mos"].to(self.device).float()
+        if self.grpo.get("shuffle_mos", False):  # control run: the reward no longer carries MOS information
+            mos = mos[torch.randperm(b, generator=self._shuffle_gen).to(mos.device)]
+        dataset_ids = batch["dataset_ids"].to(self.device)
+        g_scores, g_aspects, g_mos, g_ids, local = self._gather(scores, aspects, mos, dataset_ids)
+        reward_inputs = RewardInputs(
+            texts=texts, scores=g_scores, aspects=g_aspects, mos=g_mos, dataset_ids=g_ids, local=local
+        )
+        total, terms = self.rewards(reward_inputs)  # [B, K], {name: [B, K]}
+        advantages = group_advantages(total)  # [B, K] (Eq. 4)
+        expanded = expand_inputs(inputs, k, self.vision_ids)
+        old_logp = ref_logp = None
+        if int(self.grpo.get("num_iterations", 1)) > 1:
+            old_logp = self._logprobs(self.policy, expanded, completion, mask)
+        if self.reference is not None:
+            ref_logp = self._logprobs(self.reference, expanded, completion, mask)
+        return dict(
+            inputs=expanded,
+            completion=completion,
+            mask=mask,
+            advantages=advantages.reshape(-1),
+            old_logp=old_logp,
+            ref_logp=ref_logp,
+            texts=texts,
+            scores=scores,
+            total=total,
+            terms=terms,
+            mos=mos,
+        )
+
+    def _gather(
+        self, scores: Tensor, aspects: Tensor, mos: Tensor, dataset_ids: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, slice]:
+        """All-gather the reward inputs of every process (equal local batch sizes)."""
+        b = scores.shape[0]
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world == 1:
+            return scores, aspects, mos, dataset_ids, slice(0, b)
+        gathered = [self.all_gather(t) for t in (scores, aspects, mos, dataset_ids)]
+        flat = [g.reshape(-1, *g.shape[2:]) for g in gathered]
+        rank = self.global_rank
+        return flat[0], flat[1], flat[2], flat[3], slice(rank * b, (rank + 1) * b)
+
+    def _logprobs(self, model: torch.nn.Module, inputs: dict, completion: Tensor, mask: Tensor) -> Tensor:
+        """Log-probs in micro-batches of completions (no gradients)."""
+        chunks = []
+        for sl in self._micro_slices(completion.shape[0]):
+            sub = slice_inputs(inputs, sl, self.vision_ids)
+            chunks.append(
+                completion_logprobs(model, sub, completion[sl], mask[sl], float(self.grpo.get("temperature", 1.0)))
+            )
+        return torch.cat(chunks)
+
+    def _micro_slices(self, n: int) -> list[slice]:
+        size = int(self.grpo.get("micro_batch_size") or n)
+        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+    # ----------------------------------------------------------------------------- training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        ro = self.rollout(batch)
+        opt = self.optimizers()
+        sched = self.lr_schedulers()
+        n = ro["completion"].shape[0]
+        slices = self._micro_slices(n)
+        temperature = float(self.grpo.get("temperature", 1.0))
+        stats_acc: dict[str, float] = {}
+        for _ in range(int(self.grpo.get("num_iterations", 1))):
+            opt.zero_grad(set_to_none=True)
+            for sl in slices:
+                sub = slice_inputs(ro["inputs"], sl, self.vision_ids)
+                logp = completion_logprobs(self.policy, sub, ro["completion"][sl], ro["mask"][sl], temperature)
+                loss, stats = self.loss_fn(
+                    logp,
+                    ro["advantages"][sl],
+                    ro["mask"][sl],
+                    old_logp=None if ro["old_logp"] is None else ro["old_logp"][sl],
+                    ref_logp=None if ro["ref_logp"] is None else ro["ref_logp"][sl],
+                )
+                frac = (sl.stop - sl.start) / n
+                self.manual_backward(loss * frac)
+                for key, val in (("loss", loss), *vars(stats).items()):
+                    stats_acc[key] = stats_acc.get(key, 0.0) + float(val) * frac
+            grad_norm = self._clip_and_norm(opt)
+            opt.step()
+        if sched is not None:
+            sched.step()
+        iters = int(self.grpo.get("num_iterations", 1))
+        self._log_step(ro, {k: v / iters for k, v in stats_acc.items()}, grad_norm, batch_idx)
+
+    def _clip_and_norm(self, opt: Any) -> Tensor:
+        max_norm = float(self.grpo.get("max_grad_norm") or 0.0)
+        params = [p for p in self.policy.parameters() if p.grad is not None]
+        if not params:
+            return torch.tensor(0.0)
+        if max_norm > 0:
+            return torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return torch.nn.utils.get_total_norm([p.grad for p in params])
+
+    def _log_step(self, ro: dict[str, Any], stats: dict[str, float], grad_norm: Tensor, batch_idx: int) -> None:
+        scores, mask = ro["scores"], ro["mask"]
+        parsed = ~torch.isnan(scores)
+        metrics: dict[str, Any] = {f"train/{k}": v for k, v in stats.items() if k != "ratio_mean"}
+        for name, term in ro["terms"].items():
+            metrics[f"train/reward/{name}_mean"] = term.mean()
+            metrics[f"train/reward/{name}_std"] = term.std() if term.numel() > 1 else torch.tensor(0.0)
+        total = ro["total"]
+        metrics["train/reward_total_mean"] = total.mean()
+        zero_std = (total.std(dim=1) < 1e-6) if total.shape[1] > 1 else torch.ones(total.shape[0], dtype=torch.bool)
+        metrics["train/frac_reward_zero_std"] = zero_std.float().mean()
+        metrics["train/advantage_mean"] = ro["advantages"].mean()
+        metrics["train/advantage_std"] = ro["advantages"].std() if ro["advantages"].numel() > 1 else 0.0
+        metrics["train/completion_len"] = mask.sum(1).float().mean()
+        metrics["train/parse_fail_rate"] = 1.0 - parsed.float().mean()
+        std = _nanstd(scores)
+        metrics["train/score_std_per_image"] = torch.nanmean(std) if torch.isfinite(std).any() else 0.0
+        metrics["train/grad_norm"] = grad_norm
+        self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in metrics.items()}, prog_bar=False)
+        self.log("reward", total.mean(), prog_bar=True)
+        every = int(self.grpo.get("log_completions_every", 0) or 0)
+        if every and self.global_rank == 0 and batch_idx % every == 0:
+            self._log_completions(ro)
+
+    def _log_completions(self, ro: dict[str, Any], rows: int = 8) -> None:
+        k = self.k
+        lines = ["| image | k | mos | score | reward | completion |", "|---|---|---|---|---|---|"]
+        for n, text in enumerate(ro["texts"][: rows * k : max(1, k // 2)]):
+            i, j = divmod(n * max(1, k // 2), k)
+            clean = text.replace("|", "\\|").replace("\n", " ")[:200]
+            lines.append(
+                f"| {i} | {j} | {float(ro['mos'][i]):.2f} | {float(ro['scores'][i, j]):.2f} "
+                f"| {float(ro['total'][i, j]):.3f} | {clean} |"
+            )
+        for logger in self.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_text"):
+                experiment.add_text("train/completions", "\n".join(lines), self.global_step)
+
+    # ----------------------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        self._val = {"mos": [], "greedy": [], "sample": [], "n_parsed": []}
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        out = score_batch(self.policy, self.processor, batch["model_inputs"], self.scoring)
+        self._val["mos"].append(batch["mos"].float().cpu())
+        if out.greedy is not None:
+            self._val["greedy"].append(out.greedy.cpu())
+        if out.sample_mean is not None:
+            self._val["sample"].append(out.sample_mean.cpu())
+            self._val["n_parsed"].append(out.n_parsed.cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val.get("mos"):
+            return
+        mos = self._gather_cat(torch.cat(self._val["mos"]))
+        results: dict[str, Tensor] = {}
+        for key in ("greedy", "sample"):
+            if not self._val[key]:
+                continue
+            pred = self._gather_cat(torch.cat(self._val[key]))
+            ok = ~torch.isnan(pred)
+            suffix = "" if key == ("sample" if self._val["sample"] else "greedy") else f"_{key}"
+            results[f"val/parse_fail_rate{suffix}"] = 1.0 - ok.float().mean()
+            results[f"val/srcc{suffix}"] = torch.as_tensor(srcc(pred, mos), dtype=torch.float32)
+            results[f"val/plcc{suffix}"] = torch.as_tensor(plcc(pred, mos), dtype=torch.float32)
+        self.log_dict(results, prog_bar=False, rank_zero_only=True, sync_dist=False)
+        if "val/srcc" in results:
+            self.log("val_srcc", results["val/srcc"], prog_bar=True, rank_zero_only=True)
+
+    def _gather_cat(self, t: Tensor) -> Tensor:
+        if self._trainer is None or self.trainer.world_size == 1:
+            return t
+        return self.all_gather(t.to(self.device)).reshape(-1).cpu()
+
+    # ----------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> Any:
+        cfg = dict(self.hparams.optim)
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(
+            params,
+            lr=float(cfg.get("lr", 1e-6)),
+            betas=tuple(cfg.get("betas", (0.9, 0.999))),
+            weight_decay=float(cfg.get("weight_decay", 0.0)),
+            eps=float(cfg.get("eps", 1e-8)),
+        )
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+        warmup = int(float(cfg.get("warmup_ratio", 0.0)) * total)
+        schedule = cfg.get("schedule", "linear")
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / max(1, warmup)
+            if schedule == "constant":
+                return 1.0
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "shuffle_mos": self._shuffle_gen.get_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if not states:
+            return
+        torch.set_rng_state(states["torch"])
+        if states.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+        np.random.set_state(states["numpy"])
+        random.setstate(states["python"])
+        self._shuffle_gen.set_state(states["shuffle_mos"])
+
+    def export(self, out_dir: str) -> None:
+        """Write the policy + processor with `save_pretrained`, loadable by `prresq.models.load_policy`."""
+        self.policy.save_pretrained(out_dir)
+        self.processor.save_pretrained(out_dir)
+
+
+def _nanstd(x: Tensor) -> Tensor:
+    """Unbiased std over dim 1 ignoring NaN; NaN where fewer than 2 values parse."""
+    ok = ~torch.isnan(x)
+    n = ok.sum(1)
+    mean = torch.nansum(x, 1) / n.clamp(min=1)
+    var = torch.where(ok, (x - mean[:, None]) ** 2, torch.zeros_like(x)).sum(1) / (n - 1).clamp(min=1)
+    return torch.where(n >= 2, var.sqrt(), torch.full_like(var, float("nan")))

@@ -1,0 +1,183 @@
+"""Training entry point: `python -m prresq.train [experiment=...] [overrides...]` (Hydra).
+
+    python -m prresq.train experiment=tiny_synthetic          # the embedded default (CPU, minutes)
+    python -m prresq.train experiment=vq_r1_kadid             # VisualQuality-R1 on KADID-10K (GPU cluster)
+    python -m prresq.train experiment=tiny_synthetic grpo.k=4 reward.fidelity.variant=prob_avg
+    python -m prresq.train ... ckpt_path=last hydra.run.dir=outputs/my_run   # resume a killed run
+
+Order of work: prepare data (synthetic sets are generated and cached) -> model directory (the tiny
+model is written and cached) -> optional supervised warm-up (cached) -> held-out scores before ->
+GRPO training (Lightning) -> held-out scores after -> `save_pretrained` export.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from prresq.models import ensure_model_dir, load_policy, load_processor
+from prresq.module import GRPOModule
+from prresq.scoring import ScoringConfig, correlations, score_loader
+
+log = logging.getLogger("prresq.train")
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def prompt_text(cfg: DictConfig) -> str | list[str]:
+    """The prompt (or the prompt pool, PreResQ-R1 stage 1)."""
+    pool = cfg.prompt.get("pool")
+    return list(pool) if pool else str(cfg.prompt.text)
+
+
+def build_datamodule(cfg: DictConfig, processor: Any) -> Any:
+    """Instantiate the `data` group, generate its synthetic set when it declares one, attach processor + flow."""
+    dm = instantiate(cfg.data, _recursive_=False)
+    dm.prepare_data()
+    flow = instantiate(cfg.dataflow)
+    dm.attach(processor=processor, prompt=prompt_text(cfg), flow=flow)
+    return dm
+
+
+def build_strategy(cfg: DictConfig) -> Any:
+    strategy = cfg.strategy
+    return instantiate(strategy) if "_target_" in strategy else strategy.get("name", "auto")
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    return instantiate(cfg.trainer, strategy=build_strategy(cfg), callbacks=callbacks, logger=loggers or False)
+
+
+def scoring_config(cfg: DictConfig) -> ScoringConfig:
+    return ScoringConfig(**{**_container(cfg.scoring), "num_aspects": int(cfg.prompt.num_aspects)})
+
+
+def run_warmup(cfg: DictConfig, model_dir: Path) -> Path:
+    """Supervised prior-knowledge warm-up (cached by digest); returns the directory RL starts from."""
+    from prresq.warmup import cached_warmup_dir, is_complete, save_warmup, supervised_warmup
+
+    w = _container(cfg.warmup)
+    spec = {
+        "model": str(model_dir),
+        "model_marker": (model_dir / "config.json").read_text(),
+        "warmup": w,
+        "prompt": _container(cfg.prompt),
+        "data": _container(cfg.data),
+        "seed": cfg.seed,
+    }
+    out = cached_warmup_dir(Path(cfg.paths.cache_dir) / "warmup", spec)
+    if is_complete(out):
+        log.info("warm-up: reusing %s", out)
+        return out
+    L.seed_everything(cfg.seed, workers=True)
+    processor = load_processor(model_dir, cfg.data.get("min_pixels"), cfg.data.get("max_pixels"))
+    model = load_policy(model_dir, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
+    dm = build_datamodule(cfg, processor)
+    template = str(w["answer_template"])
+    history = supervised_warmup(
+        model,
+        processor,
+        dm.prior_dataloader(answer_fn=lambda rec: template.format(mos=rec.mos_mapped)),
+        dm.val_dataloader(),
+        scoring_config(cfg),
+        lr=float(w["lr"]),
+        max_steps=int(w["max_steps"]),
+        target_srcc=float(w["target_srcc"]),
+        eval_every=int(w["eval_every"]),
+        min_steps=int(w.get("min_steps", 0)),
+    )
+    save_warmup(model, processor, out, history, spec)
+    return out
+
+
+def evaluate(module: GRPOModule, loader: Any, scoring: ScoringConfig, desc: str) -> dict[str, float]:
+    module.policy.eval()
+    return correlations(score_loader(module.policy, module.processor, loader, scoring, progress=desc))
+
+
+def resolve_ckpt(cfg: DictConfig) -> str | None:
+    ckpt = cfg.get("ckpt_path")
+    if ckpt == "last":
+        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if not path.exists():
+            log.warning("ckpt_path=last: no %s yet, starting from scratch", path)
+            return None
+        return str(path)
+    return ckpt
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Everything `python -m prresq.train` does; returns the before/after held-out metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    model_dir = ensure_model_dir(cfg.model.name_or_path, _container(cfg.model.get("tiny")))
+    if cfg.warmup.get("enabled", False):
+        model_dir = run_warmup(cfg, model_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    model_cfg = {**_container(cfg.model), "name_or_path": str(model_dir), "tiny": None}
+    module = GRPOModule(
+        model=model_cfg,
+        grpo=_container(cfg.grpo),
+        loss=_container(cfg.loss),
+        reward=_container(cfg.reward),
+        optim=_container(cfg.optim),
+        scoring=_container(cfg.scoring),
+        num_aspects=int(cfg.prompt.num_aspects),
+        score_range=(float(cfg.scoring.score_low), float(cfg.scoring.score_high)),
+        min_pixels=cfg.data.get("min_pixels"),
+        max_pixels=cfg.data.get("max_pixels"),
+    )
+    dm = build_datamodule(cfg, module.processor)
+    trainer = build_trainer(cfg)
+    scoring = scoring_config(cfg)
+    results: dict[str, Any] = {}
+    ckpt = resolve_ckpt(cfg)
+    do_eval = cfg.get("eval_before_after", False) and not cfg.trainer.get("fast_dev_run")
+    if do_eval and ckpt is None and trainer.is_global_zero:
+        dm.setup("test")
+        results["before"] = evaluate(module, dm.test_dataloader(), scoring, "test split (before RL)")
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    if do_eval and trainer.is_global_zero:
+        dm.setup("test")
+        results["after"] = evaluate(module, dm.test_dataloader(), scoring, "test split (after RL)")
+    export = cfg.get("export_dir")
+    if export and trainer.is_global_zero and not cfg.trainer.get("fast_dev_run"):
+        module.export(str(export))
+        results["export_dir"] = str(export)
+    if trainer.is_global_zero and results:
+        _report(results, Path(cfg.paths.output_dir))
+    return results
+
+
+def _report(results: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "heldout_metrics.json").write_text(json.dumps(results, indent=2))
+    if "before" in results and "after" in results:
+        keys = [k for k in results["after"] if k.startswith(("srcc", "plcc"))]
+        lines = ["| held-out test | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for when in ("before", "after"):
+            lines.append(f"| {when} RL | " + " | ".join(f"{results[when].get(k, float('nan')):.3f}" for k in keys) + " |")
+        table = "\n".join(lines)
+        print(table, flush=True)
+        (out_dir / "heldout_metrics.md").write_text(table + "\n")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    torch.set_float32_matmul_precision("high")
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
