@@ -141,9 +141,10 @@ def logistic4_fit(pred: ArrayLike, mos: ArrayLike) -> tuple[np.ndarray | None, n
         p0 = [hi, lo, float(p.mean()), float(p.std()) or 1.0]
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("error", OptimizeWarning)
+                # "covariance could not be estimated" is not a failed fit (e.g. n <= 4 points)
+                warnings.simplefilter("ignore", OptimizeWarning)
                 params, _ = curve_fit(logistic4, p, m, p0=p0, maxfev=20000)
-        except (RuntimeError, ValueError, OptimizeWarning) as err:
+        except (RuntimeError, ValueError) as err:
             reason = f"curve_fit failed ({err})"
         else:
             mapped = logistic4(p_all, *params)
