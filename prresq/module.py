@@ -34,7 +34,7 @@ from torch import Tensor
 from prresq.loss import GRPOLoss
 from prresq.metrics import plcc, srcc
 from prresq.models import load_policy, load_processor, load_reference, vision_token_ids
-from prresq.rewards import RewardInputs, build_reward_mix, group_advantages, parse_answers
+from prresq.rewards import build_reward_mix, compute_rewards, parse_answers
 from prresq.rollout import VisionIds, completion_logprobs, expand_inputs, generate_completions, slice_inputs
 from prresq.scoring import ScoringConfig, decode, score_batch
 
@@ -129,12 +129,7 @@ class GRPOModule(L.LightningModule):
         if self.grpo.get("shuffle_mos", False):  # control run: the reward no longer carries MOS information
             mos = mos[torch.randperm(b, generator=self._shuffle_gen).to(mos.device)]
         dataset_ids = batch["dataset_ids"].to(self.device)
-        g_scores, g_aspects, g_mos, g_ids, local = self._gather(scores, aspects, mos, dataset_ids)
-        reward_inputs = RewardInputs(
-            texts=texts, scores=g_scores, aspects=g_aspects, mos=g_mos, dataset_ids=g_ids, local=local
-        )
-        total, terms = self.rewards(reward_inputs)  # [B, K], {name: [B, K]}
-        advantages = group_advantages(total)  # [B, K] (Eq. 4)
+        total, terms, advantages = compute_rewards(self.rewards, texts, scores, aspects, mos, dataset_ids)
         expanded = expand_inputs(inputs, k, self.vision_ids)
         old_logp = ref_logp = None
         if int(self.grpo.get("num_iterations", 1)) > 1:
@@ -154,19 +149,6 @@ class GRPOModule(L.LightningModule):
             terms=terms,
             mos=mos,
         )
-
-    def _gather(
-        self, scores: Tensor, aspects: Tensor, mos: Tensor, dataset_ids: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, slice]:
-        """All-gather the reward inputs of every process (equal local batch sizes)."""
-        b = scores.shape[0]
-        world = self.trainer.world_size if self._trainer is not None else 1
-        if world == 1:
-            return scores, aspects, mos, dataset_ids, slice(0, b)
-        gathered = [self.all_gather(t) for t in (scores, aspects, mos, dataset_ids)]
-        flat = [g.reshape(-1, *g.shape[2:]) for g in gathered]
-        rank = self.global_rank
-        return flat[0], flat[1], flat[2], flat[3], slice(rank * b, (rank + 1) * b)
 
     def _logprobs(self, model: torch.nn.Module, inputs: dict, completion: Tensor, mask: Tensor) -> Tensor:
         """Log-probs in micro-batches of completions (no gradients)."""

@@ -1,0 +1,47 @@
+"""Rewards under data parallelism: rank every image of the global step, keep this process's rows.
+
+`compute_rewards` is what the training module calls after parsing a rollout. Under DDP (or
+DeepSpeed) it all-gathers the parsed scores, MOS and dataset ids of every process, so the pair
+terms (fidelity Eq. 1-3, PreResQ preference branch) compare all images of the step, then Eq. 4
+advantages are computed for the local rows. With one process it is a plain call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from prresq.rewards.advantages import group_advantages
+from prresq.rewards.registry import RewardInputs
+
+
+def gather_rows(t: Tensor) -> tuple[Tensor, slice]:
+    """All-gather equal-sized per-process tensors along dim 0 -> (global tensor, this process's rows)."""
+    b = t.shape[0]
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t, slice(0, b)
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    rank = dist.get_rank()
+    return torch.cat(parts), slice(rank * b, (rank + 1) * b)
+
+
+def compute_rewards(
+    reward_mix: Any, texts: list[str], scores: Tensor, aspects: Tensor, mos: Tensor, dataset_ids: Tensor
+) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """Rewards and Eq. 4 advantages of this process's rows, ranking against every image of the global step.
+
+    Under DDP the parsed scores, MOS and dataset ids of all processes are gathered first, so the
+    fidelity/PreResQ pair terms see the whole global batch; each process keeps its own rows.
+    Returns (total [B, K], per-term {name: [B, K]}, advantages [B, K]).
+    """
+    g_scores, local = gather_rows(scores)
+    g_aspects, _ = gather_rows(aspects)
+    g_mos, _ = gather_rows(mos)
+    g_ids, _ = gather_rows(dataset_ids)
+    inputs = RewardInputs(texts=texts, scores=g_scores, aspects=g_aspects, mos=g_mos, dataset_ids=g_ids, local=local)
+    total, terms = reward_mix(inputs)
+    return total, terms, group_advantages(total)
