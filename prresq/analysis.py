@@ -163,11 +163,12 @@ def override_columns(df: pd.DataFrame) -> list[str]:
     return out
 
 
-def varying_overrides(df: pd.DataFrame) -> list[str]:
-    """Override columns whose value differs between runs (what a sweep varied)."""
-    cols = override_columns(df)
+def varying_overrides(df: pd.DataFrame, ignore: Sequence[str] = ()) -> list[str]:
+    """Override columns whose value differs between runs (what a sweep varied), except those whose last
+    dotted component is in `ignore` (e.g. `("seed",)` to group seeds of one configuration together)."""
+    cols = [c for c in override_columns(df) if c.rsplit(".", 1)[-1] not in ignore]
     per_run = df.drop_duplicates("run")[cols] if "run" in df.columns else df[cols]
-    return [c for c in cols if per_run[c].astype(str).nunique(dropna=False) > 1]
+    return [c for c in cols if _labels(per_run[c]).nunique() > 1]
 
 
 def _with_overrides(df: pd.DataFrame, run: str, overrides: dict[str, Any], front: Sequence[str]) -> pd.DataFrame:
@@ -185,7 +186,8 @@ def _records(path: Path, verify_crc: bool) -> Iterator[bytes]:
     """Serialized Event records of one TFRecord file.
 
     `verify_crc=True` goes through tensorboard's `event_file_loader.RawEventFileLoader`, whose CRC32C is pure
-    Python without TensorFlow (about 12x slower); the default reads the length-prefixed framing directly.
+    Python without TensorFlow (reading is about 12x slower); the default reads the length-prefixed framing
+    directly and leaves the checksums unchecked.
     A truncated last record (a run still writing) ends the file quietly in both cases.
     """
     if verify_crc:
@@ -215,27 +217,30 @@ def _parse_events(files: Sequence[Path], *, text_tags: Sequence[str] | None, ver
     walls: list[float] = []
     want_text = text_tags is not None
     wanted = set(text_tags or ()) | {f"{t}/text_summary" for t in text_tags or ()}
+    needles = [t.encode() for t in text_tags or ()]
+    parse = event_pb2.Event.FromString
     for path in files:
-        plugins: dict[str, str] = {}  # plugin metadata is written with the first value of a tag only
+        plugins: dict[str, str] = {}  # plugin metadata comes with the first value of each tag only
         try:
             for record in _records(path, verify_crc):
-                event = event_pb2.Event.FromString(record)
-                if not event.HasField("summary"):
+                if want_text and not any(n in record for n in needles):  # cheap skip of scalar events
                     continue
+                event = parse(record)
                 for v in event.summary.value:
-                    if v.HasField("metadata") and v.metadata.plugin_data.plugin_name:
-                        plugins[v.tag] = v.metadata.plugin_data.plugin_name
+                    tag = v.tag
+                    plugin = plugins.get(tag)
+                    if plugin is None:
+                        plugin = plugins[tag] = v.metadata.plugin_data.plugin_name
                     kind = v.WhichOneof("value")
-                    plugin = plugins.get(v.tag, "")
                     if want_text:
-                        if kind != "tensor" or plugin != "text" or v.tag not in wanted:
+                        if kind != "tensor" or plugin != "text" or tag not in wanted:
                             continue
                         value: Any = "\n".join(s.decode("utf-8", "replace") for s in v.tensor.string_val)
-                        tag = v.tag.removesuffix("/text_summary")
+                        tag = tag.removesuffix("/text_summary")
                     elif kind == "simple_value":
-                        value, tag = float(v.simple_value), v.tag
+                        value = v.simple_value
                     elif kind == "tensor" and plugin == "scalars":
-                        value, tag = float(tensor_util.make_ndarray(v.tensor).reshape(-1)[0]), v.tag
+                        value = float(tensor_util.make_ndarray(v.tensor).reshape(-1)[0])
                     else:
                         continue
                     steps.append(event.step)
@@ -281,6 +286,11 @@ def load_run(
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
     files = event_files(run_dir)
     if not files:
+        nested = [r for r in find_runs(run_dir) if r != run_dir]
+        if nested:
+            raise FileNotFoundError(
+                f"{run_dir} holds no event files of its own but {len(nested)} run dirs below it: use load_sweep"
+            )
         raise _no_events_error(run_dir, [run_dir])
     df = _finish(_parse_events(files, text_tags=None, verify_crc=verify_crc), dedupe)
     return _with_overrides(df, name or run_dir.resolve().name, read_overrides(run_dir), TIDY_COLUMNS)
@@ -302,12 +312,13 @@ def load_sweep(
     """`load_run` for every run dir at or below `sweep_dir` (folders holding `.hydra/overrides.yaml` and event
     files), concatenated; `run` is the path relative to `sweep_dir`. Override keys missing in a run are NaN.
 
-    Runs are parsed in parallel (`workers`, default min(#runs, CPU count); `workers=1` is serial).
-    Protobuf parsing holds the GIL, so processes scale and threads do not. Measured on 2 busy CPU cores:
-    the 3-run fake sweep of tests/test_analysis.py loads in about 0.03 s serially (a pool is not worth starting
-    for fewer than 4 runs, so none is); 24 runs of 25 tags x 2,000 steps (1.2 M scalars, 67 MB of events) take
-    about 5 s serially, 6 s with threads and 3 s with 2 processes; tensorboard's CRC-checked reader
-    (`verify_crc=True`) is about 12x slower to read than the default.
+    Runs are parsed in parallel (`workers`, default min(#runs, CPU count); `workers=1` is serial; with the
+    default `workers=None` no pool is started below 4 runs). Cost is about 3 us of CPU per scalar: 0.13-0.2 s
+    for a run of 25 tags x 2,000 steps, about 20 ms serially for the 3-run fake sweep of tests/test_analysis.py
+    (a process pool costs about 0.1 s to start). Protobuf parsing holds the GIL, so processes scale with free
+    cores and threads do not; on the 2 shared cores where this was measured, 24 such runs (1.2 M scalars, 65 MB)
+    took 3-7 s serial, threaded or with 2 processes alike (noise-dominated). `verify_crc=True` (tensorboard's
+    pure-Python CRC32C) is about 4-6x slower per run.
     A folder with event files but no run dir below it is loaded as one run without overrides.
     """
     sweep_dir = Path(sweep_dir)
@@ -320,8 +331,9 @@ def load_sweep(
     if not runs:
         raise _no_events_error(sweep_dir, candidates)
     jobs = [(r, _run_name(r, sweep_dir), dedupe, verify_crc) for r in runs]
+    auto = workers is None
     workers = min(len(jobs), workers or os.cpu_count() or 1)
-    if workers <= 1 or len(jobs) < 4:
+    if workers <= 1 or (auto and len(jobs) < 4):
         frames = [_load_run_job(j) for j in jobs]
     else:
         pool: Executor = (ProcessPoolExecutor if executor == "process" else ThreadPoolExecutor)(workers)
@@ -399,7 +411,8 @@ def find_eval_dirs(path: str | os.PathLike[str]) -> list[Path]:
 
 
 def _owning_run(eval_dir: Path) -> Path | None:
-    for d in [eval_dir, *eval_dir.resolve().parents]:
+    eval_dir = eval_dir.resolve()
+    for d in [eval_dir, *eval_dir.parents]:
         if _is_run_dir(d):
             return d
     return None
@@ -442,22 +455,28 @@ def load_eval(run_dir_or_sweep: str | os.PathLike[str]) -> EvalData:
     )
 
 
-def pick_before_after(root: str | os.PathLike[str]) -> tuple[Path, Path]:
+def pick_before_after(run_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     """(before, after) eval folders inside one run dir: a folder named like base/before/init/step_0 is
-    "before", one named like final/after/last is "after"; otherwise the older and the newest by mtime.
-    Raises ValueError when fewer than two eval folders exist."""
-    dirs = find_eval_dirs(root)
-    if len(dirs) < 2:
-        raise ValueError(f"need two eval folders below {root} to compare, found {[str(d) for d in dirs]}")
+    "before", one named like final/after/last is "after"; otherwise the older and the newer by mtime.
+    Raises ValueError unless there are two or more eval folders, all in the same run."""
+    run_dir = Path(run_dir)
+    dirs = find_eval_dirs(run_dir)
+    owners = {str(_owning_run(d)) for d in dirs}
+    if len(dirs) < 2 or len(owners) > 1:
+        found = ", ".join(d.relative_to(run_dir).as_posix() for d in dirs) or "none"
+        raise ValueError(
+            f"need two eval folders of one run below {run_dir} to compare before/after training; "
+            f"found {len(dirs)} in {len(owners)} run(s): {found}"
+        )
 
-    def has(d: Path, words: Sequence[str]) -> bool:
-        parts = re.split(r"[/\\.\-]", d.relative_to(root).as_posix().lower())
+    def named(d: Path, words: Sequence[str]) -> bool:
+        parts = re.split(r"[/.\-]", d.relative_to(run_dir).as_posix().lower())
         return any(p == w or p.startswith(w + "_") for p in parts for w in words)
 
     by_time = sorted(dirs, key=lambda d: (d.stat().st_mtime, str(d)))
-    before = next((d for d in dirs if has(d, _BEFORE_WORDS)), by_time[0])
+    before = next((d for d in dirs if named(d, _BEFORE_WORDS)), by_time[0])
     rest = [d for d in by_time if d != before]
-    after = next((d for d in rest if has(d, _AFTER_WORDS)), rest[-1])
+    after = next((d for d in rest if named(d, _AFTER_WORDS)), rest[-1])
     return before, after
 
 
@@ -525,18 +544,23 @@ def select_tags(df: pd.DataFrame, patterns: Sequence[str]) -> tuple[list[str], l
     return present, missing
 
 
+def _labels(col: pd.Series) -> pd.Series:
+    return col.map(lambda v: "default" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+
+
 def label_column(df: pd.DataFrame, cols: str | Sequence[str] | None) -> pd.Series:
-    """Group label per row: `run` (None), one column's values, or "a=1, b=x" for several columns."""
-    if cols is None:
-        return df["run"].astype(str)
-    if isinstance(cols, str):
-        return df[cols].astype(str)
-    cols = list(cols)
+    """Group label per row: `run` (None or []), one column's values, or "a=1, b=x" for several columns.
+    A missing override (the run kept the config default) reads "default"."""
+    cols = [cols] if isinstance(cols, str) else list(cols or [])
     if not cols:
         return df["run"].astype(str)
     if len(cols) == 1:
-        return df[cols[0]].astype(str)
-    return df[cols].astype(str).apply(lambda r: ", ".join(f"{c}={v}" for c, v in r.items()), axis=1)
+        return _labels(df[cols[0]])
+    parts = [c + "=" + _labels(df[c]) for c in cols]
+    out = parts[0]
+    for p in parts[1:]:
+        out = out + ", " + p
+    return out
 
 
 def _sort_key(v: str) -> tuple[int, float, str]:
@@ -608,7 +632,12 @@ def plot_curves(
     if shown:
         handles, labels = shown[0].get_legend_handles_labels()
         order = sorted(range(len(labels)), key=lambda i: _sort_key(labels[i]))
-        shown[0].legend([handles[i] for i in order], [labels[i] for i in order], title=hue_name, fontsize=8)
+        handles, labels = [handles[i] for i in order], [labels[i] for i in order]
+        if ax is None:  # own figure: one legend right of the panels
+            fig.tight_layout()
+            fig.legend(handles, labels, title=hue_name, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+            return fig
+        shown[0].legend(handles, labels, title=hue_name, fontsize=8)
     fig.tight_layout()
     return fig
 
