@@ -1,0 +1,175 @@
+"""`PromptCollator`: records -> the collated batch of docs/CONTRACTS.md (one processor call per batch).
+
+For each record the data flow builds the user turn (media + prompt text); the chat template adds
+the system turn and the generation prompt; the processor tokenises the whole batch at once with
+LEFT padding (generation appends on the right) and never truncates (a cut would desynchronise the
+image placeholder tokens from `image_grid_thw`). The image count is checked against the grid.
+
+With a prompt pool, each record gets `pool[hash(seed, id) % len(pool)]`: seeded, independent of
+the number of workers, the same prompt for an image across epochs. With an `answer_fn`
+(supervised warm-up) the answer and `<|im_end|>` follow the generation prompt and `labels`
+hold the answer tokens (prompt and padding = -100).
+
+A corrupt image raises `DataError` naming the JSONL file and line; with `on_bad_sample="skip"`
+the sample is dropped and counted (`skipped`), and a batch left empty collates to `None`
+(Lightning skips it).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from prresq.data.dataflow import Flow, FlowOutput, ImageFlow
+from prresq.data.records import DataError, OnBad, Record
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+END_OF_TURN = "<|im_end|>"
+
+
+def merge_video_kwargs(per_sample: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Merge per-sample processor video kwargs: list values are concatenated (one entry per video), scalars must agree."""
+    merged: dict[str, Any] = {}
+    for kw in per_sample:
+        for key, value in kw.items():
+            if isinstance(value, list | tuple):
+                merged.setdefault(key, []).extend(value)
+            elif key in merged and merged[key] != value:
+                raise ValueError(f"video kwarg {key!r} differs within a batch: {merged[key]!r} vs {value!r}")
+            else:
+                merged[key] = value
+    return merged
+
+
+class PromptCollator:
+    """Collate `Record`s into model inputs + MOS for GRPO (or SFT with `answer_fn`)."""
+
+    def __init__(
+        self,
+        processor: Any,
+        prompt: str | Sequence[str],
+        flow: Flow | None = None,
+        answer_fn: Callable[[Record], str] | None = None,
+        seed: int = 0,
+        dataset_ids: Mapping[str, int] | None = None,
+        on_bad_sample: OnBad = "raise",
+    ) -> None:
+        pool = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not pool or not all(isinstance(p, str) and p for p in pool):
+            raise ValueError(f"prompt must be a non-empty string or a list of them, got {prompt!r}")
+        if on_bad_sample not in ("raise", "skip"):
+            raise ValueError(f"on_bad_sample={on_bad_sample!r}: expected 'raise' or 'skip'")
+        self.processor = processor
+        self.pool = pool
+        self.flow: Flow = flow if flow is not None else ImageFlow()
+        self.answer_fn = answer_fn
+        self.seed = seed
+        self.dataset_ids = dict(dataset_ids) if dataset_ids is not None else {}
+        self._fixed_ids = dataset_ids is not None
+        self.on_bad_sample = on_bad_sample
+        self.skipped: list[str] = []
+        tok = processor.tokenizer
+        self.image_token_id = tok.convert_tokens_to_ids("<|image_pad|>")
+        self.video_token_id = tok.convert_tokens_to_ids("<|video_pad|>")
+
+    def prompt_for(self, record: Record) -> str:
+        """The prompt of this record (the pool entry chosen by a seeded hash of its id)."""
+        if len(self.pool) == 1:
+            return self.pool[0]
+        return self.pool[zlib.crc32(f"{self.seed}:{record.dataset}:{record.id}".encode()) % len(self.pool)]
+
+    def _dataset_id(self, name: str) -> int:
+        if name not in self.dataset_ids:
+            if self._fixed_ids:
+                raise KeyError(f"dataset {name!r} has no id; known: {self.dataset_ids}")
+            self.dataset_ids[name] = len(self.dataset_ids)
+        return self.dataset_ids[name]
+
+    def _user_turn(self, record: Record) -> FlowOutput | None:
+        try:
+            return self.flow(record.media, self.prompt_for(record))
+        except (DataError, OSError) as exc:
+            reason = f"{record.source or record.id}: {exc}"
+            if self.on_bad_sample == "raise":
+                raise DataError(reason) from exc
+            self.skipped.append(reason)
+            log.warning("skipped a bad sample (%d so far in this process): %s", len(self.skipped), reason)
+            return None
+
+    def __call__(self, records: Sequence[Record | None]) -> dict[str, Any] | None:
+        kept: list[Record] = []
+        turns: list[FlowOutput] = []
+        for record in records:
+            if record is None:
+                continue
+            turn = self._user_turn(record)
+            if turn is not None:
+                kept.append(record)
+                turns.append(turn)
+        if not kept:
+            return None
+        texts, answers = [], []
+        for record, turn in zip(kept, turns):
+            messages = [{"role": "user", "content": turn.content}]
+            text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            if self.answer_fn is not None:
+                answer = self.answer_fn(record) + END_OF_TURN
+                answers.append(answer)
+                text = text + answer
+            texts.append(text)
+        images = [im for t in turns for im in t.images]
+        videos = [v for t in turns for v in t.videos]
+        kwargs = merge_video_kwargs([t.video_kwargs for t in turns]) if videos else {}
+        inputs = self.processor(
+            text=texts,
+            images=images or None,
+            videos=videos or None,
+            padding=True,
+            padding_side="left",
+            truncation=False,
+            return_tensors="pt",
+            **kwargs,
+        )
+        model_inputs = dict(inputs)
+        self._check_vision_tokens(model_inputs)
+        if answers:
+            model_inputs["labels"] = self._labels(model_inputs["input_ids"], answers)
+        return {
+            "model_inputs": model_inputs,
+            "mos": torch.tensor([r.mos_mapped for r in kept], dtype=torch.float32),
+            "dataset_ids": torch.tensor([self._dataset_id(r.dataset) for r in kept], dtype=torch.long),
+            "ids": [r.id for r in kept],
+            "media": [str(r.media) for r in kept],
+        }
+
+    def _check_vision_tokens(self, inputs: dict[str, Any]) -> None:
+        merge = int(getattr(self.processor.image_processor, "merge_size", 2))
+        ids = inputs["input_ids"]
+        for token, grid_key in ((self.image_token_id, "image_grid_thw"), (self.video_token_id, "video_grid_thw")):
+            if grid_key not in inputs:
+                continue
+            expected = int(inputs[grid_key].prod(-1).sum()) // (merge * merge)
+            found = int((ids == token).sum())
+            if found != expected:
+                raise RuntimeError(f"{found} vision placeholder tokens for {grid_key} expecting {expected}")
+
+    def _labels(self, input_ids: torch.Tensor, answers: Sequence[str]) -> torch.Tensor:
+        """-100 everywhere but each row's answer tokens (the row's tail: padding is on the left)."""
+        labels = torch.full_like(input_ids, IGNORE_INDEX)
+        tok = self.processor.tokenizer
+        for i, answer in enumerate(answers):
+            ans = torch.tensor(tok(answer, add_special_tokens=False)["input_ids"], dtype=input_ids.dtype)
+            n = len(ans)
+            if n == 0 or n > input_ids.shape[1] or not torch.equal(input_ids[i, -n:], ans):
+                raise ValueError(
+                    f"answer {answer!r} does not tokenise to the tail of its row (a token merges across the "
+                    "prompt/answer boundary); start answers with a special token such as <think>"
+                )
+            labels[i, -n:] = ans
+        return labels

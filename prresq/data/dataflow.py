@@ -1,0 +1,97 @@
+"""The data-flow seam: one record's media path + prompt text -> the user message for the chat template.
+
+A flow is any callable `flow(media_path: Path, prompt: str) -> FlowOutput`. `content` is the user
+message's content list, in order (`{"type": "image"}`, `{"type": "video"}`, `{"type": "text",
+"text": ...}`); `images` / `videos` hold the media for the processor in the order their
+placeholders appear; `video_kwargs` are passed through to the processor call (the collator merges
+them over a batch). Flows: `ImageFlow` here (IQA: one image, then the prompt); `VideoGridFlow`
+and `VideoNativeFlow` in `prresq.data.video`. Config group `conf/dataflow/` (`_target_`), or by
+name through `build_flow("image")`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from PIL import Image
+
+from prresq.data.media import load_image
+
+
+@dataclass
+class FlowOutput:
+    """The user turn of one sample: chat content plus the media its placeholders stand for."""
+
+    content: list[dict[str, Any]]
+    images: list[Image.Image] = field(default_factory=list)
+    videos: list[Any] = field(default_factory=list)
+    video_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Flow(Protocol):
+    def __call__(self, media_path: Path, prompt: str) -> FlowOutput: ...
+
+
+FLOWS: dict[str, str | Callable[..., Flow]] = {
+    "image": "prresq.data.dataflow:ImageFlow",
+    "video_grid": "prresq.data.video:VideoGridFlow",
+    "video_native": "prresq.data.video:VideoNativeFlow",
+}
+
+
+def register_flow(name: str) -> Callable[[type], type]:
+    """Class decorator: make a flow buildable by name (`build_flow(name)`)."""
+
+    def deco(cls: type) -> type:
+        FLOWS[name] = cls
+        return cls
+
+    return deco
+
+
+@register_flow("image")
+class ImageFlow:
+    """IQA: the image, then the prompt text (VisualQuality-R1 and PreResQ-R1 IQA)."""
+
+    def __call__(self, media_path: Path, prompt: str) -> FlowOutput:
+        return FlowOutput(
+            content=[{"type": "image"}, {"type": "text", "text": prompt}],
+            images=[load_image(media_path)],
+        )
+
+    def __repr__(self) -> str:
+        return "ImageFlow()"
+
+
+def _resolve(target: str | Callable[..., Flow]) -> Callable[..., Flow]:
+    if not isinstance(target, str):
+        return target
+    module, sep, attr = target.partition(":")
+    if not sep:  # dotted form "pkg.module.Class"
+        module, _, attr = target.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_flow(spec: str | Mapping[str, Any] | Flow | None = None) -> Flow:
+    """A flow from a registered name, a `{_target_: ..., **kwargs}` / `{name: ..., **kwargs}` mapping, or as is."""
+    if spec is None:
+        return ImageFlow()
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if isinstance(spec, Mapping):
+        kwargs = {k: v for k, v in spec.items() if k not in ("_target_", "name")}
+        if "_target_" in spec:
+            target: str | Callable[..., Flow] = spec["_target_"]
+        elif spec.get("name") in FLOWS:
+            target = FLOWS[spec["name"]]
+        else:
+            raise ValueError(f"unknown data flow {dict(spec)}; registered: {sorted(FLOWS)}")
+        return _resolve(target)(**kwargs)
+    if callable(spec):
+        return spec
+    raise TypeError(f"cannot build a data flow from {spec!r}")

@@ -1,0 +1,219 @@
+"""JSONL quality datasets -> validated `Record`s with MOS min-max mapped to [1, 5] per dataset.
+
+Row format (both anchors): `{"id", "dataset_name", "image": ["rel/path.png"] (or "video"),
+"conversations": [{"from": "human", ...}, {"from": "gpt", "value": "<mos>"}], ...}`; a top-level
+`"mos"` field takes precedence over the `gpt` turn. Media paths are relative to the dataset's
+`root` (default: the JSONL's folder). Every other field lands in `Record.extra`.
+
+Bad input raises `DataError` naming the file and the 1-based line: malformed JSON, missing or
+non-numeric MOS, MOS outside a given `mos_range`, missing media field or file, duplicate id;
+and, for the whole file, a missing file, an empty dataset or one whose MOS are all equal (it can
+be neither mapped nor ranked). With `on_bad_sample="skip"` bad rows are dropped, counted and
+summarised in one warning. Corrupt images are found when loaded (`prresq.data.media`).
+
+    from prresq.data.records import DatasetSpec, load_dataset
+    ds = load_dataset(DatasetSpec(name="kadid10k", jsonl="data/kadid10k/train.jsonl"))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+
+OnBad = Literal["raise", "skip"]
+MEDIA_KEYS = ("image", "video")
+_CORE_KEYS = {"id", "image", "video", "conversations", "mos"}
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file (and the 1-based JSONL line when there is one)."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One scored image or video."""
+
+    id: str
+    dataset: str
+    media: Path
+    mos: float  # raw, as in the file
+    mos_mapped: float  # min-max mapped to `map_to` (default [1, 5]) with the dataset's range
+    extra: dict[str, Any] = field(default_factory=dict)
+    source: str = ""  # "<jsonl>:<line>", for error messages
+
+    @property
+    def media_type(self) -> str:
+        return str(self.extra.get("media_type", "image"))
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a dataset lives: `jsonl` rows, media under `root` (default: the JSONL's folder)."""
+
+    name: str
+    jsonl: str | Path
+    root: str | Path | None = None
+    mos_range: tuple[float, float] | None = None  # None: min and max of the data
+
+    @classmethod
+    def from_config(cls, spec: DatasetSpec | Mapping[str, Any]) -> DatasetSpec:
+        if isinstance(spec, DatasetSpec):
+            return spec
+        unknown = set(spec) - {"name", "jsonl", "root", "mos_range"}
+        if unknown or "name" not in spec or "jsonl" not in spec:
+            raise ValueError(f"dataset spec {dict(spec)}: needs 'name' and 'jsonl' (optional 'root', 'mos_range')")
+        rng = spec.get("mos_range")
+        if rng is not None:
+            rng = tuple(float(x) for x in rng)
+            if len(rng) != 2 or not rng[0] < rng[1]:
+                raise ValueError(f"dataset {spec['name']}: mos_range {list(rng)} must be [lo, hi] with lo < hi")
+        return cls(name=str(spec["name"]), jsonl=spec["jsonl"], root=spec.get("root"), mos_range=rng)
+
+    @property
+    def media_root(self) -> Path:
+        return Path(self.root) if self.root is not None else Path(self.jsonl).parent
+
+
+@dataclass
+class LoadedDataset:
+    """The valid records of one dataset plus the reasons of the rows skipped."""
+
+    spec: DatasetSpec
+    records: list[Record]
+    skipped: list[str] = field(default_factory=list)
+    mos_range: tuple[float, float] = (0.0, 0.0)  # the range used for the mapping
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def _media_rel(row: dict[str, Any]) -> tuple[str, str]:
+    for key in MEDIA_KEYS:
+        if key not in row:
+            continue
+        value = row[key]
+        if isinstance(value, list):
+            if not value or not isinstance(value[0], str):
+                raise ValueError(f"'{key}' must be a non-empty list of paths, got {value!r}")
+            return key, value[0]
+        if isinstance(value, str) and value:
+            return key, value
+        raise ValueError(f"'{key}' must be a path or a list of paths, got {value!r}")
+    raise ValueError("no 'image' or 'video' field")
+
+
+def _raw_mos(row: dict[str, Any]) -> float:
+    if "mos" in row:
+        value = row["mos"]
+    else:
+        turns = row.get("conversations")
+        gpt = [t for t in turns if isinstance(t, dict) and t.get("from") == "gpt"] if isinstance(turns, list) else []
+        if not gpt or "value" not in gpt[-1]:
+            raise ValueError("missing MOS: no 'mos' field and no 'gpt' turn in 'conversations'")
+        value = gpt[-1]["value"]
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"MOS {value!r} is not a number")
+    try:
+        mos = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ValueError(f"MOS {value!r} is not a number") from None
+    if not math.isfinite(mos):
+        raise ValueError(f"MOS {value!r} is not finite")
+    return mos
+
+
+def load_dataset(
+    spec: DatasetSpec | Mapping[str, Any],
+    map_to: Sequence[float] = (1.0, 5.0),
+    on_bad_sample: OnBad = "raise",
+    check_media: bool = True,
+) -> LoadedDataset:
+    """Read and validate one JSONL dataset; map its MOS to `map_to` (min-max over `mos_range` or the data)."""
+    spec = DatasetSpec.from_config(spec)
+    if on_bad_sample not in ("raise", "skip"):
+        raise ValueError(f"on_bad_sample={on_bad_sample!r}: expected 'raise' or 'skip'")
+    path = Path(spec.jsonl)
+    if not path.is_file():
+        raise DataError(f"{path}: dataset file not found (dataset {spec.name!r})")
+    root = spec.media_root
+    skipped: list[str] = []
+    rows: list[tuple[str, str, Path, float, dict[str, Any]]] = []  # id, source, media, mos, extra
+    seen: dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            source = f"{path}:{lineno}"
+            try:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"malformed JSON ({exc.msg} at column {exc.colno})") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+                if "id" not in row or row["id"] in (None, ""):
+                    raise ValueError("missing 'id'")
+                sid = str(row["id"])
+                if sid in seen:
+                    raise ValueError(f"duplicate id {sid!r} (first on line {seen[sid]})")
+                mos = _raw_mos(row)
+                if spec.mos_range is not None and not spec.mos_range[0] <= mos <= spec.mos_range[1]:
+                    raise ValueError(f"MOS {mos} outside mos_range {list(spec.mos_range)}")
+                key, rel = _media_rel(row)
+                media = Path(rel) if Path(rel).is_absolute() else root / rel
+                if check_media and not media.is_file():
+                    raise ValueError(f"media file not found: {media}")
+            except ValueError as exc:
+                if on_bad_sample == "raise":
+                    raise DataError(f"{source}: {exc}") from None
+                skipped.append(f"line {lineno}: {exc}")
+                continue
+            seen[sid] = lineno
+            extra = {k: v for k, v in row.items() if k not in _CORE_KEYS}
+            extra["media_type"] = key
+            rows.append((sid, source, media, mos, extra))
+    if skipped:
+        log.warning(
+            "%s: skipped %d bad row(s) of dataset %r; first: %s", path, len(skipped), spec.name, "; ".join(skipped[:3])
+        )
+    if not rows:
+        detail = f" ({len(skipped)} bad rows skipped)" if skipped else ""
+        raise DataError(f"{path}: empty dataset {spec.name!r}: no valid rows{detail}")
+    values = [r[3] for r in rows]
+    lo, hi = spec.mos_range if spec.mos_range is not None else (min(values), max(values))
+    if min(values) == max(values):
+        raise DataError(
+            f"{path}: all {len(values)} MOS of dataset {spec.name!r} equal {values[0]}: "
+            "it can be neither min-max mapped nor ranked"
+        )
+    a, b = float(map_to[0]), float(map_to[1])
+    records = [
+        Record(
+            id=sid,
+            dataset=spec.name,
+            media=media,
+            mos=mos,
+            mos_mapped=a + (mos - lo) / (hi - lo) * (b - a),
+            extra=extra,
+            source=source,
+        )
+        for sid, source, media, mos, extra in rows
+    ]
+    return LoadedDataset(spec=spec, records=records, skipped=skipped, mos_range=(float(lo), float(hi)))
+
+
+def load_datasets(
+    specs: Sequence[DatasetSpec | Mapping[str, Any]],
+    map_to: Sequence[float] = (1.0, 5.0),
+    on_bad_sample: OnBad = "raise",
+    check_media: bool = True,
+) -> list[LoadedDataset]:
+    """`load_dataset` for each spec, in order (each dataset mapped with its own range)."""
+    return [load_dataset(s, map_to=map_to, on_bad_sample=on_bad_sample, check_media=check_media) for s in specs]
