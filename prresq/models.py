@@ -236,18 +236,16 @@ def load_processor(name_or_path: str | Path, min_pixels: int | None = None, max_
         kwargs["min_pixels"] = min_pixels
     if max_pixels is not None:
         kwargs["max_pixels"] = max_pixels
-    processor = AutoProcessor.from_pretrained(str(name_or_path), **kwargs)
+    processor = AutoProcessor.from_pretrained(str(name_or_path))
     for sub in (processor.image_processor, getattr(processor, "video_processor", None)):
-        if sub is None:
+        if sub is None or not kwargs:
             continue
+        size = dict(sub.size) if getattr(sub, "size", None) is not None else {}
         if min_pixels is not None:
-            sub.min_pixels = min_pixels
-            if isinstance(getattr(sub, "size", None), dict):
-                sub.size["shortest_edge"] = min_pixels
+            size["shortest_edge"] = min_pixels
         if max_pixels is not None:
-            sub.max_pixels = max_pixels
-            if isinstance(getattr(sub, "size", None), dict):
-                sub.size["longest_edge"] = max_pixels
+            size["longest_edge"] = max_pixels
+        sub.size = size
     processor.tokenizer.padding_side = "left"
     return processor
 

@@ -88,6 +88,7 @@ class GRPOModule(L.LightningModule):
         )
         # beta = 0 loads no reference model at all (no second copy in memory).
         self.reference = load_reference(self.policy) if self.loss_fn.beta != 0.0 else None
+        self.policy.train()
         self.rewards = build_reward_mix(dict(hp.reward))
         self.scoring = ScoringConfig(**{**dict(hp.scoring), "num_aspects": num_aspects})
         tok = self.processor.tokenizer
@@ -188,7 +189,7 @@ class GRPOModule(L.LightningModule):
                 frac = (sl.stop - sl.start) / n
                 self.manual_backward(loss * frac)
                 for key, val in (("loss", loss), *vars(stats).items()):
-                    stats_acc[key] = stats_acc.get(key, 0.0) + float(val) * frac
+                    stats_acc[key] = stats_acc.get(key, 0.0) + float(val.detach()) * frac
             grad_norm = self._clip_and_norm(opt)
             opt.step()
         if sched is not None:
@@ -310,7 +311,7 @@ class GRPOModule(L.LightningModule):
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "numpy": np.random.get_state(),
+            "numpy": _numpy_state_to_plain(np.random.get_state()),
             "python": random.getstate(),
             "shuffle_mos": self._shuffle_gen.get_state(),
         }
@@ -322,7 +323,7 @@ class GRPOModule(L.LightningModule):
         torch.set_rng_state(states["torch"])
         if states.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])
-        np.random.set_state(states["numpy"])
+        np.random.set_state(_numpy_state_from_plain(states["numpy"]))
         random.setstate(states["python"])
         self._shuffle_gen.set_state(states["shuffle_mos"])
 
@@ -330,6 +331,15 @@ class GRPOModule(L.LightningModule):
         """Write the policy + processor with `save_pretrained`, loadable by `prresq.models.load_policy`."""
         self.policy.save_pretrained(out_dir)
         self.processor.save_pretrained(out_dir)
+
+
+def _numpy_state_to_plain(state: tuple) -> tuple:
+    """numpy's RNG state with its key array as a tensor, so checkpoints load with weights_only=True."""
+    return (state[0], torch.from_numpy(state[1].astype(np.int64)), *state[2:])
+
+
+def _numpy_state_from_plain(state: tuple) -> tuple:
+    return (state[0], state[1].numpy().astype(np.uint32), *state[2:])
 
 
 def _nanstd(x: Tensor) -> Tensor:

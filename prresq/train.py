@@ -34,18 +34,12 @@ def _container(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def prompt_text(cfg: DictConfig) -> str | list[str]:
-    """The prompt (or the prompt pool, PreResQ-R1 stage 1)."""
-    pool = cfg.prompt.get("pool")
-    return list(pool) if pool else str(cfg.prompt.text)
-
-
 def build_datamodule(cfg: DictConfig, processor: Any) -> Any:
     """Instantiate the `data` group, generate its synthetic set when it declares one, attach processor + flow."""
     dm = instantiate(cfg.data, _recursive_=False)
     dm.prepare_data()
     flow = instantiate(cfg.dataflow)
-    dm.attach(processor=processor, prompt=prompt_text(cfg), flow=flow)
+    dm.attach(processor=processor, prompt=cfg.prompt, flow=flow)
     return dm
 
 
@@ -56,6 +50,11 @@ def build_strategy(cfg: DictConfig) -> Any:
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    schedule = cfg.get("schedule")
+    if schedule is not None and schedule.get("enabled", False):
+        spec = _container(schedule)
+        spec.pop("enabled")
+        callbacks.append(instantiate(spec))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     return instantiate(cfg.trainer, strategy=build_strategy(cfg), callbacks=callbacks, logger=loggers or False)
 

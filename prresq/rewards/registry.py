@@ -222,6 +222,12 @@ class RewardMix:
             total = total + self.weights[key] * value.to(total.dtype)
         return total, per_term
 
+    def set_weight(self, key: str, weight: float) -> None:
+        """Change one term's weight (e.g. the PreResQ stage schedule turns the std penalty off)."""
+        if key not in self.weights:
+            raise KeyError(f"reward {key!r} is not in this mix: {sorted(self.weights)}")
+        self.weights[key] = float(weight)
+
     def __repr__(self) -> str:
         parts = ", ".join(f"{k}={self.weights[k]:g}*{type(t).__name__}" for k, t in self.terms.items())
         return f"RewardMix({parts})"
