@@ -317,7 +317,12 @@ class GRPOModule(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        states = checkpoint.get("rng_states")
+        # Applied at the first training batch after resuming: creating the data iterator in between
+        # draws from the global RNG, which the uninterrupted run did before the checkpoint was taken.
+        self._pending_rng = checkpoint.get("rng_states")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        states, self._pending_rng = getattr(self, "_pending_rng", None), None
         if not states:
             return
         torch.set_rng_state(states["torch"])

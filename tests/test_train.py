@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
+from prresq.rewards import register_reward
 from prresq.train import run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -39,6 +40,17 @@ TINY = [
 ]
 
 
+@register_reward("test_char_count")
+class CharCount:
+    """A reward a random model can earn (completion length in characters), so updates are not all zero."""
+
+    def __call__(self, inputs):
+        import torch
+
+        k = inputs.scores.shape[1]
+        return torch.tensor([len(t) / 10.0 for t in inputs.texts]).view(-1, k)
+
+
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
@@ -56,7 +68,7 @@ def _logged(out_dir: Path, column: str) -> pd.Series:
 
 
 def test_resume_continues_at_the_same_step(tmp_path, cache_dir):
-    common = [*TINY, "trainer.val_check_interval=null", "trainer.limit_val_batches=0",
+    common = [*TINY, "+reward.length={name: test_char_count, weight: 1.0}", "trainer.val_check_interval=null", "trainer.limit_val_batches=0",
               "callbacks.checkpoint.every_n_train_steps=2", "export_dir=null"]
     full = compose_train([*common, "trainer.max_steps=3"], tmp_path / "full", cache_dir)
     run(full)
