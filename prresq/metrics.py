@@ -134,6 +134,8 @@ def logistic4_fit(pred: ArrayLike, mos: ArrayLike) -> tuple[np.ndarray | None, n
     p, m, _ = _clean(pred, mos)
     fitted = p_all.copy()
     reason = _degenerate(p, m)
+    if reason is None and len(p) < 4:
+        reason = f"{len(p)} valid pair(s): the 4-parameter fit needs at least 4"
     if reason is None:
         lo, hi = float(m.min()), float(m.max())
         if np.corrcoef(p, m)[0, 1] < 0:
@@ -144,7 +146,7 @@ def logistic4_fit(pred: ArrayLike, mos: ArrayLike) -> tuple[np.ndarray | None, n
                 # "covariance could not be estimated" is not a failed fit (e.g. n <= 4 points)
                 warnings.simplefilter("ignore", OptimizeWarning)
                 params, _ = curve_fit(logistic4, p, m, p0=p0, maxfev=20000)
-        except (RuntimeError, ValueError) as err:
+        except (RuntimeError, ValueError, TypeError) as err:
             reason = f"curve_fit failed ({err})"
         else:
             mapped = logistic4(p_all, *params)

@@ -204,3 +204,15 @@ def test_write_results_csv_and_markdown(tmp_path):
     assert "| kadid10k | 4 | 0 |" in lines[2] and "1.0000" in lines[2]
     assert lines[3].startswith("| a\\|b |") and "nan" in lines[3]
     assert lines[-1].startswith("| average |")
+
+
+def test_logistic_fit_with_three_points_falls_back_to_identity():
+    import warnings
+
+    from prresq.metrics import logistic4_fit
+
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        params, fitted = logistic4_fit([1.0, 2.0, 3.0], [1.5, 2.5, 4.0])
+    assert params is None
+    assert list(fitted) == [1.0, 2.0, 3.0]

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import lightning as L
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from prresq.data.collate import PromptCollator
 from prresq.data.dataflow import Flow, build_flow
@@ -133,6 +133,7 @@ class QualityDataModule(L.LightningDataModule):
         synthetic: Mapping[str, Any] | None = None,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        val_subset: int | None = None,
     ) -> None:
         super().__init__()
         if on_bad_sample not in ("raise", "skip"):
@@ -155,6 +156,7 @@ class QualityDataModule(L.LightningDataModule):
         self.synthetic = _to_container(synthetic)
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
+        self.val_subset = val_subset
         self.train_split: Literal["train", "prior"] = "train"
         self.datasets: dict[str, RecordDataset] = {}
         names: dict[str, int] = {}
@@ -288,7 +290,11 @@ class QualityDataModule(L.LightningDataModule):
     def _eval_loader(self, split: Split) -> DataLoader | list:
         if not self.specs[split]:
             return []
-        dataset = self._dataset(split)
+        dataset: Dataset = self._dataset(split)
+        if split == "val" and self.val_subset and self.val_subset < len(dataset):
+            # An evenly strided subset: every photo and level stays represented (files are grouped by photo).
+            step = len(dataset) / self.val_subset
+            dataset = Subset(dataset, [int(i * step) for i in range(self.val_subset)])
         world, rank = self._world()
         sampler = DistributedSampler(dataset, world, rank, shuffle=False) if world > 1 else None
         return DataLoader(

@@ -1,0 +1,147 @@
+"""`python -m prresq.infer`: inputs, corrupt files listed and skipped, resume without duplicates, JSONL with aspects."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+from PIL import Image
+
+from prresq.infer import list_inputs, run
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+FAST = ["scoring.max_new_tokens=4", "scoring.batch_size=3"]
+
+
+def compose_infer(overrides: list[str], out_dir: Path, model_dir: Path) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("infer", overrides=[*FAST, *overrides])
+    with open_dict(cfg):
+        cfg.paths.root_dir = cfg.paths.output_dir = str(out_dir)
+        cfg.paths.cache_dir = str(out_dir / "cache")
+        cfg.paths.data_dir = str(out_dir / "data")
+        cfg.model.name_or_path = str(model_dir)
+    return cfg
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def folder(tmp_path: Path, synthetic_iqa: Path) -> Path:
+    """4 images (one in a subfolder), a corrupt .jpg, and a file that is not media."""
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    images = sorted((synthetic_iqa / "images").rglob("*.png"))[:4]
+    for i, img in enumerate(images):
+        shutil.copy(img, (root / "sub" if i == 3 else root) / f"img{i}.png")
+    (root / "sub" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    (root / "notes.txt").write_text("not media")
+    return root
+
+
+def test_folder_with_a_corrupt_file_completes_and_resumes(tmp_path, folder, tiny_model_dir):
+    out = tmp_path / "scores.csv"
+    cfg = compose_infer([f"input={folder}", f"output={out}"], tmp_path, tiny_model_dir)
+    summary = run(cfg)
+    rows = _read_csv(out)
+    assert summary["inputs"] == 5 and summary["error"] == 1 and summary["ok"] + summary["no_answer"] == 4
+    assert [Path(r["path"]).name for r in rows] == ["img0.png", "img1.png", "img2.png", "broken.jpg", "img3.png"]
+    broken = rows[3]
+    assert broken["status"].startswith("error: ") and "broken.jpg" in broken["status"] and broken["score"] == ""
+    assert all(not r["status"].startswith("error") for i, r in enumerate(rows) if i != 3)
+    assert list(rows[0]) == ["path", "status", "score", "n_parsed", "text"]
+    assert out.read_text().count("\n") == 6  # header + one line per row
+
+    again = run(compose_infer([f"input={folder}", f"output={out}"], tmp_path, tiny_model_dir))
+    assert again["already_done"] == 5 and again["ok"] + again["no_answer"] + again["error"] == 0
+    assert _read_csv(out) == rows
+
+    # an interrupted write (partial last row) and a new file: only the missing ones are scored
+    data = out.read_bytes()
+    out.write_bytes(data[: data.rstrip(b"\n").rfind(b"\n") + 12])
+    shutil.copy(folder / "img0.png", folder / "sub" / "new.png")
+    third = run(compose_infer([f"input={folder}", f"output={out}"], tmp_path, tiny_model_dir))
+    assert third["already_done"] == 4 and third["ok"] + third["no_answer"] == 2
+    paths = [r["path"] for r in _read_csv(out)]
+    assert len(paths) == len(set(paths)) == 6
+
+    # the corrupt file got repaired: retry_errors scores it again, and only it
+    Image.open(folder / "img0.png").save(folder / "sub" / "broken.jpg")
+    fourth = run(compose_infer([f"input={folder}", f"output={out}", "retry_errors=true"], tmp_path, tiny_model_dir))
+    assert fourth["already_done"] == 5 and fourth["error"] == 0 and fourth["ok"] + fourth["no_answer"] == 1
+    rows = _read_csv(out)
+    assert len(rows) == 6 and not any(r["status"].startswith("error") for r in rows)
+
+
+def test_jsonl_output_with_aspect_scores(tmp_path, folder, tiny_model_dir):
+    out = tmp_path / "scores.jsonl"
+    listing = tmp_path / "items.jsonl"
+    listing.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [{"image": ["in/img0.png"]}, {"path": str(folder / "img1.png")}, {"media": "in/gone.png"}]
+        )
+    )
+    cfg = compose_infer([f"input={listing}", f"output={out}", "prompt=preresq_iqa"], tmp_path, tiny_model_dir)
+    summary = run(cfg)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [Path(r["path"]).name for r in rows] == ["img0.png", "img1.png", "gone.png"]
+    assert summary["error"] == 1 and rows[2]["status"].startswith("error") and rows[2]["score"] is None
+    names = ["saturation", "granularity", "sharpness", "foreground", "background"]
+    for r in rows[:2]:
+        assert r["status"] == "ok" and list(r["aspects"]) == names  # the PreResQ rule never fails
+        assert r["score"] == pytest.approx(min(max(sum(r["aspects"].values()) / 5, 1.0), 5.0))
+        assert isinstance(r["text"], str) and r["n_parsed"] == 1
+
+
+def test_list_inputs(tmp_path):
+    (tmp_path / "a").mkdir()
+    for name in ("a/x.PNG", "a/y.mp4", "a/z.txt", "b.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    assert [Path(p).relative_to(tmp_path).as_posix() for p in list_inputs(tmp_path)] == ["a/x.PNG", "a/y.mp4", "b.jpg"]
+    listing = tmp_path / "list.txt"
+    listing.write_text("# comment\nb.jpg\n\n/abs/c.png\nb.jpg\n")
+    assert list_inputs(listing) == [str(tmp_path / "b.jpg"), "/abs/c.png"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        list_inputs(bad)
+    with pytest.raises(FileNotFoundError):
+        list_inputs(tmp_path / "missing")
+
+
+def test_images_and_videos_in_one_folder(tmp_path, synthetic_iqa, tiny_model_dir):
+    from prresq.data.synthetic_video import generate_synthetic_vqa
+
+    vqa = generate_synthetic_vqa(
+        tmp_path / "vqa",
+        types=["blur"],
+        levels=2,
+        frames=8,
+        width=64,
+        height=48,
+        photos=["astronaut", "coffee", "rocket"],
+        progress=False,
+    )
+    root = tmp_path / "mixed"
+    root.mkdir()
+    shutil.copy(sorted((synthetic_iqa / "images").rglob("*.png"))[0], root / "a.png")
+    shutil.copy(sorted((vqa / "videos").rglob("*.mp4"))[0], root / "b.mp4")
+    (root / "c.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
+    out = tmp_path / "scores.jsonl"
+    native = ["dataflow@video_dataflow=video_native", "video_dataflow.max_pixels=3136", "video_dataflow.max_frames=4"]
+    summary = run(compose_infer([f"input={root}", f"output={out}", *native], tmp_path, tiny_model_dir))
+    rows = {Path(r["path"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert list(rows) == ["a.png", "b.mp4", "c.mp4"]
+    assert not rows["a.png"]["status"].startswith("error") and not rows["b.mp4"]["status"].startswith("error")
+    assert rows["c.mp4"]["status"].startswith("error: ") and summary["error"] == 1
