@@ -12,6 +12,8 @@ completion token t sits at column P + t of the concatenated sequence.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +110,22 @@ def completion_mask(completion_ids: Tensor, eos_ids: list[int]) -> Tensor:
     return (~after_eos).long()
 
 
+@contextmanager
+def gathered_parameters(model: nn.Module) -> Iterator[None]:
+    """Under DeepSpeed ZeRO-3, gather the sharded parameters once for a whole rollout (not per token).
+
+    A no-op for unsharded models (single device, DDP, ZeRO-1/2).
+    """
+    sharded = [p for p in model.parameters() if hasattr(p, "ds_id")]
+    if not sharded:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(sharded, modifier_rank=None):
+        yield
+
+
 @torch.no_grad()
 def generate_completions(
     model: nn.Module,
@@ -128,20 +146,21 @@ def generate_completions(
     was_training = model.training
     model.eval()
     try:
-        out = model.generate(
-            **gen_inputs,
-            do_sample=do_sample,
-            temperature=temperature if do_sample else None,
-            top_p=top_p if do_sample else None,
-            top_k=top_k if do_sample else None,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=min_new_tokens,
-            num_return_sequences=k,
-            suppress_tokens=suppress_ids,
-            eos_token_id=eos_ids,
-            pad_token_id=pad_id,
-            use_cache=True,
-        )
+        with gathered_parameters(model):
+            out = model.generate(
+                **gen_inputs,
+                do_sample=do_sample,
+                temperature=temperature if do_sample else None,
+                top_p=top_p if do_sample else None,
+                top_k=top_k if do_sample else None,
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=min_new_tokens,
+                num_return_sequences=k,
+                suppress_tokens=suppress_ids,
+                eos_token_id=eos_ids,
+                pad_token_id=pad_id,
+                use_cache=True,
+            )
     finally:
         model.train(was_training)
     completion = out[:, inputs["input_ids"].shape[1] :]
