@@ -34,6 +34,7 @@ from torch import Tensor
 from prresq.loss import GRPOLoss
 from prresq.metrics import plcc, srcc
 from prresq.models import load_policy, load_processor, load_reference, vision_token_ids
+from prresq.prefix import completion_logprobs_shared, generate_completions_shared, micro_batches
 from prresq.rewards import build_reward_mix, compute_rewards, parse_answers
 from prresq.rollout import VisionIds, completion_logprobs, expand_inputs, generate_completions, slice_inputs
 from prresq.scoring import ScoringConfig, decode, score_batch
@@ -96,6 +97,7 @@ class GRPOModule(L.LightningModule):
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_ids[-1]
         self.suppress_ids = vision_token_ids(tok)
         self.vision_ids = VisionIds.from_config(self.policy.config)
+        self.shared_prefix = bool(self.grpo.get("shared_prefix", True))
         self._val: dict[str, list[Tensor]] = {}
         self._shuffle_gen = torch.Generator().manual_seed(int(self.grpo.get("seed", 0)))
 
@@ -109,7 +111,8 @@ class GRPOModule(L.LightningModule):
         """Steps 1-4 of the module docstring; returns everything the update needs."""
         inputs = batch["model_inputs"]
         b, k = inputs["input_ids"].shape[0], self.k
-        completion, mask = generate_completions(
+        generate = generate_completions_shared if self.shared_prefix else generate_completions
+        completion, mask = generate(
             self.policy,
             inputs,
             k,
@@ -131,7 +134,8 @@ class GRPOModule(L.LightningModule):
             mos = mos[torch.randperm(b, generator=self._shuffle_gen).to(mos.device)]
         dataset_ids = batch["dataset_ids"].to(self.device)
         total, terms, advantages = compute_rewards(self.rewards, texts, scores, aspects, mos, dataset_ids)
-        expanded = expand_inputs(inputs, k, self.vision_ids)
+        # The shared path keeps one row per prompt (prefix computed once, K completions on top).
+        expanded = inputs if self.shared_prefix else expand_inputs(inputs, k, self.vision_ids)
         old_logp = ref_logp = None
         if int(self.grpo.get("num_iterations", 1)) > 1:
             old_logp = self._logprobs(self.policy, expanded, completion, mask)
@@ -151,19 +155,28 @@ class GRPOModule(L.LightningModule):
             mos=mos,
         )
 
-    def _logprobs(self, model: torch.nn.Module, inputs: dict, completion: Tensor, mask: Tensor) -> Tensor:
-        """Log-probs in micro-batches of completions (no gradients)."""
-        chunks = []
-        for sl in self._micro_slices(completion.shape[0]):
-            sub = slice_inputs(inputs, sl, self.vision_ids)
-            chunks.append(
-                completion_logprobs(model, sub, completion[sl], mask[sl], float(self.grpo.get("temperature", 1.0)))
-            )
-        return torch.cat(chunks)
+    def _slices(self, n: int) -> list[tuple[slice, slice]]:
+        """Micro-batches as (prompt rows, completion rows); whole groups of K on the shared path."""
+        size = self.grpo.get("micro_batch_size")
+        if self.shared_prefix:
+            return micro_batches(n // self.k, self.k, size)
+        size = int(size or n)
+        return [(sl, sl) for sl in (slice(i, min(i + size, n)) for i in range(0, n, size))]
 
-    def _micro_slices(self, n: int) -> list[slice]:
-        size = int(self.grpo.get("micro_batch_size") or n)
-        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+    def _score(
+        self, model: torch.nn.Module, inputs: dict, ps: slice, cs: slice, completion: Tensor, mask: Tensor
+    ) -> Tensor:
+        """Per-token log-probs [n, T] of completion rows `cs` (prompt rows `ps`)."""
+        temperature = float(self.grpo.get("temperature", 1.0))
+        sub = slice_inputs(inputs, ps, self.vision_ids)
+        if self.shared_prefix:
+            return completion_logprobs_shared(model, sub, self.k, completion[cs], mask[cs], temperature)
+        return completion_logprobs(model, sub, completion[cs], mask[cs], temperature)
+
+    def _logprobs(self, model: torch.nn.Module, inputs: dict, completion: Tensor, mask: Tensor) -> Tensor:
+        """Log-probs in micro-batches (no gradients: old policy, reference)."""
+        n = completion.shape[0]
+        return torch.cat([self._score(model, inputs, ps, cs, completion, mask) for ps, cs in self._slices(n)])
 
     # ----------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -171,14 +184,12 @@ class GRPOModule(L.LightningModule):
         opt = self.optimizers()
         sched = self.lr_schedulers()
         n = ro["completion"].shape[0]
-        slices = self._micro_slices(n)
-        temperature = float(self.grpo.get("temperature", 1.0))
+        slices = self._slices(n)
         stats_acc: dict[str, float] = {}
         for _ in range(int(self.grpo.get("num_iterations", 1))):
             opt.zero_grad(set_to_none=True)
-            for sl in slices:
-                sub = slice_inputs(ro["inputs"], sl, self.vision_ids)
-                logp = completion_logprobs(self.policy, sub, ro["completion"][sl], ro["mask"][sl], temperature)
+            for ps, sl in slices:
+                logp = self._score(self.policy, ro["inputs"], ps, sl, ro["completion"], ro["mask"])
                 loss, stats = self.loss_fn(
                     logp,
                     ro["advantages"][sl],
