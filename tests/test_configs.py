@@ -88,3 +88,15 @@ def test_slurm_launcher_follows_trainer_devices():
     launcher = cfg.hydra.launcher
     assert launcher.tasks_per_node == 4 and launcher.gpus_per_node == 4 and launcher.nodes == 2
     assert "SlurmLauncher" in launcher._target_
+
+
+SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_sweep_configs_compose_as_multirun(name):
+    cfg = _compose([f"sweep={name}"])
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    assert cfg.hydra.sweeper.params, "a sweep without parameters"
+    for key, values in cfg.hydra.sweeper.params.items():
+        assert "," in str(values), f"{key}: a sweep axis needs several values"
