@@ -22,10 +22,10 @@ train: $(STAMP) ## Main job: tiny model + synthetic data, warm-up, RL2R training
 	$(PY) -m prresq.train experiment=tiny_synthetic $(ARGS)
 
 test: $(STAMP) ## Run the fast test suite (slow and gpu tests are skipped)
-	$(PY) -m pytest -q -m "not slow and not gpu" $(ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow and not gpu" $(ARGS)
 
 test-all: $(STAMP) ## Run every CPU test, slow ones included
-	$(PY) -m pytest -q -m "not gpu" $(ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not gpu" $(ARGS)
 
 lint: $(STAMP) ## ruff check + format check
 	$(PY) -m ruff check prresq tests experiments

@@ -119,6 +119,8 @@ def resolve_ckpt(cfg: DictConfig) -> str | None:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Everything `python -m prresq.train` does; returns the before/after held-out metrics."""
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
     L.seed_everything(cfg.seed, workers=True)
     model_dir = ensure_model_dir(cfg.model.name_or_path, _container(cfg.model.get("tiny")))
     if cfg.warmup.get("enabled", False):

@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from prresq.data.synthetic import generate_synthetic_iqa
 from prresq.models import build_tiny_model
+
+# Tiny models are latency-bound; spin-waiting OpenMP threads on a busy 2-core machine cost 10-50x.
+torch.set_num_threads(1)
 
 SYNTHETIC_TEST_OPTIONS = dict(
     types=["white_noise", "jpeg", "saturation"],
