@@ -81,10 +81,12 @@ class TinySpec:
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
-    vision_hidden_size: int = 64
-    vision_intermediate_size: int = 128
+    # Vision width 128 (not 64): measured, a 64-wide random tower plus a linear head reached held-out
+    # SRCC ~0.6 on the noise set after 600 steps, a 128-wide one ~0.9 (lr 3e-4, batch 32).
+    vision_hidden_size: int = 128
+    vision_intermediate_size: int = 256
     vision_depth: int = 2
-    vision_num_heads: int = 2
+    vision_num_heads: int = 4
     patch_size: int = 14
     spatial_merge_size: int = 2
     temporal_patch_size: int = 2
