@@ -15,6 +15,7 @@ reward weights change exactly at the switch).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,7 +43,7 @@ class TwoStageSchedule(L.Callback):
 
     def switch_step(self, trainer: L.Trainer) -> int:
         total = self.total_steps or int(trainer.estimated_stepping_batches)
-        return int(round(self.switch_fraction * total))
+        return math.ceil(self.switch_fraction * total)  # at least one stage-1 step when the fraction > 0
 
     def stage_at(self, trainer: L.Trainer, step: int) -> int:
         return 1 if step < self.switch_step(trainer) else 2

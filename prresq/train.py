@@ -96,6 +96,7 @@ def run_warmup(cfg: DictConfig, model_dir: Path) -> Path:
         target_srcc=float(w["target_srcc"]),
         eval_every=int(w["eval_every"]),
         min_steps=int(w.get("min_steps", 0)),
+        vision_lr=w.get("vision_lr"),
     )
     save_warmup(model, processor, out, history, spec)
     return out

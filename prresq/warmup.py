@@ -45,11 +45,16 @@ def supervised_warmup(
     eval_every: int = 25,
     min_steps: int = 0,
     max_grad_norm: float = 1.0,
+    vision_lr: float | None = None,
 ) -> list[dict[str, float]]:
     """Cross-entropy on answer tokens until val SRCC (N-sample mean) >= target_srcc or max_steps."""
     from tqdm.auto import tqdm
 
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    vision = [p for n, p in model.named_parameters() if p.requires_grad and ".visual." in f".{n}"]
+    ids = {id(p) for p in vision}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    groups = [{"params": rest, "lr": lr}, {"params": vision, "lr": vision_lr or lr}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]])
     history: list[dict[str, float]] = []
     step, start = 0, time.time()
     bar = tqdm(total=max_steps, desc="warm-up (supervised)")
