@@ -211,11 +211,17 @@ class QualityDataModule(L.LightningDataModule):
 
     # ---------------------------------------------------------------- data
     def prepare_data(self) -> None:
-        """Write the synthetic set when configured (rank 0 only under Lightning; cached)."""
-        if self.synthetic:
-            from prresq.data.synthetic import generate_synthetic_iqa
+        """Write the synthetic set when configured (rank 0 only under Lightning; cached).
 
-            generate_synthetic_iqa(**self.synthetic)
+        `synthetic.generator` names the writer as `module:function` (default: the IQA generator).
+        """
+        if self.synthetic:
+            import importlib
+
+            opts = dict(self.synthetic)
+            target = str(opts.pop("generator", "prresq.data.synthetic:generate_synthetic_iqa"))
+            module, _, name = target.partition(":")
+            getattr(importlib.import_module(module), name)(**opts)
 
     def setup(self, stage: str | None = None) -> None:
         """Read and validate the JSONL files of every configured split (once)."""
