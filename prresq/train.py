@@ -65,7 +65,7 @@ def scoring_config(cfg: DictConfig) -> ScoringConfig:
 
 def run_warmup(cfg: DictConfig, model_dir: Path) -> Path:
     """Supervised prior-knowledge warm-up (cached by digest); returns the directory RL starts from."""
-    from prresq.warmup import cached_warmup_dir, is_complete, save_warmup, supervised_warmup
+    from prresq.warmup import cached_warmup_dir, is_complete, pretrain_vision, save_warmup, supervised_warmup
 
     w = _container(cfg.warmup)
     spec = {
@@ -85,6 +85,11 @@ def run_warmup(cfg: DictConfig, model_dir: Path) -> Path:
     model = load_policy(model_dir, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
     dm = build_datamodule(cfg, processor)
     template = str(w["answer_template"])
+    vision_steps = int(w.get("vision_steps", 0) or 0)
+    if vision_steps:
+        batch_size, dm.batch_size = dm.batch_size, int(w.get("vision_batch_size") or dm.batch_size)
+        pretrain_vision(model, dm.prior_dataloader(), steps=vision_steps, lr=float(w.get("vision_lr") or w["lr"]))
+        dm.batch_size = batch_size
     history = supervised_warmup(
         model,
         processor,

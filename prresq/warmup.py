@@ -1,13 +1,20 @@
 """Supervised "prior knowledge" warm-up: teach a base model the answer format and some quality sense.
 
-The papers start RL from Qwen2.5-VL-7B, which already rates quality (zero-shot SRCC ~0.7). A tiny
-random model sees nothing, and the fidelity reward alone cannot create vision features in
-CPU-minutes (it even rewards a blind model for a constant score). So the embedded pipeline
-mirrors the papers' setting: a short supervised warm-up on MOS of a **separate** set of photos
-(the `prior` split, never used by RL nor for testing), teaching the `<think>..</think><answer>..
-</answer>` format and a weak quality prior; it stops once the validation SRCC reaches a target
-(default 0.5) so that RL has room to show its own effect. The result is exported with
-`save_pretrained` and cached by a digest of everything that determines it.
+The papers start RL from Qwen2.5-VL-7B, whose vision tower was pretrained and which already rates
+quality (zero-shot SRCC ~0.7). A tiny random model sees nothing, and the fidelity reward alone
+cannot create vision features in CPU-minutes (it even rewards a blind model for a constant
+score). So the embedded pipeline mirrors the papers' setting on a **separate** set of photos
+(the `prior` split, never used by RL nor for testing), in two short phases:
+
+(a) vision pretraining (`pretrain_vision`), the stand-in for a pretrained ViT: the vision tower
+    plus a throw-away linear head regress MOS from mean-pooled image tokens (measured: through the
+    language model alone, the random tower learned nothing in 3000 steps; this way it sees noise
+    level after a few hundred);
+(b) supervised answers (`supervised_warmup`): cross-entropy on `<think>..</think><answer>..
+    </answer>`, teaching the format and mapping what the tower sees to a score; it stops once
+    validation SRCC reaches a target (default 0.5) so that RL has room to show its own effect.
+
+The result is exported with `save_pretrained` and cached by a digest of everything that determines it.
 
 Run by `python -m prresq.train` when `warmup.enabled=true` (the `tiny_synthetic` experiment).
 """
@@ -31,6 +38,37 @@ log = logging.getLogger(__name__)
 
 def warmup_digest(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def pretrain_vision(model: nn.Module, loader: Any, steps: int = 300, lr: float = 3e-4) -> list[float]:
+    """Phase (a): vision tower + linear head regress MOS (MSE) from mean-pooled image tokens."""
+    from tqdm.auto import tqdm
+
+    visual = model.model.visual
+    merge = int(getattr(visual, "spatial_merge_size", 2))
+    head = nn.Linear(int(model.config.text_config.hidden_size), 1)
+    opt = torch.optim.AdamW([*visual.parameters(), *head.parameters()], lr=lr)
+    losses: list[float] = []
+    bar = tqdm(total=steps, desc="warm-up (vision)")
+    while len(losses) < steps:
+        for batch in loader:
+            inputs = batch["model_inputs"]
+            grid = inputs["image_grid_thw"]
+            out = visual(inputs["pixel_values"], grid_thw=grid)
+            tokens = out.pooler_output if hasattr(out, "pooler_output") else out
+            counts = (grid.prod(-1) // merge**2).tolist()
+            pooled = torch.stack([t.mean(0) for t in torch.split(tokens, counts)])  # one row per image
+            loss = torch.nn.functional.mse_loss(head(pooled).squeeze(-1), batch["mos"].float())
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss))
+            bar.update(1)
+            bar.set_postfix(mse=f"{losses[-1]:.3f}")
+            if len(losses) >= steps:
+                break
+    bar.close()
+    return losses
 
 
 def supervised_warmup(
