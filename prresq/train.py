@@ -174,7 +174,9 @@ def _report(results: dict[str, Any], out_dir: Path) -> None:
         keys = [k for k in results["after"] if k.startswith(("srcc", "plcc"))]
         lines = ["| held-out test | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
         for when in ("before", "after"):
-            lines.append(f"| {when} RL | " + " | ".join(f"{results[when].get(k, float('nan')):.3f}" for k in keys) + " |")
+            lines.append(
+                f"| {when} RL | " + " | ".join(f"{results[when].get(k, float('nan')):.3f}" for k in keys) + " |"
+            )
         table = "\n".join(lines)
         print(table, flush=True)
         (out_dir / "heldout_metrics.md").write_text(table + "\n")

@@ -47,8 +47,13 @@ def test_expanded_logprobs_equal_per_sample_logprobs(tiny):
     k = 3
     eos = [processor.tokenizer.convert_tokens_to_ids("<|im_end|>")]
     completion, mask = generate_completions(
-        model, inputs, k, eos_ids=eos, pad_id=processor.tokenizer.pad_token_id,
-        suppress_ids=vision_token_ids(processor.tokenizer), max_new_tokens=6,
+        model,
+        inputs,
+        k,
+        eos_ids=eos,
+        pad_id=processor.tokenizer.pad_token_id,
+        suppress_ids=vision_token_ids(processor.tokenizer),
+        max_new_tokens=6,
     )
     assert completion.shape[0] == 2 * k
     expanded = expand_inputs(inputs, k, ids)
@@ -56,8 +61,9 @@ def test_expanded_logprobs_equal_per_sample_logprobs(tiny):
     with torch.no_grad():
         batched = completion_logprobs(model, expanded, completion, mask)
         for row in range(2 * k):
-            single = completion_logprobs(model, slice_inputs(expanded, slice(row, row + 1), ids),
-                                         completion[row : row + 1], mask[row : row + 1])
+            single = completion_logprobs(
+                model, slice_inputs(expanded, slice(row, row + 1), ids), completion[row : row + 1], mask[row : row + 1]
+            )
             m = mask[row].bool()
             torch.testing.assert_close(batched[row][m], single[0][m], atol=1e-4, rtol=1e-4)
     assert (batched[mask.bool()] <= 0).all()

@@ -68,8 +68,14 @@ def _logged(out_dir: Path, column: str) -> pd.Series:
 
 
 def test_resume_continues_at_the_same_step(tmp_path, cache_dir):
-    common = [*TINY, "+reward.length={name: test_char_count, weight: 1.0}", "trainer.val_check_interval=null", "trainer.limit_val_batches=0",
-              "callbacks.checkpoint.every_n_train_steps=2", "export_dir=null"]
+    common = [
+        *TINY,
+        "+reward.length={name: test_char_count, weight: 1.0}",
+        "trainer.val_check_interval=null",
+        "trainer.limit_val_batches=0",
+        "callbacks.checkpoint.every_n_train_steps=2",
+        "export_dir=null",
+    ]
     full = compose_train([*common, "trainer.max_steps=3"], tmp_path / "full", cache_dir)
     run(full)
     part = compose_train([*common, "trainer.max_steps=2"], tmp_path / "part", cache_dir)
