@@ -224,7 +224,9 @@ def test_missing_synthetic_benchmark_is_written_with_the_data_config_options(tmp
     )
     run(cfg)
     assert seen["out_dir"] == tmp_path / "data" / "synthetic_iqa"
-    assert seen["types"] == ["white_noise"] and seen["crops_per_photo"] == 40 and seen["prior_photos"] == 3
+    data_cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "data" / "synthetic_iqa.yaml").synthetic
+    assert seen["types"] == list(data_cfg.types) and seen["crops_per_photo"] == data_cfg.crops_per_photo
+    assert seen["prior_photos"] == data_cfg.prior_photos
     assert (tmp_path / "eval" / "predictions_synthetic_iqa.csv").exists()
 
 
