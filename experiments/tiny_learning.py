@@ -52,10 +52,14 @@ def val_curve(run_dir: Path) -> pd.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "tiny_learning"))
+    parser.add_argument("--replot", action="store_true", help="redraw the figure and table from results.json")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both runs")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        report(json.loads((out / "results.json").read_text()), out)
+        return
     results: dict[str, dict] = {}
     for label, override in RUNS.items():
         run_dir = out / override.split("=")[-1].replace("false", "rl2r").replace("true", "control")
@@ -63,15 +67,19 @@ def main() -> None:
         metrics = run(cfg)
         results[label] = {"test": metrics, "val_curve": val_curve(run_dir).to_dict("list")}
     (out / "results.json").write_text(json.dumps(results, indent=2))
+    report(results, out)
 
+
+def report(results: dict[str, dict], out: Path) -> None:
+    """Curves (PNG) and the held-out table (Markdown) from `results.json`'s content."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for label, res in results.items():
         curve = pd.DataFrame(res["val_curve"])
-        before = res["test"].get("before", {})
+        start = res["test"].get("warmup_final_val", {})  # validation scores at the end of the warm-up
         for ax, col, base in ((axes[0], "val/srcc", "srcc_mean"), (axes[1], "val/srcc_greedy", "srcc_greedy")):
             if col in curve:
-                steps = [0, *curve["step"].tolist()]
-                ax.plot(steps, [before.get(base, float("nan")), *curve[col].tolist()], marker="o", label=label)
+                steps = [0, *(curve["step"] + 1).tolist()]
+                ax.plot(steps, [start.get(base, float("nan")), *curve[col].tolist()], marker="o", label=label)
     axes[0].set_title("validation SRCC, mean of 8 samples")
     axes[1].set_title("validation SRCC, greedy")
     for ax in axes:

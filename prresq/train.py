@@ -129,8 +129,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(int(cfg.num_threads))
     L.seed_everything(cfg.seed, workers=True)
     model_dir = ensure_model_dir(cfg.model.name_or_path, _container(cfg.model.get("tiny")))
+    results: dict[str, Any] = {}
     if cfg.warmup.get("enabled", False):
         model_dir = run_warmup(cfg, model_dir)
+        history = json.loads((model_dir / "warmup_history.json").read_text())["history"]
+        results["warmup_final_val"] = history[-1] if history else {}
     L.seed_everything(cfg.seed, workers=True)
     model_cfg = {**_container(cfg.model), "name_or_path": str(model_dir), "tiny": None}
     module = GRPOModule(
@@ -148,7 +151,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     dm = build_datamodule(cfg, module.processor)
     trainer = build_trainer(cfg)
     scoring = scoring_config(cfg)
-    results: dict[str, Any] = {}
     ckpt = resolve_ckpt(cfg)
     do_eval = cfg.get("eval_before_after", False) and not cfg.trainer.get("fast_dev_run")
     if do_eval and ckpt is None and trainer.is_global_zero:
