@@ -92,9 +92,9 @@ def test_parse_answers_one_and_many_aspects() -> None:
 
     texts = ["<answer>1\n2\n3\n4\n5</answer>", "<answer>5 5 5 5 9</answer>"]
     scores, aspects = parse_answers(texts, num_aspects=5)
-    # prediction = mean of the aspects: (1+2+3+4+5)/5 = 3; (5*4 + 9)/5 = 5.8 -> clamped to 5
+    # prediction = mean of the clamped aspects: (1+2+3+4+5)/5 = 3; the 9 is clamped to 5 -> (5*5)/5 = 5
     _same(scores, [3.0, 5.0])
-    _same(aspects[1], [5.0, 5.0, 5.0, 5.0, 9.0])  # aspects stay raw (released)
+    _same(aspects[1], [5.0, 5.0, 5.0, 5.0, 5.0])  # aspects are clamped to [1, 5] (the released code keeps 9)
 
 
 # ---------------------------------------------------------------- format rewards
@@ -128,3 +128,14 @@ def test_preresq_format_reward_rejects_unknown_task() -> None:
 
     with pytest.raises(ValueError, match="task"):
         preresq_format_reward(["x"], task="audio")
+
+
+def test_parse_answers_clamps_huge_aspect_numbers_instead_of_overflowing():
+    import torch
+
+    from prresq.rewards import parse_answers
+
+    scores, aspects = parse_answers(["<answer>" + "9" * 45 + "\n2\n3\n4\n0.5</answer>"], 5)
+    assert torch.isfinite(aspects).all() and torch.isfinite(scores).all()
+    assert aspects[0].tolist() == [5.0, 2.0, 3.0, 4.0, 1.0]
+    assert scores[0].item() == 3.0

@@ -8,6 +8,7 @@ advantages are computed for the local rows. With one process it is a plain call.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -44,4 +45,8 @@ def compute_rewards(
     g_ids, _ = gather_rows(dataset_ids)
     inputs = RewardInputs(texts=texts, scores=g_scores, aspects=g_aspects, mos=g_mos, dataset_ids=g_ids, local=local)
     total, terms = reward_mix(inputs)
+    if not torch.isfinite(total).all():  # one bad reward must not turn the whole update into NaN
+        bad = [name for name, term in terms.items() if not torch.isfinite(term).all()]
+        warnings.warn(f"non-finite rewards from {bad}; set to 0 for this step", RuntimeWarning, stacklevel=2)
+        total = torch.nan_to_num(total, nan=0.0, posinf=0.0, neginf=0.0)
     return total, terms, group_advantages(total)

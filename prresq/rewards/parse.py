@@ -74,10 +74,11 @@ def parse_answers(texts: list[str], num_aspects: int, low: float = 1.0, high: fl
 
     ``num_aspects == 1``: :func:`parse_scores` (NaN when unparseable), ``aspects = scores[:, None]``.
     ``num_aspects > 1``: :func:`parse_aspects`; the score is the PreResQ-R1 prediction, the mean of the
-    D aspects, clamped to ``[low, high]``.
+    D aspects. Aspects are clamped to ``[low, high]`` too (unlike the released code): a sampled run of
+    40 digits is 1e40, infinite in float32, and would turn every group reward of the batch into NaN.
     """
     if num_aspects == 1:
         scores = parse_scores(texts, low, high)
         return scores, scores[:, None].clone()
-    aspects = parse_aspects(texts, num_aspects)
-    return aspects.mean(-1).clamp(low, high), aspects
+    aspects = torch.nan_to_num(parse_aspects(texts, num_aspects), posinf=high, neginf=low).clamp(low, high)
+    return aspects.mean(-1), aspects

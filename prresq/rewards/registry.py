@@ -83,7 +83,7 @@ def _text_rows(values: Tensor, inputs: RewardInputs) -> Tensor:
 
 def _finite_aspects(inputs: RewardInputs) -> Tensor:
     a = inputs.aspects
-    return torch.where(torch.isnan(a), torch.full_like(a, _PRERESQ_FALLBACK), a)
+    return torch.where(torch.isfinite(a), a, torch.full_like(a, _PRERESQ_FALLBACK))
 
 
 @register_reward("fidelity")
@@ -149,7 +149,7 @@ class ResponseBalance:
 
 
 def _preresq_prediction(inputs: RewardInputs) -> Tensor:
-    """Released prediction: mean of the D aspects (unclamped)."""
+    """Released prediction: mean of the D aspects (as parsed by `parse_answers`, clamped to the score range)."""
     return _finite_aspects(inputs).mean(-1)
 
 
