@@ -50,8 +50,9 @@ def _warn_no_partner(count: int) -> None:
     if not _warned_no_partner:
         _warned_no_partner = True
         warnings.warn(
-            f"fidelity_reward: {count} image(s) have no partner of the same dataset (B = 1 or alone in "
-            "its dataset); their reward is 0. This warning is shown once.",
+            f"fidelity_reward: {count} image(s) have no partner of the same dataset (B = 1, alone in its "
+            "dataset, or no other image of the dataset has a parsed answer); their reward is 0. "
+            "This warning is shown once.",
             RuntimeWarning,
             stacklevel=3,
         )
