@@ -296,7 +296,7 @@ def test_parse_markdown_table() -> None:
     assert A.parse_markdown_table("just text\nmore") is None
 
 
-# ----------------------------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------------------------- utilities
 
 
 def test_smooth_matches_tensorboard_ema() -> None:
