@@ -21,11 +21,11 @@ install: $(STAMP) ## Create .venv and install prresq with the dev extra (CPU; pi
 train: $(STAMP) ## Main job: tiny model + synthetic data, warm-up, RL2R training, held-out SRCC/PLCC before/after (CPU, offline)
 	$(PY) -m prresq.train experiment=tiny_synthetic $(ARGS)
 
-test: $(STAMP) ## Run the fast test suite (slow and gpu tests are skipped)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow and not gpu" $(ARGS)
-
-test-all: $(STAMP) ## Run every CPU test, slow ones included
+test: $(STAMP) ## Run every test a CPU can run (~2.5 min on 2 cores; gpu tests are skipped with the reason)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not gpu" $(ARGS)
+
+test-fast: $(STAMP) ## The quick loop: skip the slow tests (every experiment's fast_dev_run) too
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow and not gpu" $(ARGS)
 
 lint: $(STAMP) ## ruff check + format check
 	$(PY) -m ruff check prresq tests experiments
@@ -41,4 +41,4 @@ bench: $(STAMP) ## Run the benchmarks under experiments/bench (print figures)
 clean: ## Remove caches, outputs and the virtual environment
 	rm -rf $(VENV) .cache outputs multirun .pytest_cache .ruff_cache build *.egg-info
 
-.PHONY: help install train test test-all lint format bench clean
+.PHONY: help install train test test-fast lint format bench clean
