@@ -252,7 +252,8 @@ def split_photos(
     return out
 
 
-def _is_complete(out: Path, options: dict[str, Any]) -> bool:
+def is_complete(out: Path, options: dict[str, Any]) -> bool:
+    """Whether `out` holds a generated set with these options and all of its files (the cache check)."""
     path = out / MANIFEST
     if not path.exists():
         return False
@@ -263,7 +264,7 @@ def _is_complete(out: Path, options: dict[str, Any]) -> bool:
     return manifest.get("options") == options and all((out / f).exists() for f in manifest.get("files", []))
 
 
-def _clear_previous(out: Path) -> None:
+def clear_previous(out: Path, media_dir: str = "images") -> None:
     """Remove what an earlier run with other options wrote (only when its manifest says it was ours)."""
     path = out / MANIFEST
     if not path.exists():
@@ -275,8 +276,8 @@ def _clear_previous(out: Path) -> None:
     for f in files:
         (out / f).unlink(missing_ok=True)
     path.unlink()
-    if (out / "images").is_dir():
-        shutil.rmtree(out / "images")
+    if (out / media_dir).is_dir():
+        shutil.rmtree(out / media_dir)
 
 
 def generate_synthetic_iqa(
@@ -314,12 +315,12 @@ def generate_synthetic_iqa(
         photos=None if photos is None else list(photos),
         dataset_name=dataset_name,
     )
-    if _is_complete(out, options):
+    if is_complete(out, options):
         log.info("synthetic IQA set at %s is up to date", out)
         return out
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out / ".lock"):  # several processes (DDP ranks) may ask at once: one writes
-        if _is_complete(out, options):
+        if is_complete(out, options):
             return out
         _write(out, options, progress)
     return out
@@ -342,7 +343,7 @@ def _write(out: Path, options: dict[str, Any], progress: bool) -> None:
     types, size, levels, seed = options["types"], options["size"], options["levels"], options["seed"]
     crops_per_photo, dataset_name = options["crops_per_photo"], options["dataset_name"]
     photos = options["photos"]
-    _clear_previous(out)
+    clear_previous(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     refs = reference_photos() if photos is None else reference_photos(list(photos), min_count=len(photos))

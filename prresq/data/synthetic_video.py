@@ -55,7 +55,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -69,12 +68,11 @@ from PIL import Image, ImageFilter
 from scipy import ndimage
 
 from prresq.data.photos import reference_photos
-from prresq.data.synthetic import level_mos, split_photos
+from prresq.data.synthetic import MANIFEST, clear_previous, is_complete, level_mos, split_photos
 from prresq.data.video import read_frames_at
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 TYPES = ("compression", "blur", "noise", "drop", "stutter", "freeze")
@@ -330,32 +328,6 @@ def displayed(path: Path, frames: int, fps: int) -> np.ndarray:
 # The dataset
 
 
-def _is_complete(out: Path, options: dict[str, Any]) -> bool:
-    path = out / MANIFEST
-    if not path.exists():
-        return False
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return False
-    return manifest.get("options") == options and all((out / f).exists() for f in manifest.get("files", []))
-
-
-def _clear_previous(out: Path) -> None:
-    """Remove what an earlier run with other options wrote (only what this generator owns)."""
-    path = out / MANIFEST
-    if path.exists():
-        try:
-            files = json.loads(path.read_text()).get("files", [])
-        except json.JSONDecodeError:
-            files = []
-        for f in files:
-            (out / f).unlink(missing_ok=True)
-        path.unlink()
-    if (out / "videos").is_dir():
-        shutil.rmtree(out / "videos")
-
-
 def generate_synthetic_vqa(
     out_dir: str | Path,
     types: Sequence[str] = TYPES,
@@ -401,10 +373,10 @@ def generate_synthetic_vqa(
         photos=None if photos is None else list(photos),
         dataset_name=dataset_name,
     )
-    if _is_complete(out, options):
+    if is_complete(out, options):
         log.info("synthetic VQA set at %s is up to date", out)
         return out
-    _clear_previous(out)
+    clear_previous(out, "videos")
     (out / "videos").mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     refs = reference_photos() if photos is None else reference_photos(list(photos), min_count=len(photos))
