@@ -1,6 +1,6 @@
 """Training and evaluation logs -> pandas: TensorBoard events, Hydra overrides, eval CSVs, plots.
 
-Reads the run directory layout of docs/CONTRACTS.md (`.hydra/overrides.yaml`, `tb/**/events.out.tfevents.*`,
+Reads the run directory layout of prresq/CONTRACTS.md (`.hydra/overrides.yaml`, `tb/**/events.out.tfevents.*`,
 `eval/results.csv`, `eval/predictions_<benchmark>.csv`) without TensorFlow and returns tidy frames with one
 column per Hydra override, so that sweeps can be grouped and coloured by what was varied.
 

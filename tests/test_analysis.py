@@ -1,4 +1,4 @@
-"""prresq.analysis on a small fake Hydra sweep written with torch's SummaryWriter (tags of docs/CONTRACTS.md)."""
+"""prresq.analysis on a small fake Hydra sweep written with torch's SummaryWriter (tags of prresq/CONTRACTS.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PromptCollator + ImageFlow with the real (tiny) Qwen2.5-VL processor: the batch of docs/CONTRACTS.md."""
+"""PromptCollator + ImageFlow with the real (tiny) Qwen2.5-VL processor: the batch of prresq/CONTRACTS.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`PromptCollator`: records -> the collated batch of docs/CONTRACTS.md (one processor call per batch).
+"""`PromptCollator`: records -> the collated batch of prresq/CONTRACTS.md (one processor call per batch).
 
 For each record the data flow builds the user turn (media + prompt text); the chat template adds
 the system turn and the generation prompt; the processor tokenises the whole batch at once with

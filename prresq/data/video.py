@@ -25,7 +25,7 @@ Decoding (PyAV only):
   other angles by rotating with expansion), so frames come out upright as players show them.
 - A missing, empty, corrupt or frameless file raises `prresq.data.records.DataError` naming it.
 
-Data flows (see docs/CONTRACTS.md, "Data flow seam"):
+Data flows (see prresq/CONTRACTS.md, "Data flow seam"):
 - `VideoGridFlow`: PreResQ-R1's global-temporal / local-spatial flow. Image 0 is a rows x cols
   grid of uniformly sampled frames ("Global multiframe picture:"), images 1..num_local are single
   frames sampled uniformly ("Local single frame picture i:"), then the prompt, as in the

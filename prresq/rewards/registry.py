@@ -41,7 +41,7 @@ _PRERESQ_FALLBACK = 3.0
 
 @dataclass
 class RewardInputs:
-    """What every reward term sees (docs/CONTRACTS.md)."""
+    """What every reward term sees (prresq/CONTRACTS.md)."""
 
     texts: list[str]  # this process's completions, row-major: image i, sample k at i*K + k
     scores: Tensor  # [B, K] GLOBAL batch (all DDP ranks gathered); NaN = unparseable
