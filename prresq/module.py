@@ -241,16 +241,17 @@ class GRPOModule(L.LightningModule):
         if every and self.global_rank == 0 and batch_idx % every == 0:
             self._log_completions(ro)
 
-    def _log_completions(self, ro: dict[str, Any], rows: int = 8) -> None:
+    def _log_completions(self, ro: dict[str, Any], images: int = 4, per_image: int = 2) -> None:
+        """A Markdown table of the first `per_image` completions of the first `images` images."""
         k = self.k
         lines = ["| image | k | mos | score | reward | completion |", "|---|---|---|---|---|---|"]
-        for n, text in enumerate(ro["texts"][: rows * k : max(1, k // 2)]):
-            i, j = divmod(n * max(1, k // 2), k)
-            clean = text.replace("|", "\\|").replace("\n", " ")[:200]
-            lines.append(
-                f"| {i} | {j} | {float(ro['mos'][i]):.2f} | {float(ro['scores'][i, j]):.2f} "
-                f"| {float(ro['total'][i, j]):.3f} | {clean} |"
-            )
+        for i in range(min(images, ro["scores"].shape[0])):
+            for j in range(min(per_image, k)):
+                clean = ro["texts"][i * k + j].replace("|", "\\|").replace("\n", " ")[:200]
+                lines.append(
+                    f"| {i} | {j} | {float(ro['mos'][i]):.2f} | {float(ro['scores'][i, j]):.2f} "
+                    f"| {float(ro['total'][i, j]):.3f} | {clean} |"
+                )
         for logger in self.loggers:
             experiment = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_text"):
