@@ -53,13 +53,20 @@ import torch
 from torch import Tensor, nn
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-from prresq.rollout import VisionIds, completion_logprobs, expand_inputs, generate_completions
-from prresq.rollout import completion_mask as _eos_mask
+from prresq.rollout import (
+    TOKEN_KEYS,
+    VisionIds,
+    completion_logprobs,
+    expand_inputs,
+    generate_completions,
+    generation_mode,
+    sampling_kwargs,
+    split_completions,
+)
 
 log = logging.getLogger(__name__)
 
 # Per-token columns of a processor batch, sliced together with `input_ids`.
-_TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
 # Visual inputs: consumed once, by the prefix forward.
 _VISUAL_KEYS = ("pixel_values", "pixel_values_videos", "image_grid_thw", "video_grid_thw", "second_per_grid_ts")
 
@@ -172,7 +179,7 @@ def _prefix_forward(
 ) -> Tensor:
     """Vision encoder + decoder over the prompts (first `columns` columns); fills `cache`, returns last logits [B, V]."""
     sl = slice(None, columns)
-    kwargs: dict[str, Any] = {key: inputs[key][:, sl] for key in _TOKEN_KEYS if inputs.get(key) is not None}
+    kwargs: dict[str, Any] = {key: inputs[key][:, sl] for key in TOKEN_KEYS if inputs.get(key) is not None}
     kwargs.update({key: inputs[key] for key in _VISUAL_KEYS if inputs.get(key) is not None})
     with _cache_under_checkpointing(model):
         out = model(**kwargs, position_ids=positions[..., sl], past_key_values=cache, use_cache=True, logits_to_keep=1)
@@ -206,9 +213,10 @@ def generate_completions_shared(
             model, gen_inputs, k, eos_ids, pad_id, suppress_ids, max_new_tokens,
             temperature, top_p, top_k, do_sample, min_new_tokens,
         )  # fmt: skip
-    was_training = model.training
-    model.eval()
-    try:
+    kwargs = sampling_kwargs(
+        eos_ids, pad_id, suppress_ids, max_new_tokens, temperature, top_p, top_k, do_sample, min_new_tokens
+    )
+    with generation_mode(model):
         # `generate`'s positions: a text row (for the attention mask) on top of the three rotary rows. They grow by
         # one per new token, so the completion continues from the last prompt token as in the plain forward.
         mask = gen_inputs["attention_mask"]
@@ -219,29 +227,15 @@ def generate_completions_shared(
         cache = DynamicCache(config=model.config)
         _prefix_forward(model, gen_inputs, positions, cache, columns=input_ids.shape[1] - 1)
         cache.batch_repeat_interleave(k)
-        rows = {key: gen_inputs[key].repeat_interleave(k, dim=0) for key in _TOKEN_KEYS if key in gen_inputs}
+        rows = {key: gen_inputs[key].repeat_interleave(k, dim=0) for key in TOKEN_KEYS if key in gen_inputs}
         out = model.generate(
             **rows,
             position_ids=positions.repeat_interleave(k, dim=1),
             past_key_values=cache,
-            do_sample=do_sample,
-            temperature=temperature if do_sample else None,
-            top_p=top_p if do_sample else None,
-            top_k=top_k if do_sample else None,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=min_new_tokens,
             num_return_sequences=1,
-            suppress_tokens=suppress_ids,
-            eos_token_id=eos_ids,
-            pad_token_id=pad_id,
-            use_cache=True,
+            **kwargs,
         )
-    finally:
-        model.train(was_training)
-    completion = out[:, input_ids.shape[1] :]
-    mask = _eos_mask(completion, eos_ids)
-    completion = torch.where(mask.bool(), completion, torch.full_like(completion, pad_id))
-    return completion, mask
+    return split_completions(out, input_ids.shape[1], eos_ids, pad_id)
 
 
 def completion_logprobs_shared(

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 # Model inputs that are per-sample rows (dim 0 = batch) and per-token columns (dim 1 = sequence).
-_TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
+TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
 
 
 @dataclass
@@ -56,7 +56,7 @@ def expand_inputs(inputs: dict[str, Tensor], k: int, ids: VisionIds) -> dict[str
     out: dict[str, Tensor] = {}
     input_ids = inputs["input_ids"]
     for key, value in inputs.items():
-        if key in _TOKEN_KEYS or key == "labels":
+        if key in TOKEN_KEYS or key == "labels":
             out[key] = value.repeat_interleave(k, dim=0)
     for kind, pad in (("image", ids.image), ("video", ids.video)):
         grid_key = f"{kind}_grid_thw"
@@ -83,7 +83,7 @@ def slice_inputs(inputs: dict[str, Tensor], sl: slice, ids: VisionIds) -> dict[s
     n = inputs["input_ids"].shape[0]
     if sl.start == 0 and sl.stop == n:
         return inputs
-    out = {k: inputs[k][sl] for k in (*_TOKEN_KEYS, "labels") if k in inputs}
+    out = {k: inputs[k][sl] for k in (*TOKEN_KEYS, "labels") if k in inputs}
     input_ids = inputs["input_ids"]
     for kind, pad in (("image", ids.image), ("video", ids.video)):
         grid_key = f"{kind}_grid_thw"
@@ -126,6 +126,52 @@ def gathered_parameters(model: nn.Module) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def generation_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode plus one ZeRO-3 parameter gather for a whole rollout; the train/eval mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with gathered_parameters(model):
+            yield
+    finally:
+        model.train(was_training)
+
+
+def sampling_kwargs(
+    eos_ids: list[int],
+    pad_id: int,
+    suppress_ids: list[int],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int | None = None,
+    do_sample: bool = True,
+    min_new_tokens: int | None = None,
+) -> dict[str, Any]:
+    """The `generate` arguments every rollout path shares (same logits processing on every path)."""
+    return dict(
+        do_sample=do_sample,
+        temperature=temperature if do_sample else None,
+        top_p=top_p if do_sample else None,
+        top_k=top_k if do_sample else None,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        suppress_tokens=suppress_ids,
+        eos_token_id=eos_ids,
+        pad_token_id=pad_id,
+        use_cache=True,
+    )
+
+
+def split_completions(out: Tensor, prompt_width: int, eos_ids: list[int], pad_id: int) -> tuple[Tensor, Tensor]:
+    """`generate` output -> (completion ids padded after the first EOS, mask), both [N, T]."""
+    completion = out[:, prompt_width:]
+    mask = completion_mask(completion, eos_ids)
+    completion = torch.where(mask.bool(), completion, torch.full_like(completion, pad_id))
+    return completion, mask
+
+
 @torch.no_grad()
 def generate_completions(
     model: nn.Module,
@@ -143,30 +189,12 @@ def generate_completions(
 ) -> tuple[Tensor, Tensor]:
     """Sample k completions per prompt -> (completion_ids [B*k, T], mask [B*k, T])."""
     gen_inputs = {key: v for key, v in inputs.items() if key != "labels"}
-    was_training = model.training
-    model.eval()
-    try:
-        with gathered_parameters(model):
-            out = model.generate(
-                **gen_inputs,
-                do_sample=do_sample,
-                temperature=temperature if do_sample else None,
-                top_p=top_p if do_sample else None,
-                top_k=top_k if do_sample else None,
-                max_new_tokens=max_new_tokens,
-                min_new_tokens=min_new_tokens,
-                num_return_sequences=k,
-                suppress_tokens=suppress_ids,
-                eos_token_id=eos_ids,
-                pad_token_id=pad_id,
-                use_cache=True,
-            )
-    finally:
-        model.train(was_training)
-    completion = out[:, inputs["input_ids"].shape[1] :]
-    mask = completion_mask(completion, eos_ids)
-    completion = torch.where(mask.bool(), completion, torch.full_like(completion, pad_id))
-    return completion, mask
+    kwargs = sampling_kwargs(
+        eos_ids, pad_id, suppress_ids, max_new_tokens, temperature, top_p, top_k, do_sample, min_new_tokens
+    )
+    with generation_mode(model):
+        out = model.generate(**gen_inputs, num_return_sequences=k, **kwargs)
+    return split_completions(out, inputs["input_ids"].shape[1], eos_ids, pad_id)
 
 
 def completion_logprobs(

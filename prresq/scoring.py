@@ -44,12 +44,11 @@ from torch import Tensor, nn
 
 from prresq.models import vision_token_ids
 from prresq.rewards import parse_answers
-from prresq.rollout import generate_completions
+from prresq.rollout import TOKEN_KEYS, generate_completions
 
 MODES = ("greedy", "sample", "both", "expected")
 ANSWER_TAG = "<answer>"
 # Model inputs that are per-token columns (dim 1 = sequence) of a left-padded batch.
-_TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
 
 
 @dataclass
@@ -178,10 +177,10 @@ def _append_left_padded(inputs: Mapping[str, Any], suffixes: Sequence[Sequence[i
     for i, suffix in enumerate(suffixes):
         keep = mask[i].bool()
         extra = torch.as_tensor(list(suffix), dtype=ids.dtype, device=ids.device)
-        rows.append({k: inputs[k][i][keep] for k in _TOKEN_KEYS if k in inputs} | {"_extra": extra})
+        rows.append({k: inputs[k][i][keep] for k in TOKEN_KEYS if k in inputs} | {"_extra": extra})
     width = max(len(r["input_ids"]) + len(r["_extra"]) for r in rows)
-    out = {k: v for k, v in inputs.items() if k not in _TOKEN_KEYS and k != "labels"}
-    for key in (k for k in _TOKEN_KEYS if k in inputs):
+    out = {k: v for k, v in inputs.items() if k not in TOKEN_KEYS and k != "labels"}
+    for key in (k for k in TOKEN_KEYS if k in inputs):
         src = inputs[key]
         fill = pad_id if key == "input_ids" else 0
         new = torch.full((len(rows), width), fill, dtype=src.dtype, device=src.device)
