@@ -87,9 +87,8 @@ def run_warmup(cfg: DictConfig, model_dir: Path) -> Path:
     template = str(w["answer_template"])
     vision_steps = int(w.get("vision_steps", 0) or 0)
     if vision_steps:
-        batch_size, dm.batch_size = dm.batch_size, int(w.get("vision_batch_size") or dm.batch_size)
-        pretrain_vision(model, dm.prior_dataloader(), steps=vision_steps, lr=float(w.get("vision_lr") or w["lr"]))
-        dm.batch_size = batch_size
+        loader = dm.prior_dataloader(batch_size=w.get("vision_batch_size"))
+        pretrain_vision(model, loader, steps=vision_steps, lr=float(w.get("vision_lr") or w["lr"]))
     history = supervised_warmup(
         model,
         processor,

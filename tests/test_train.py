@@ -90,3 +90,20 @@ def test_resume_continues_at_the_same_step(tmp_path, cache_dir):
         last = full.index.max()
         assert last in part.index, column
         assert part.loc[last] == pytest.approx(full.loc[last], rel=1e-4, abs=1e-9), column
+
+
+def test_warmup_phases_run_and_export_a_loadable_model(tmp_path, cache_dir):
+    overrides = [
+        *[o for o in TINY if o != "warmup=none"],
+        "warmup.vision_steps=2",
+        "warmup.vision_batch_size=4",
+        "warmup.max_steps=2",
+        "warmup.min_steps=0",
+        "warmup.eval_every=2",
+        "data.val_subset=8",
+        "trainer.fast_dev_run=true",
+    ]
+    results = run(compose_train(overrides, tmp_path, cache_dir))
+    exported = list((cache_dir / "warmup").glob("*/warmup_history.json"))
+    assert len(exported) == 1 and (exported[0].parent / "config.json").exists()
+    assert results["warmup_final_val"]["step"] == 2  # the supervised phase stopped at max_steps

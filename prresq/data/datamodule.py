@@ -260,12 +260,14 @@ class QualityDataModule(L.LightningDataModule):
             return 1, 0
         return int(trainer.world_size), int(trainer.global_rank)
 
-    def _training_loader(self, split: Split, answer_fn: Callable[[Record], str] | None = None) -> ResumableLoader:
+    def _training_loader(
+        self, split: Split, answer_fn: Callable[[Record], str] | None = None, batch_size: int | None = None
+    ) -> ResumableLoader:
         dataset = self._dataset(split)
         world, rank = self._world()
         sampler = SingleDatasetBatchSampler(
             dataset.sizes,
-            batch_size=self.batch_size,
+            batch_size=batch_size or self.batch_size,
             seed=self.seed,
             drop_last=self.drop_last,
             num_replicas=world,
@@ -289,9 +291,11 @@ class QualityDataModule(L.LightningDataModule):
         self._loader = loader
         return loader
 
-    def prior_dataloader(self, answer_fn: Callable[[Record], str] | None = None) -> ResumableLoader:
+    def prior_dataloader(
+        self, answer_fn: Callable[[Record], str] | None = None, batch_size: int | None = None
+    ) -> ResumableLoader:
         """Loader over the prior-knowledge split (single-dataset batches), e.g. for a supervised warm-up."""
-        return self._training_loader("prior", answer_fn)
+        return self._training_loader("prior", answer_fn, batch_size)
 
     def _eval_loader(self, split: Split) -> DataLoader | list:
         if not self.specs[split]:
