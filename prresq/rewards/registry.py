@@ -67,7 +67,7 @@ class RewardInputs:
     """What every reward term sees (prresq/CONTRACTS.md)."""
 
     texts: list[str]  # this process's completions, row-major: image i, sample k at i*K + k
-    scores: Tensor  # [B, K] GLOBAL batch (all DDP ranks gathered); NaN = unparseable
+    scores: Tensor  # [B, K] GLOBAL (all DDP ranks; this process's under scope=local); NaN = unparseable
     aspects: Tensor  # [B, K, D] GLOBAL; D = prompt.num_aspects
     mos: Tensor  # [B] GLOBAL, already mapped to [1, 5]
     dataset_ids: Tensor  # [B] GLOBAL, long
