@@ -5,9 +5,9 @@ One training step, top to bottom:
 1. **Rollout** (no gradients). For each of the B images of the batch, sample K completions from
    the current policy (vision special tokens suppressed), decode and parse them into scores
    `q[i, k]` (and D aspect scores for PreResQ prompts). Unparseable answers are NaN.
-2. **Rewards**. Under DDP the parsed scores, MOS and dataset ids of every process are gathered,
-   so ranking rewards compare every image of the global step (Eq. 1-3); each process keeps its
-   own rows. The reward mix (Hydra `reward` group) returns per-term rewards and their weighted sum.
+2. **Rewards**. Ranking rewards compare each image with the others of its device's batch
+   (`reward.scope=local`, released) or, gathered under DDP, of the global step (`global`) (Eq. 1-3);
+   each process keeps its own rows. The reward mix (Hydra `reward` group) returns per-term rewards and their weighted sum.
 3. **Advantages** (Eq. 4): group-standardised over the K completions of each image.
 4. **Log-probs**. Reference log-probs (frozen copy, only when beta > 0) and, with
    `num_iterations` > 1, the old policy's log-probs at sampling time.

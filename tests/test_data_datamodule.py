@@ -175,16 +175,3 @@ def test_real_dataset_configs_instantiate(tmp_path, name):
     assert dm.min_pixels == 3136 and dm.max_pixels == 401408
     names = set(dm.dataset_names.values())
     assert names == ({"kadid10k", "spaq"} if name == "kadid_spaq" else {"kadid10k"})
-
-
-def test_prompt_configs():
-    vq = OmegaConf.load(CONF / "prompt" / "vq_r1.yaml")
-    assert vq.num_aspects == 1 and vq.pool is None
-    assert vq.text.startswith("You are doing the image quality assessment task. Here is the question: Rate")
-    assert vq.text.endswith("output the final answer with only one score in <answer> </answer> tags.")
-    iqa = OmegaConf.create({"prompt": OmegaConf.load(CONF / "prompt" / "preresq_iqa.yaml")}).prompt
-    assert iqa.num_aspects == 5 and 3 <= len(iqa.pool) <= 5 and iqa.pool[0] == iqa.text
-    for aspect in ("saturation", "granularity", "sharpness", "foreground", "background"):
-        assert all(aspect in p for p in iqa.pool)
-    vqa = OmegaConf.load(CONF / "prompt" / "preresq_vqa.yaml")
-    assert vqa.num_aspects == 2 and "global" in vqa.text and "local" in vqa.text

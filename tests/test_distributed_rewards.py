@@ -1,17 +1,29 @@
-"""Under DDP the rewards see the whole global batch: 2 gloo processes == 1 process on the same batch."""
+"""Reward scope under DDP (2 gloo processes): ``global`` ranks the whole step, ``local`` each process's batch."""
 
 from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from prresq.rewards import build_reward_mix, compute_rewards
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
 MIX = {"fidelity": {"weight": 1.0, "variant": "mean"}, "format": {"weight": 0.5}}
+PAPER_RECIPES = ("vq_r1_kadid", "preresq_iqa_kadid", "preresq_vqa_lsvq")
+
+
+def _reward_node(overrides: list[str]) -> dict:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    return OmegaConf.to_container(cfg.reward, resolve=True)
 
 
 def _global_batch():
@@ -28,17 +40,25 @@ def _global_batch():
     return texts, scores, scores.unsqueeze(-1), mos, dataset_ids
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, port: int, out: str, mixes: dict[str, dict]) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     texts, scores, aspects, mos, ids = _global_batch()
     b = scores.shape[0] // world
     k = scores.shape[1]
     rows = slice(rank * b, (rank + 1) * b)
-    total, terms, adv = compute_rewards(
-        build_reward_mix(MIX), texts[rows.start * k : rows.stop * k], scores[rows], aspects[rows], mos[rows], ids[rows]
-    )
-    torch.save({"total": total, "adv": adv, "fidelity": terms["fidelity"]}, f"{out}/rank{rank}.pt")
+    saved = {}
+    for scope, mix in mixes.items():
+        total, terms, adv = compute_rewards(
+            build_reward_mix(mix),
+            texts[rows.start * k : rows.stop * k],
+            scores[rows],
+            aspects[rows],
+            mos[rows],
+            ids[rows],
+        )
+        saved[scope] = {"total": total, "adv": adv, "fidelity": terms["fidelity"]}
+    torch.save(saved, f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -48,14 +68,48 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_rewards_equal_single_process(tmp_path):
+def test_two_process_rewards_follow_the_scope(tmp_path):
+    """Pins item 7: under a real 2-process gloo group, ``reward.scope=global`` gives each process its rows
+    of the single-process ranking of all 8 images, and ``reward.scope=local`` (composed from the Hydra
+    config, as the training module receives it) gives each process the ranking of its own 4 images only,
+    as the released code does per device."""
+    mixes = {scope: {**_reward_node([f"reward.scope={scope}"]), **MIX} for scope in ("local", "global")}
+    assert {scope: mix["scope"] for scope, mix in mixes.items()} == {"local": "local", "global": "global"}
     texts, scores, aspects, mos, ids = _global_batch()
-    total, terms, adv = compute_rewards(build_reward_mix(MIX), texts, scores, aspects, mos, ids)
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path), mixes), nprocs=2, start_method="spawn")
     parts = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    torch.testing.assert_close(torch.cat([p["total"] for p in parts]), total)
-    torch.testing.assert_close(torch.cat([p["adv"] for p in parts]), adv)
-    torch.testing.assert_close(torch.cat([p["fidelity"] for p in parts]), terms["fidelity"])
-    # Not vacuous: ranking against the local half only (no gather) gives other rewards.
-    half, _, _ = compute_rewards(build_reward_mix(MIX), texts[:16], scores[:4], aspects[:4], mos[:4], ids[:4])
-    assert not torch.allclose(half, total[:4])
+
+    whole, whole_terms, whole_adv = compute_rewards(build_reward_mix(mixes["global"]), texts, scores, aspects, mos, ids)
+    for key, expected in (("total", whole), ("adv", whole_adv), ("fidelity", whole_terms["fidelity"])):
+        torch.testing.assert_close(torch.cat([p["global"][key] for p in parts]), expected)
+
+    for rank, part in enumerate(parts):
+        rows = slice(4 * rank, 4 * rank + 4)
+        own, own_terms, own_adv = compute_rewards(
+            build_reward_mix(mixes["local"]),
+            texts[16 * rank : 16 * rank + 16],
+            scores[rows],
+            aspects[rows],
+            mos[rows],
+            ids[rows],
+        )
+        torch.testing.assert_close(part["local"]["total"], own)
+        torch.testing.assert_close(part["local"]["adv"], own_adv)
+        torch.testing.assert_close(part["local"]["fidelity"], own_terms["fidelity"])
+        # The two scopes differ here: 1 partner of the same dataset per image locally, 3 globally.
+        assert not torch.allclose(part["local"]["fidelity"], part["global"]["fidelity"])
+
+
+@pytest.mark.parametrize("recipe", PAPER_RECIPES)
+def test_paper_recipes_rank_per_device(recipe):
+    """Pins item 7's default: each paper recipe composes to ``reward.scope=local`` (the released per-device
+    ranking), and the mix the module builds from that node carries it."""
+    node = _reward_node([f"experiment={recipe}"])
+    assert node["scope"] == "local"
+    assert build_reward_mix(node).scope == "local"
+
+
+def test_unknown_scope_is_a_clear_error():
+    """Pins: a mistyped ``reward.scope`` names the key and the allowed values instead of silently gathering."""
+    with pytest.raises(ValueError, match=r"reward\.scope must be one of \('local', 'global'\), got 'device'"):
+        build_reward_mix({**MIX, "scope": "device"})

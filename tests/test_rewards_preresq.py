@@ -104,11 +104,64 @@ def test_triplet_response_balance_k_below_3_is_zero() -> None:
 def test_pairwise_score_rank_by_hand() -> None:
     # MOS [4, 2]. Image 0: q = [4.5, 1.5] -> sorted [1.5 (k1), 4.5 (k0)]; image 1: q = [2.5, 3.0] sorted.
     # rank 0: 1.5 vs 2.5: predicted <, MOS > -> c = 0; m = 2 / (2 + |1.5-4| + |2.5-2|) = 2 / 5 = 0.4
-    #         released sqrt(0 * m) + sqrt(1 * 0.6) = sqrt(0.6); corrected 0.6. Goes to image 0's k1, image 1's k0.
-    # rank 1: 4.5 vs 3.0: c = 1; m = 2 / (2 + 0.5 + 1.0) = 4/7 -> released sqrt(4/7), corrected 4/7.
+    #         released sqrt(0 * m) + sqrt(1 * 0.6) = sqrt(0.6); corrected m / 2 = 0.2. Goes to image 0's k1,
+    #         image 1's k0.
+    # rank 1: 4.5 vs 3.0: c = 1; m = 2 / (2 + 0.5 + 1.0) = 4/7 -> released sqrt(4/7), corrected (1 + 4/7) / 2 = 11/14.
     q, mos = _t([[4.5, 1.5], [2.5, 3.0]]), _t([4.0, 2.0])
     _close(pairwise_score_rank(q, mos), [[math.sqrt(4 / 7), math.sqrt(0.6)], [math.sqrt(0.6), math.sqrt(4 / 7)]])
-    _close(pairwise_score_rank(q, mos, "corrected"), [[4 / 7, 0.6], [0.6, 4 / 7]])
+    _close(pairwise_score_rank(q, mos, "corrected"), [[11 / 14, 0.2], [0.2, 11 / 14]])
+
+
+def test_corrected_pairwise_never_pays_a_wrong_order_more_than_a_right_one() -> None:
+    """Pins item 6: with MOS (4, 2) the released form pays the wrong order (1, 5) sqrt(1 - 2/8) = 0.866 and
+    the right order (4.5, 1.5) sqrt(2/3) = 0.816; the corrected (c + m) / 2 pays 2/8 / 2 = 0.125 and
+    (1 + 2/3) / 2 = 5/6 (m = |g_i - g_z| / (|g_i - g_z| + |q_i - g_i| + |q_z - g_z|), K = 1)."""
+    mos = _t([4.0, 2.0])
+    wrong, right = _t([[1.0], [5.0]]), _t([[4.5], [1.5]])
+    _close(pairwise_score_rank(wrong, mos), torch.full((2, 1), math.sqrt(0.75)))
+    _close(pairwise_score_rank(right, mos), torch.full((2, 1), math.sqrt(2 / 3)))
+    _close(pairwise_score_rank(wrong, mos, "corrected"), torch.full((2, 1), 0.125))
+    _close(pairwise_score_rank(right, mos, "corrected"), torch.full((2, 1), 5 / 6))
+    # A predicted tie of different MOS is not the MOS order: (3, 3) -> c = 0, m = 2 / (2 + 1 + 1) -> 0.25.
+    _close(pairwise_score_rank(_t([[3.0], [3.0]]), mos, "corrected"), torch.full((2, 1), 0.25))
+    # Exact predictions earn the maximum, 1.
+    _close(pairwise_score_rank(_t([[4.0], [2.0]]), mos, "corrected"), torch.ones(2, 1))
+
+
+def test_corrected_pairwise_orders_every_pair_before_closeness() -> None:
+    """Pins item 6 on every pair of a random batch: a pair in the MOS order earns >= 1/2, any other <= 1/4
+    (its errors cover the MOS gap, so m <= 1/2), while the released form pays some wrong orders more
+    than some right ones."""
+    g = torch.Generator().manual_seed(0)
+    q = 1 + 4 * torch.rand(400, 2, generator=g)
+    mos = 1 + 4 * torch.rand(400, 2, generator=g)
+    right = (q[:, 0] > q[:, 1]) == (mos[:, 0] > mos[:, 1])
+    released, corrected = [], []
+    for i in range(400):  # one image pair per case, K = 1
+        released.append(pairwise_score_rank(q[i, :, None], mos[i], "released")[0, 0])
+        corrected.append(pairwise_score_rank(q[i, :, None], mos[i], "corrected")[0, 0])
+    released, corrected = torch.stack(released), torch.stack(corrected)
+    assert corrected[right].min() >= 0.5 and corrected[~right].max() <= 0.25
+    assert released[~right].max() > released[right].min()  # the released flaw, on the same pairs
+
+
+def test_corrected_pairwise_leaves_tied_mos_out() -> None:
+    """Pins item 6's tie rule: a partner with the same MOS is left out of the mean (it has no order and
+    m = 0 whatever the predictions); alone with tied partners an image gets 0, where the released form
+    pays 1 for any two different predictions."""
+    # MOS (3, 3, 1), K = 1, q = (2, 4, 1.5). Image 0: partner 1 tied (out); partner 2: 2 > 1.5 and 3 > 1
+    # -> c = 1, m = 2 / (2 + 1 + 0.5) = 4/7 -> (1 + 4/7) / 2 = 11/14.
+    # Image 1: partner 2: 4 > 1.5, c = 1, m = 2 / (2 + 1 + 0.5) = 4/7 -> 11/14.
+    # Image 2: partners 0 and 1, both right order: (11/14 + 11/14) / 2.
+    out = pairwise_score_rank(_t([[2.0], [4.0], [1.5]]), _t([3.0, 3.0, 1.0]), "corrected")
+    _close(out, [[11 / 14], [11 / 14], [11 / 14]])
+    # Image 2 with a wrong order for partner 0 (q0 = 1.0 < 1.5): m = 2 / (2 + 2 + 0.5) = 4/9 -> 2/9.
+    out = pairwise_score_rank(_t([[1.0], [4.0], [1.5]]), _t([3.0, 3.0, 1.0]), "corrected")
+    _close(out, [[2 / 9], [11 / 14], [(2 / 9 + 11 / 14) / 2]])
+    # Only tied partners: 0 (corrected) vs 1 (released).
+    tied = _t([[3.5], [2.0]]), _t([3.0, 3.0])
+    _close(pairwise_score_rank(*tied, "corrected"), torch.zeros(2, 1))
+    _close(pairwise_score_rank(*tied, "released"), torch.ones(2, 1))
 
 
 def test_pairwise_score_rank_mos_tie_and_zero_over_zero() -> None:

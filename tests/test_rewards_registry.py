@@ -21,7 +21,13 @@ from prresq.rewards import (
     preresq_reward,
     register_reward,
 )
-from prresq.rewards.preresq import triplet_rank
+from prresq.rewards.preresq import (
+    pairwise_score_rank,
+    rank_reward,
+    response_penalty,
+    triplet_rank,
+    triplet_response_balance,
+)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPECTED_TERMS = {
@@ -56,10 +62,14 @@ def _one_score_inputs(local: slice = slice(None)) -> RewardInputs:
     )
 
 
-def _aspect_inputs(B: int = 4, K: int = 6, seed: int = 0, task: str = "iqa") -> tuple[RewardInputs, torch.Tensor]:
+def _aspect_inputs(
+    B: int = 4, K: int = 6, seed: int = 0, task: str = "iqa", low_spread: bool = False
+) -> tuple[RewardInputs, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     D = 5 if task == "iqa" else 2
     values = (1 + 4 * torch.rand(B, K, D, generator=g)).round(decimals=2)
+    if low_spread:  # completion 0 of every image: aspects within 0.4 (std < 0.5: the response penalty bites)
+        values[:, 0] = (values[:, 0, :1] + 0.4 * torch.rand(B, D, generator=g)).round(decimals=2).clamp(max=5)
     texts = [
         "<think>x</think><answer>" + "\n".join(f"{v:.2f}" for v in row.tolist()) + "\n</answer>"
         for row in values.reshape(B * K, D)
@@ -78,8 +88,35 @@ def _aspect_inputs(B: int = 4, K: int = 6, seed: int = 0, task: str = "iqa") -> 
     return inputs, values
 
 
-def test_registered_terms() -> None:
-    assert set(REWARDS) >= EXPECTED_TERMS
+def test_registered_terms_compute_their_functions_with_released_defaults() -> None:
+    """Pins: each registered name builds (with no constants) the term its docstring names, computing that
+    function with the released default constants on the global tensors, and returning the local rows."""
+    inputs, _ = _aspect_inputs(B=6, K=6, seed=3, low_spread=True)
+    inputs.dataset_ids = torch.tensor([0, 1, 0, 1, 0, 1])
+    inputs.texts[1] = "<think>x</think><answer>3.00</answer>"  # VisualQuality-R1 format only
+    inputs.texts[20] = "3.00"  # neither format
+    a, g, ids = inputs.aspects, inputs.mos, inputs.dataset_ids
+    q = a.mean(-1)
+    expected = {
+        "fidelity": fidelity_reward(inputs.scores, g, dataset_ids=ids),
+        "format": format_reward(inputs.texts).reshape(6, 6),
+        "preresq_format": preresq_format_reward(inputs.texts, "iqa").reshape(6, 6),
+        "response_penalty": response_penalty(a, min_std=0.5, scale=0.5),
+        "response_balance": triplet_response_balance(a, num_dims=4, tolerance=0.05, scale=0.5),
+        "pairwise_score_rank": pairwise_score_rank(q, g, "released", dataset_ids=ids),
+        "triplet_rank": triplet_rank(q, g, dataset_ids=ids),
+        "rank": rank_reward(q, g, tolerance=0.02),
+        "preresq": preresq_reward(a, g, "iqa", "released", dataset_ids=ids),
+    }
+    assert set(REWARDS) >= EXPECTED_TERMS == set(expected)
+    for name, value in expected.items():
+        assert value.abs().sum() > 0, name  # a non-trivial value for every term on this input
+        torch.testing.assert_close(REWARDS[name]()(inputs), value, msg=name)
+        local = RewardInputs(**{**vars(inputs), "texts": inputs.texts[3 * 6 :], "local": slice(3, 6)})
+        torch.testing.assert_close(REWARDS[name]()(local), value[3:], msg=name)
+    # Distinct terms: no two names are wired to the same computation.
+    values = list(expected.values())
+    assert all(not torch.allclose(x, y) for i, x in enumerate(values) for y in values[i + 1 :])
 
 
 def test_mix_weights_and_per_term_values() -> None:
@@ -153,9 +190,21 @@ def test_mix_rejects_wrong_shapes() -> None:
 
 
 def test_preresq_terms_ignore_nan_aspects() -> None:
-    # one-score prompt with an unparseable sample: the PreResQ terms see the released fallback 3.0
-    total, terms = build_reward_mix({"preresq": {"weight": 1.0}, "rank": {"weight": 1.0}})(_one_score_inputs())
-    assert torch.isfinite(total).all()
+    """Pins: an unparseable sample (NaN aspects) enters the PreResQ terms as the released parser's fallback 3.0,
+    so its own reward is finite and the other images' pair terms are exactly those of a sample that answered
+    3.0."""
+    inputs = _one_score_inputs()
+    assert torch.isnan(inputs.aspects[1, 1]).all()
+    total, terms = build_reward_mix({"preresq": {"weight": 1.0}, "rank": {"weight": 1.0}})(inputs)
+    filled = inputs.aspects.clone()
+    filled[1, 1] = 3.0
+    q = filled.mean(-1)
+    torch.testing.assert_close(terms["preresq"], preresq_reward(filled, inputs.mos, dataset_ids=inputs.dataset_ids))
+    torch.testing.assert_close(terms["rank"], rank_reward(q, inputs.mos))
+    torch.testing.assert_close(total, terms["preresq"] + terms["rank"])
+    raw = preresq_reward(inputs.aspects, inputs.mos, dataset_ids=inputs.dataset_ids)
+    assert not torch.isfinite(raw[1, 1])  # without the fallback: a NaN reward for the sample itself
+    assert not torch.allclose(raw[0], terms["preresq"][0])  # and image 0, its partner, would see another value
 
 
 # ---------------------------------------------------------------- Hydra composition
@@ -176,9 +225,16 @@ def test_every_reward_file_has_weight_and_builds() -> None:
         text = (CONF / "reward" / f"{stem}.yaml").read_text()
         assert text.splitlines()[0].startswith("# @package reward."), stem
         reward = _compose([f"+reward=[{stem}]"])
-        (node,) = reward.values()
+        ((key, node),) = reward.items()
         assert "weight" in node, stem
-        build_reward_mix(reward)
+        mix = build_reward_mix(reward)
+        # the file's weight and every constant reach the built term (a mistyped key would raise or be lost)
+        term = mix.terms[key]
+        assert type(term) is REWARDS[node.get("name", key)], stem
+        assert mix.weights[key] == node["weight"], stem
+        for const, value in node.items():
+            if const not in ("weight", "name"):
+                assert getattr(term, const) == value, (stem, const)
 
 
 def test_defaults_list_yields_one_key_per_term(tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ from prresq.rollout import (
     completion_mask,
     expand_inputs,
     generate_completions,
+    sampling_kwargs,
     slice_inputs,
+    split_completions,
 )
 
 
@@ -67,6 +69,33 @@ def test_expanded_logprobs_equal_per_sample_logprobs(tiny):
             m = mask[row].bool()
             torch.testing.assert_close(batched[row][m], single[0][m], atol=1e-4, rtol=1e-4)
     assert (batched[mask.bool()] <= 0).all()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_completion_logprobs_equal_the_scores_generate_sampled_from(tiny, temperature):
+    """Pins: `completion_logprobs` (one teacher-forced pass over prompt + completion, no KV cache) gives, at
+    every unmasked position, the log-softmax of the per-token scores that `generate(output_scores=True)`
+    sampled that token from (KV-cached decoding, the rollout's sampling kwargs, logits / temperature), for
+    images of two sizes in one left-padded batch."""
+    model, processor = tiny
+    inputs = _batch(processor, [(112, 112), (56, 84)])
+    eos = [processor.tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    pad = processor.tokenizer.pad_token_id
+    kwargs = sampling_kwargs(eos, pad, suppress_ids=[], max_new_tokens=8, temperature=temperature)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        out = model.generate(**inputs, **kwargs, output_scores=True, return_dict_in_generate=True)
+        completion, mask = split_completions(out.sequences, inputs["input_ids"].shape[1], eos, pad)
+        scored = completion_logprobs(model, inputs, completion, mask, temperature=temperature)
+    sampled_from = torch.log_softmax(torch.stack(out.scores, dim=1).float(), dim=-1)  # [B, T, V]
+    expected = sampled_from.gather(-1, completion.unsqueeze(-1)).squeeze(-1)
+    m = mask.bool()
+    assert m.sum() >= 4 and torch.isfinite(expected[m]).all()
+    torch.testing.assert_close(scored[m], expected[m], atol=1e-4, rtol=1e-4)
+    # Not vacuous: scoring at another temperature than the one sampled at gives other log-probs.
+    with torch.no_grad():
+        other = completion_logprobs(model, inputs, completion, mask, temperature=temperature + 0.5)
+    assert not torch.allclose(other[m], expected[m], atol=1e-3)
 
 
 def test_slice_inputs_picks_matching_pixels(tiny):

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any, ClassVar
 
+import lightning as L
 import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from prresq.rewards import register_reward
+from prresq.rewards.registry import reward_term_keys
 from prresq.train import run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -56,9 +61,58 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+class FitProbe(L.Callback):
+    """Records what a fit did: batches run, optimiser steps, how far the policy moved, the logged metrics."""
+
+    runs: ClassVar[list[dict[str, Any]]] = []
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.before = torch.cat([p.detach().reshape(-1).clone() for p in pl_module.policy.parameters()])
+        self.train_batches = self.val_batches = 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self.train_batches += 1
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self.val_batches += 1
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        after = torch.cat([p.detach().reshape(-1) for p in pl_module.policy.parameters()])
+        FitProbe.runs.append(
+            dict(
+                train_batches=self.train_batches,
+                val_batches=self.val_batches,
+                global_step=trainer.global_step,
+                moved=float((after - self.before).abs().max()),
+                metrics={k: float(v) for k, v in trainer.callback_metrics.items()},
+            )
+        )
+
+
 def test_fast_dev_run_of_the_composed_config(tmp_path, cache_dir):
-    cfg = compose_train([*TINY, "trainer.fast_dev_run=true"], tmp_path, cache_dir)
-    run(cfg)
+    """Pins: `trainer.fast_dev_run=true` on the composed tiny config runs exactly one training batch (one
+    optimiser step that moves the policy) and one validation batch, logs a finite loss, every reward term
+    of the composed mix and the validation SRCC, and runs no held-out evaluation or export."""
+    FitProbe.runs.clear()
+    overrides = [
+        *TINY,
+        "trainer.fast_dev_run=true",
+        "+reward.length={name: test_char_count, weight: 1.0}",  # a reward a random model earns: non-zero update
+        "+callbacks.probe={_target_: test_train.FitProbe}",
+    ]
+    cfg = compose_train(overrides, tmp_path, cache_dir)
+    results = run(cfg)
+    (probe,) = FitProbe.runs
+    assert (probe["train_batches"], probe["val_batches"], probe["global_step"]) == (1, 1, 1)
+    assert probe["moved"] > 0, "the optimiser step did not change the policy"
+    metrics = probe["metrics"]
+    assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["train/grad_norm"])
+    assert metrics["train/grad_norm"] > 0
+    for term in reward_term_keys(OmegaConf.to_container(cfg.reward)):
+        assert f"train/reward/{term}_mean" in metrics, (term, sorted(metrics))
+    assert "val/srcc" in metrics and "val/parse_fail_rate" in metrics
+    assert not (tmp_path / "export").exists()
+    assert "before" not in results and "after" not in results and "export_dir" not in results
 
 
 def _logged(out_dir: Path, column: str) -> pd.Series:

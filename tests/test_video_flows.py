@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from PIL import Image
 
 from prresq.data.collate import merge_video_kwargs
@@ -151,3 +153,34 @@ def test_flows_build_from_registry_and_config(clip):
     assert out.images[0].size == (256, 192) and len(out.images) == 2
     native = build_flow({"name": "video_native", "num_frames": 4})
     assert isinstance(native, VideoNativeFlow)
+
+
+@pytest.fixture(scope="module")
+def wide_clip(tmp_path_factory) -> Path:
+    """A 6-frame 640x360 pan: wider than the old 448 px cap on local frames."""
+    photo = reference_photos(["astronaut"], min_count=1)["astronaut"]
+    _, boxes = camera_path(photo.size, (640, 360), 6, np.random.default_rng(1), "pan")
+    return encode_clip(render(photo, boxes, (640, 360)), tmp_path_factory.mktemp("wide") / "pan.mp4", fps=6)
+
+
+def _grid_flow_from_config(overrides: list[str]) -> VideoGridFlow:
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["dataflow=video_grid", *overrides])
+    return instantiate(cfg.dataflow)
+
+
+def test_grid_flow_config_feeds_local_frames_at_native_resolution(processor, wide_clip):
+    """Pins item 10: `dataflow=video_grid` feeds the local-spatial frames at the clip's native resolution (as
+    the released flow does), so only the processor's max_pixels bounds them (here 224 * 224: smart_resize of
+    360x640); `dataflow.local_size=448` is the optional downscale to 448 px on the longer side."""
+    flow = _grid_flow_from_config([])
+    out = flow(wide_clip, PROMPT)
+    assert [im.size for im in out.images[1:]] == [(640, 360)] * 3
+    thw = _call(processor, [out])["image_grid_thw"]
+    h, w = smart_resize(360, 640, PATCH * MERGE, 28 * 28, 224 * 224)
+    assert thw[1:].tolist() == [[1, h // PATCH, w // PATCH]] * 3
+
+    small = _grid_flow_from_config(["dataflow.local_size=448"])(wide_clip, PROMPT)
+    assert [im.size for im in small.images[1:]] == [(448, 252)] * 3
+    assert small.images[0].size == out.images[0].size  # the grid does not depend on local_size

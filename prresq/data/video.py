@@ -708,19 +708,19 @@ class VideoGridFlow:
     """PreResQ-R1's global-temporal + local-spatial flow: 1 grid image + `num_local` frames.
 
     Image 0: a rows x cols grid of rows*cols frames sampled uniformly in time (tiles of
-    `tile_size`, see `make_grid`). Images 1..num_local: single frames sampled uniformly in time,
-    shrunk to `local_size` on the longer side when larger (None keeps the native resolution; the
-    processor's max_pixels still bounds the tokens). With `labels`, each image is preceded by
-    the released prompt's labels ("Global multiframe picture:", "Local single frame picture i:");
-    the prompt text comes last. Frame choice and tile size were not released: uniform sampling
-    and these sizes are our defaults.
+    `tile_size`, see `make_grid`). Images 1..num_local: single frames sampled uniformly in time, at
+    native resolution by default, as the released flow feeds them (the processor's max_pixels
+    bounds their tokens); `local_size` optionally shrinks them to that many px on the longer side.
+    With `labels`, each image is preceded by the released prompt's labels ("Global multiframe
+    picture:", "Local single frame picture i:"); the prompt text comes last. Frame choice and tile
+    size were not released: uniform sampling and `tile_size` are our defaults.
     """
 
     rows: int = 4
     cols: int = 4
     tile_size: int | tuple[int, int] | None = 224
     num_local: int = 3
-    local_size: int | None = 448
+    local_size: int | None = None
     labels: bool = True
     border: int = 0
     global_label: str = "Global multiframe picture:"

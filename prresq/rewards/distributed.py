@@ -1,9 +1,14 @@
-"""Rewards under data parallelism: rank every image of the global step, keep this process's rows.
+"""Rewards under data parallelism: rank against this process's batch or the global step (``reward.scope``).
 
-`compute_rewards` is what the training module calls after parsing a rollout. Under DDP (or
-DeepSpeed) it all-gathers the parsed scores, MOS and dataset ids of every process, so the pair
-terms (fidelity Eq. 1-3, PreResQ preference branch) compare all images of the step, then Eq. 4
-advantages are computed for the local rows. With one process it is a plain call.
+`compute_rewards` is what the training module calls after parsing a rollout. The mix's ``scope`` says
+which images the pair terms (fidelity Eq. 1-3, PreResQ preference branch) compare each image with:
+
+- ``local`` (released behaviour of both papers): the B images of this process's own batch; nothing is
+  gathered, so with 8 devices x 8 images each image has 7 partners.
+- ``global``: under DDP (or DeepSpeed) the parsed scores, MOS and dataset ids of every process are
+  all-gathered, so each image has 63 partners; each process keeps its own rows.
+
+Eq. 4 advantages are then computed for the local rows. With one process both scopes are a plain call.
 """
 
 from __future__ import annotations
@@ -33,16 +38,20 @@ def gather_rows(t: Tensor) -> tuple[Tensor, slice]:
 def compute_rewards(
     reward_mix: Any, texts: list[str], scores: Tensor, aspects: Tensor, mos: Tensor, dataset_ids: Tensor
 ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-    """Rewards and Eq. 4 advantages of this process's rows, ranking against every image of the global step.
+    """Rewards and Eq. 4 advantages of this process's rows, ranked within ``reward_mix.scope``.
 
-    Under DDP the parsed scores, MOS and dataset ids of all processes are gathered first, so the
-    fidelity/PreResQ pair terms see the whole global batch; each process keeps its own rows.
+    ``global``: under DDP the parsed scores, MOS and dataset ids of all processes are gathered first, so
+    the fidelity/PreResQ pair terms see the whole global batch; each process keeps its own rows.
+    ``local``: the terms see this process's batch only (the released code's per-device ranking).
     Returns (total [B, K], per-term {name: [B, K]}, advantages [B, K]).
     """
-    g_scores, local = gather_rows(scores)
-    g_aspects, _ = gather_rows(aspects)
-    g_mos, _ = gather_rows(mos)
-    g_ids, _ = gather_rows(dataset_ids)
+    if reward_mix.scope == "global":
+        g_scores, local = gather_rows(scores)
+        g_aspects, _ = gather_rows(aspects)
+        g_mos, _ = gather_rows(mos)
+        g_ids, _ = gather_rows(dataset_ids)
+    else:
+        g_scores, g_aspects, g_mos, g_ids, local = scores, aspects, mos, dataset_ids, slice(0, scores.shape[0])
     inputs = RewardInputs(texts=texts, scores=g_scores, aspects=g_aspects, mos=g_mos, dataset_ids=g_ids, local=local)
     total, terms = reward_mix(inputs)
     if not torch.isfinite(total).all():  # one bad reward must not turn the whole update into NaN

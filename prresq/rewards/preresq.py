@@ -24,7 +24,9 @@ Details the design note leaves open, as we read the released code:
 - (c) sorting is stable (ties keep completion order), the value at rank r is mapped back to the completion
   that sits at rank r. The released ``m`` is 0/0 when the two MOS tie and both predictions are exact;
   we set ``m = 1`` there (then ``c = 1``): an exact prediction earns the term's maximum, 1, rather than NaN.
-  No partner (B = 1 or alone in its dataset): 0, as released for B = 1.
+  No partner (B = 1 or alone in its dataset): 0, as released for B = 1. ``variant="corrected"`` replaces
+  the released form, in which a wrong order can earn more than a right one, by ``(c + m) / 2`` over the
+  partners with a different MOS (formula and proof in :func:`pairwise_score_rank`).
 - (d) the triplet is ordered (i, a, b) with a < b, pairs (i,a), (a,b), (i,b), strict ``>`` on both
   sides (a predicted tie ``q_m == q_n`` agrees whenever ``g_m <= g_n``, as released). Fewer than two
   partners: 0 (released: the mean of nothing, NaN).
@@ -145,9 +147,26 @@ def pairwise_score_rank(
     """(c) Pairwise score-and-rank ``[B, K] -> [B, K]``.
 
     Sort each image's K predictions (stable); rank r of image i meets rank r of every other image z:
-    ``c = 1[ord(qi_r, qz_r) == ord(g_i, g_z)]``, ``m = |g_i - g_z| / (|g_i - g_z| + |qi_r - g_i| + |qz_r - g_z|)``,
-    ``"released"``: ``sqrt(c m) + sqrt((1-c)(1-m))``; ``"corrected"``: ``c m + (1-c)(1-m)``. Mean over z,
-    mapped back to the completion at rank r. 0/0 (tied MOS, exact predictions) -> ``m = 1``.
+    ``c = 1[ord(qi_r, qz_r) == ord(g_i, g_z)]`` (ord: 1 for >, 0 for <, 0.5 for =),
+    ``m = |g_i - g_z| / (|g_i - g_z| + |qi_r - g_i| + |qz_r - g_z|)``; mean over z, mapped back to the
+    completion at rank r. No partner: 0.
+
+    ``"released"`` (the authors' code): ``r = sqrt(c m) + sqrt((1-c)(1-m))`` over every partner z; 0/0
+    (tied MOS, exact predictions) -> ``m = 1``. Its flaw: a wrong order earns ``sqrt(1 - m)``, which grows
+    with the error. MOS (4, 2): predictions (1, 5) (wrong order) give ``m = 2/8``, ``r = sqrt(0.75) = 0.866``;
+    predictions (4.5, 1.5) (right order) give ``m = 2/3``, ``r = sqrt(2/3) = 0.816``. On tied MOS ``m = 0``
+    whatever the predictions, so any two different predictions earn the maximum, 1.
+
+    ``"corrected"`` (ours): ``r = (c + m) / 2`` over the partners z whose MOS differs from g_i.
+
+    - Order first: when ``qi_r`` and ``qz_r`` are not in the MOS order (including a predicted tie),
+      ``(g_i - g_z)`` is covered by the two errors, so ``m <= 1/2`` and ``r = m/2 <= 1/4``; a right order
+      earns ``r = (1 + m)/2 >= 1/2``. A wrong order never earns more than a right one.
+    - Closeness second: within either case ``r`` grows as the errors shrink (``m = 1``, ``r = 1`` for exact
+      predictions). MOS (4, 2): (1, 5) earns 0.125, (4.5, 1.5) earns 5/6.
+    - Tied MOS: the pair has no order to get right, and ``m = 0`` whatever the predictions (0/0 when both
+      are exact), so it carries no signal: it is left out of the mean. An image whose partners all tie
+      with it gets 0.
     """
     if variant not in ("released", "corrected"):
         raise ValueError(f"variant must be 'released' or 'corrected', got {variant!r}")
@@ -161,12 +180,14 @@ def pairwise_score_rank(
     err = (qs - g[:, None]).abs()  # [B, K]
     denom = gap + err[:, None, :] + err[None, :, :]  # [B, B, K]
     m = torch.where(denom > 0, gap / denom, torch.ones((), dtype=dtype, device=qs.device))
+    eye = torch.eye(B, dtype=torch.bool, device=qs.device)
+    partner = same_dataset_mask(dataset_ids, B, qs.device) & ~eye  # [B, B]
     if variant == "released":  # sqrt(c m) + sqrt((1-c)(1-m)) with c in {0, 1}
         r = torch.where(c, m, 1 - m).sqrt()
     else:
-        r = torch.where(c, m, 1 - m)
-    eye = torch.eye(B, dtype=torch.bool, device=qs.device)
-    partner = (same_dataset_mask(dataset_ids, B, qs.device) & ~eye).to(dtype)  # [B, B]
+        r = (c.to(dtype) + m) / 2
+        partner = partner & (dg[..., 0] != 0)  # tied MOS: no order, no closeness signal
+    partner = partner.to(dtype)
     by_rank = torch.bmm(partner[:, None, :], r).squeeze(1) / partner.sum(1, keepdim=True).clamp_min(1)
     return torch.empty_like(by_rank).scatter_(1, order, by_rank)
 

@@ -96,7 +96,7 @@ def _ord(a: float, b: float) -> float:
 def pairwise_score_rank_ref(
     preds: list[list[float]], mos: list[float], variant: str = "released", dataset_ids: Tensor | None = None
 ) -> Tensor:
-    """(c) loop over images i, ranks r, partners z of the same dataset."""
+    """(c) loop over images i, ranks r, partners z of the same dataset (corrected: of a different MOS)."""
     B = len(preds)
     K = len(preds[0]) if B else 0
     partners = _groups(dataset_ids, B)
@@ -107,7 +107,11 @@ def pairwise_score_rank_ref(
         for r in range(K):
             qi, k_orig = ranked[i][r]
             total = 0.0
+            used = 0
             for z in partners[i]:
+                if variant != "released" and mos[i] == mos[z]:
+                    continue  # corrected: tied MOS pairs are left out
+                used += 1
                 qz = ranked[z][r][0]
                 c = 1.0 if _ord(qi, qz) == _ord(mos[i], mos[z]) else 0.0
                 gap = abs(mos[i] - mos[z])
@@ -115,9 +119,11 @@ def pairwise_score_rank_ref(
                 m = gap / denom if denom > 0 else 1.0
                 if variant == "released":
                     total += math.sqrt(c * m) + math.sqrt((1 - c) * (1 - m))
-                else:
-                    total += c * m + (1 - c) * (1 - m)
-            out[k_orig] = total / len(partners[i]) if partners[i] else 0.0
+                elif c:  # right order
+                    total += (1 + m) / 2
+                else:  # wrong order (or a predicted tie of different MOS)
+                    total += m / 2
+            out[k_orig] = total / used if used else 0.0
         rows.append(out)
     return _out(rows)
 

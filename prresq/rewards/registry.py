@@ -9,6 +9,15 @@ images of the same dataset, and return the rows ``inputs.local``; text terms rea
 ``build_reward_mix({"fidelity": {"weight": 1.0, "variant": "mean"}, "format": {"weight": 1.0}})`` gives a
 :class:`RewardMix` whose call returns ``(total [B_local, K], {key: unweighted term})``. A key can reuse a
 registered term under another name with ``name: <registered>``.
+
+One key of the ``reward`` node is a setting, not a term: ``scope`` (:data:`REWARD_SCOPES`), which images
+the group terms rank each image against (see :func:`prresq.rewards.distributed.compute_rewards`):
+
+- ``local``: the images of this process's own batch, as both papers' released training code does
+  (each device ranks its B images; VisualQuality-R1 Sec. 4.1: "a minibatch size of eight per GPU").
+- ``global``: every image of the global step (all data-parallel processes gathered).
+
+With one process both are the same. The config default is ``reward.scope`` in ``conf/train.yaml``.
 """
 
 from __future__ import annotations
@@ -32,7 +41,21 @@ from prresq.rewards.preresq import (
     triplet_response_balance,
 )
 
-__all__ = ["RewardInputs", "RewardTerm", "REWARDS", "register_reward", "RewardMix", "build_reward_mix"]
+__all__ = [
+    "RewardInputs",
+    "RewardTerm",
+    "REWARDS",
+    "REWARD_SCOPES",
+    "register_reward",
+    "RewardMix",
+    "build_reward_mix",
+    "reward_term_keys",
+]
+
+# Which images the group terms rank against: this process's batch (released) or the global step.
+REWARD_SCOPES = ("local", "global")
+# Keys of the Hydra ``reward`` node that are settings of the mix, not reward terms.
+_MIX_SETTINGS = ("scope",)
 
 # PreResQ-R1's released parser never fails (fallback [3.0] * D); a NaN aspect (one-score prompt that did
 # not parse) gets the same fallback so that it cannot poison the other images' group terms.
@@ -44,7 +67,7 @@ class RewardInputs:
     """What every reward term sees (prresq/CONTRACTS.md)."""
 
     texts: list[str]  # this process's completions, row-major: image i, sample k at i*K + k
-    scores: Tensor  # [B, K] GLOBAL batch (all DDP ranks gathered); NaN = unparseable
+    scores: Tensor  # [B, K] GLOBAL (all DDP ranks; this process's under scope=local); NaN = unparseable
     aspects: Tensor  # [B, K, D] GLOBAL; D = prompt.num_aspects
     mos: Tensor  # [B] GLOBAL, already mapped to [1, 5]
     dataset_ids: Tensor  # [B] GLOBAL, long
@@ -205,9 +228,12 @@ class PreResQ:
 class RewardMix:
     """Weighted sum of reward terms: ``total = sum_key weight[key] * term[key](inputs)``."""
 
-    def __init__(self, terms: Mapping[str, RewardTerm], weights: Mapping[str, float]):
+    def __init__(self, terms: Mapping[str, RewardTerm], weights: Mapping[str, float], scope: str = "local"):
         if set(terms) != set(weights):
             raise ValueError(f"terms {sorted(terms)} and weights {sorted(weights)} differ")
+        if scope not in REWARD_SCOPES:
+            raise ValueError(f"reward.scope must be one of {REWARD_SCOPES}, got {scope!r}")
+        self.scope = scope
         self.terms = dict(terms)
         self.weights = {k: float(v) for k, v in weights.items()}
 
@@ -230,14 +256,23 @@ class RewardMix:
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{k}={self.weights[k]:g}*{type(t).__name__}" for k, t in self.terms.items())
-        return f"RewardMix({parts})"
+        return f"RewardMix({parts}; scope={self.scope})"
 
 
-def build_reward_mix(cfg: Mapping[str, Mapping[str, Any] | None]) -> RewardMix:
-    """Build a :class:`RewardMix` from ``{key: {weight, [name], <constants>...}}`` (the Hydra ``reward`` node)."""
+def reward_term_keys(cfg: Mapping[str, Any]) -> list[str]:
+    """The keys of a ``reward`` node that name reward terms (its settings, e.g. ``scope``, left out)."""
+    return [str(key) for key in cfg if key not in _MIX_SETTINGS]
+
+
+def build_reward_mix(cfg: Mapping[str, Any]) -> RewardMix:
+    """Build a :class:`RewardMix` from ``{key: {weight, [name], <constants>...}, [scope]}`` (the Hydra ``reward`` node).
+
+    ``scope`` (``local`` | ``global``) is taken from the node when given (``conf/train.yaml`` sets it).
+    """
     terms: dict[str, RewardTerm] = {}
     weights: dict[str, float] = {}
-    for key, node in cfg.items():
+    for key in reward_term_keys(cfg):
+        node = cfg[key]
         params = dict(node or {})
         name = str(params.pop("name", key))
         weight = float(params.pop("weight", 1.0))
@@ -248,4 +283,7 @@ def build_reward_mix(cfg: Mapping[str, Mapping[str, Any] | None]) -> RewardMix:
         except TypeError as err:
             raise ValueError(f"bad constants for reward {name!r} (key {key!r}): {err}") from err
         weights[str(key)] = weight
-    return RewardMix(terms, weights)
+    if not terms:
+        raise ValueError("the reward node has no reward term: nothing to train on")
+    scope = cfg.get("scope")
+    return RewardMix(terms, weights) if scope is None else RewardMix(terms, weights, scope=str(scope))
