@@ -6,7 +6,9 @@ LEFT padding (generation appends on the right) and never truncates (a cut would 
 image placeholder tokens from `image_grid_thw`). The image count is checked against the grid.
 
 With a prompt pool, each record gets `pool[hash(seed, id) % len(pool)]`: seeded, independent of
-the number of workers, the same prompt for an image across epochs. With an `answer_fn`
+the number of workers, the same prompt for an image across epochs. `use_pool(False)` restricts it
+to the pool's first prompt (PreResQ-R1 stage 2); the switch is one byte of shared memory, so
+DataLoader workers (persistent ones too) see it in every batch they build afterwards. With an `answer_fn`
 (supervised warm-up) the answer and `<|im_end|>` follow the generation prompt and `labels`
 hold the answer tokens (prompt and padding = -100).
 
@@ -67,6 +69,7 @@ class PromptCollator:
             raise ValueError(f"on_bad_sample={on_bad_sample!r}: expected 'raise' or 'skip'")
         self.processor = processor
         self.pool = pool
+        self._single_prompt = torch.zeros(1, dtype=torch.uint8).share_memory_()  # seen by DataLoader workers
         self.flow: Flow = flow if flow is not None else ImageFlow()
         self.answer_fn = answer_fn
         self.seed = seed
@@ -78,9 +81,17 @@ class PromptCollator:
         self.image_token_id = tok.convert_tokens_to_ids("<|image_pad|>")
         self.video_token_id = tok.convert_tokens_to_ids("<|video_pad|>")
 
+    def use_pool(self, on: bool) -> None:
+        """Draw prompts from the pool (True) or use its first prompt only (False), in every worker."""
+        self._single_prompt[0] = 0 if on else 1
+
+    @property
+    def pool_in_use(self) -> bool:
+        return len(self.pool) > 1 and not bool(self._single_prompt[0])
+
     def prompt_for(self, record: Record) -> str:
         """The prompt of this record (the pool entry chosen by a seeded hash of its id)."""
-        if len(self.pool) == 1:
+        if not self.pool_in_use:
             return self.pool[0]
         return self.pool[zlib.crc32(f"{self.seed}:{record.dataset}:{record.id}".encode()) % len(self.pool)]
 
