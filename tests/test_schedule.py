@@ -208,3 +208,28 @@ def test_stage_two_prompt_reaches_persistent_dataloader_workers(tmp_path, cache_
     late = probe.steps[switch + workers * prefetch + 2 :]
     assert len(late) >= 10
     assert all(s["prompts"] == [0, 0] for s in late), [s["prompts"] for s in late]
+
+
+@pytest.mark.slow
+def test_num_iterations_two_counts_rollout_batches(tmp_path, cache_dir, monkeypatch):
+    """Pins: with grpo.num_iterations = 2, max_steps, the stage switch and the LR schedule count rollout batches.
+
+    6 batches of 2 optimiser steps each: global_step 0..5, stage 2 from batch 3 (0.5 * 6), the linear LR
+    decays to exactly 0 after the last batch, and AdamW took 12 steps.
+    """
+    probe, cfg = _run_tiny_preresq(
+        [
+            "grpo.num_iterations=2",
+            "trainer.max_epochs=-1",
+            "trainer.max_steps=6",
+            "optim.schedule=linear",
+            "schedule.switch_fraction=0.5",
+        ],
+        tmp_path,
+        cache_dir,
+        monkeypatch,
+    )
+    assert [s["global_step"] for s in probe.steps] == [0, 1, 2, 3, 4, 5]
+    assert [s["stage"] for s in probe.steps] == [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+    assert [s["k"] for s in probe.steps] == [3, 3, 3, 2, 2, 2]
+    assert probe.end == {"lr": 0.0, "adam_steps": {12}, "global_step": 6}
