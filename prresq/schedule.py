@@ -12,10 +12,11 @@ clear error when training starts, not at the switch.
 The stage is a pure function of `global_step`, which counts rollout batches whatever
 `grpo.num_iterations` is (`GRPOModule._clip_and_step`), so a run resumed from a checkpoint on
 either side of the switch continues in the right stage. K and reward weights change exactly at the
-switch. The prompt choice lives in the collator (`PromptCollator.use_pool`) in shared memory, so it
-reaches DataLoader workers, persistent ones included, for every batch they build after the switch;
-batches already built ahead of the loop (Lightning fetches one ahead; workers prefetch up to
-`num_workers * prefetch_factor`) keep stage-1 prompts.
+switch, and so do the prompts: the choice lives in the collator (`PromptCollator.use_pool`) in
+shared memory, so DataLoader workers, persistent ones included, use it for every batch they build
+after the switch, and the few batches built ahead of the loop before it (Lightning fetches one
+ahead, workers prefetch `num_workers * prefetch_factor`) are rebuilt in the main process at their
+step (`PromptCollator.recollate`, counted in `recollated`).
 
     python -m prresq.train experiment=preresq_iqa_kadid schedule.stage1.k=12 schedule.stage2.k=6
 """
@@ -54,6 +55,7 @@ class TwoStageSchedule(L.Callback):
                 raise ValueError(f"schedule.stage{stage}: unknown keys {unknown}; expected some of {STAGE_KEYS}")
         self.total_steps = total_steps
         self.current: int | None = None
+        self.recollated = 0
         self._base_weights: dict[str, float] | None = None
         self._base_of: Any = None
 
@@ -107,4 +109,15 @@ class TwoStageSchedule(L.Callback):
         stage = self.stage_at(trainer, trainer.global_step)
         if stage != self.current:
             self._apply(trainer, pl_module, stage)
+        self._match_prompts(trainer, batch)
         pl_module.log("train/stage", float(stage))
+
+    def _match_prompts(self, trainer: L.Trainer, batch: Any) -> None:
+        """Rebuild, in place, a batch built before the switch with the other prompt choice."""
+        collate = getattr(trainer.train_dataloader, "collate_fn", None)
+        if not isinstance(batch, dict) or "prompt_pool" not in batch or not hasattr(collate, "recollate"):
+            return
+        if bool(batch["prompt_pool"]) == collate.pool_in_use:
+            return
+        batch.update(trainer.strategy.batch_to_device(collate.recollate(batch)))
+        self.recollated += 1

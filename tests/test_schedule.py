@@ -11,13 +11,17 @@ from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
+import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
+from PIL import Image
 
 import prresq.train as train
 from prresq.data.collate import PromptCollator
+from prresq.data.records import Record
 from prresq.models import load_processor
 from prresq.rewards import build_reward_mix
 from prresq.schedule import TwoStageSchedule
@@ -117,6 +121,7 @@ class Probe(L.Callback):
         self.pool = pool
         self.steps: list[dict[str, Any]] = []
         self.end: dict[str, Any] = {}
+        self.schedule: TwoStageSchedule | None = None
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
         tok = pl_module.processor.tokenizer
@@ -165,6 +170,7 @@ def _run_tiny_preresq(overrides: list[str], tmp_path: Path, cache_dir: Path, mon
 
     def with_probe(c: DictConfig) -> L.Trainer:
         trainer = build_trainer(c)
+        probe.schedule = next(cb for cb in trainer.callbacks if isinstance(cb, TwoStageSchedule))
         trainer.callbacks.append(probe)
         return trainer
 
@@ -180,12 +186,13 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_stage_two_prompt_reaches_persistent_dataloader_workers(tmp_path, cache_dir, monkeypatch):
-    """Pins: with 2 persistent DataLoader workers, every batch built after the switch holds only the stage-2 prompt.
+    """Pins: with 2 persistent DataLoader workers, every batch from the switch on holds only the stage-2 prompt.
 
     Real `prresq.train.run` (QualityDataModule loader, Lightning Trainer), 4-batch epochs so persistent
     workers serve several epochs. A worker is handed batch j only once the loop has taken batch
     j - num_workers * prefetch_factor - 1 (Lightning fetches one ahead), so batches from switch + 6 on
-    were built after the switch whatever the timing; stage-1 batches must draw from the pool.
+    were built by the workers after the switch whatever the timing; the ones prefetched before it are
+    rebuilt at their step (counted). Stage-1 batches must draw from the pool.
     """
     workers, prefetch = 2, 2
     probe, _ = _run_tiny_preresq(
@@ -205,9 +212,9 @@ def test_stage_two_prompt_reaches_persistent_dataloader_workers(tmp_path, cache_
     assert [s["global_step"] for s in probe.steps] == list(range(20))
     assert [s["stage"] for s in probe.steps] == [1.0] * switch + [2.0] * 16
     assert any(p != 0 for s in probe.steps[:switch] for p in s["prompts"]), "stage 1 should draw from the pool"
-    late = probe.steps[switch + workers * prefetch + 2 :]
-    assert len(late) >= 10
-    assert all(s["prompts"] == [0, 0] for s in late), [s["prompts"] for s in late]
+    assert all(s["prompts"] == [0, 0] for s in probe.steps[switch:]), [s["prompts"] for s in probe.steps]
+    # At most the batches in flight at the switch were rebuilt: the other (>= 11) stage-2 batches came from the workers.
+    assert 1 <= probe.schedule.recollated <= workers * prefetch + 1
 
 
 @pytest.mark.slow
@@ -233,3 +240,27 @@ def test_num_iterations_two_counts_rollout_batches(tmp_path, cache_dir, monkeypa
     assert [s["stage"] for s in probe.steps] == [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
     assert [s["k"] for s in probe.steps] == [3, 3, 3, 2, 2, 2]
     assert probe.end == {"lr": 0.0, "adam_steps": {12}, "global_step": 6}
+
+
+def test_recollate_equals_a_batch_built_after_the_switch(tiny_model_dir, tmp_path):
+    """Pins: a batch built with the pool and rebuilt after the switch equals one built with the single prompt."""
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(4):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (56, 56 + 28 * i, 3), dtype=np.uint8)).save(path)
+        records.append(Record(f"r{i}", "toy", path, float(i), 1.0 + i, {}, f"toy.jsonl:{i + 1}"))
+    pool = ["main prompt", "paraphrase 1", "paraphrase 2"]
+    collate = PromptCollator(load_processor(tiny_model_dir), pool, dataset_ids={"toy": 0})
+    before = collate(records)
+    assert before["prompt_pool"] is True
+    assert {collate.prompt_for(r) for r in records} != {"main prompt"}, "the pool must be drawn from"
+    collate.use_pool(False)
+    rebuilt, fresh = collate.recollate(before), collate(records)
+    assert rebuilt["prompt_pool"] is False and fresh["prompt_pool"] is False
+    for key in fresh["model_inputs"]:
+        torch.testing.assert_close(rebuilt["model_inputs"][key], fresh["model_inputs"][key])
+    assert not torch.equal(before["model_inputs"]["input_ids"], fresh["model_inputs"]["input_ids"])
+    assert rebuilt["ids"] == fresh["ids"] and rebuilt["media"] == fresh["media"]
+    torch.testing.assert_close(rebuilt["mos"], fresh["mos"])
+    torch.testing.assert_close(rebuilt["dataset_ids"], fresh["dataset_ids"])
