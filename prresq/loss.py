@@ -10,10 +10,19 @@ and the loss is `-obj` aggregated over tokens by one of:
     "sequence": mean over each completion's tokens, then over completions (the papers' GRPO),
     "token":    sum over all tokens / number of tokens (DAPO),
     "constant": sum over all tokens / (num completions * max_tokens) (Dr. GRPO).
+
+Masked positions (padding after EOS) are set to a log-ratio of 0 before `exp`, for the ratio and
+for the KL, so whatever they hold (-1e4, -inf) the loss and its gradients stay finite.
+
+Micro-batches: the denominators above are those of the whole rollout batch (`batch_mask`), so the
+micro-batch losses add up to the full-batch loss for every aggregation, and the summed gradients
+to its gradient (`micro_batched_backward`). Weighting micro-batch means by their share of
+completions would be wrong for "token", whose denominator counts tokens.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -58,22 +67,25 @@ class GRPOLoss(nn.Module):
         mask: Tensor,  # [N, T] 1 on completion tokens (up to and including EOS)
         old_logp: Tensor | None = None,  # [N, T] at sampling time; None = detached current policy (mu = 1)
         ref_logp: Tensor | None = None,  # [N, T] frozen reference; needed when beta > 0
+        batch_mask: Tensor | None = None,  # [N_all, T] mask of the whole batch when this is a micro-batch
     ) -> tuple[Tensor, LossStats]:
+        valid = mask > 0
         mask = mask.to(logp.dtype)
+        zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
         old = logp.detach() if old_logp is None else old_logp
-        ratio = torch.exp(logp - old)  # [N, T]
+        ratio = torch.exp(torch.where(valid, logp - old, zero))  # [N, T]; 1 at masked positions
         adv = advantages.to(logp.dtype).unsqueeze(1)  # [N, 1]
         clipped = torch.clamp(ratio, 1.0 - self.eps_low, 1.0 + self.eps_high)
         per_token = -torch.minimum(ratio * adv, clipped * adv)  # [N, T]
         if self.beta != 0.0:
             if ref_logp is None:
                 raise ValueError("beta > 0 needs reference log-probs")
-            delta = ref_logp - logp
-            kl = torch.exp(delta) - delta - 1.0  # [N, T] k3
+            delta = torch.where(valid, ref_logp - logp, zero)
+            kl = torch.exp(delta) - delta - 1.0  # [N, T] k3; 0 at masked positions
             per_token = per_token + self.beta * kl
         else:
             kl = torch.zeros_like(logp)
-        loss = self._aggregate(per_token, mask)
+        loss = self._aggregate(per_token, mask, mask if batch_mask is None else batch_mask.to(logp.dtype))
         with torch.no_grad():
             n_tok = mask.sum().clamp(min=1.0)
             low = ((ratio < 1.0 - self.eps_low) & (adv < 0)).to(mask.dtype)
@@ -86,10 +98,47 @@ class GRPOLoss(nn.Module):
             )
         return loss, stats
 
-    def _aggregate(self, per_token: Tensor, mask: Tensor) -> Tensor:
+    def _aggregate(self, per_token: Tensor, mask: Tensor, batch_mask: Tensor) -> Tensor:
+        """Sum of this (micro-)batch's share of the aggregate; the denominators count the whole batch."""
         if self.aggregation == "sequence":
             per_seq = (per_token * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # [N]
-            return per_seq.mean()
+            return per_seq.sum() / batch_mask.shape[0]
         if self.aggregation == "token":
-            return (per_token * mask).sum() / mask.sum().clamp(min=1.0)
-        return (per_token * mask).sum() / (per_token.shape[0] * self.max_tokens)
+            return (per_token * mask).sum() / batch_mask.sum().clamp(min=1.0)
+        return (per_token * mask).sum() / (batch_mask.shape[0] * self.max_tokens)
+
+
+def micro_batched_backward(
+    loss_fn: GRPOLoss,
+    slices: Sequence[tuple[slice, slice]],
+    logp_of: Callable[[slice, slice], Tensor],
+    advantages: Tensor,  # [N]
+    mask: Tensor,  # [N, T]
+    old_logp: Tensor | None = None,
+    ref_logp: Tensor | None = None,
+    backward: Callable[[Tensor], None] = Tensor.backward,
+) -> dict[str, float]:
+    """Backward the full-batch loss micro-batch by micro-batch; returns the full batch's loss and stats.
+
+    `slices` are (prompt rows, completion rows) pairs; `logp_of(prompt rows, completion rows)` gives the
+    current policy's log-probs of those completions (with grad). Each micro-batch loss is already its
+    share of the full-batch aggregate (`batch_mask`), so losses and gradients add up exactly; the
+    token-mean stats are weighted by each micro-batch's share of the batch's tokens.
+    """
+    total_tokens = float(mask.sum().clamp(min=1.0))
+    out: dict[str, float] = {}
+    for ps, cs in slices:
+        loss, stats = loss_fn(
+            logp_of(ps, cs),
+            advantages[cs],
+            mask[cs],
+            old_logp=None if old_logp is None else old_logp[cs],
+            ref_logp=None if ref_logp is None else ref_logp[cs],
+            batch_mask=mask,
+        )
+        backward(loss)
+        share = float(mask[cs].sum()) / total_tokens
+        out["loss"] = out.get("loss", 0.0) + float(loss.detach())
+        for key, val in vars(stats).items():
+            out[key] = out.get(key, 0.0) + float(val) * share
+    return out

@@ -12,7 +12,8 @@ One training step, top to bottom:
 4. **Log-probs**. Reference log-probs (frozen copy, only when beta > 0) and, with
    `num_iterations` > 1, the old policy's log-probs at sampling time.
 5. **Policy update**. `num_iterations` optimiser steps on this rollout, each over micro-batches
-   of completions, minimising the clipped GRPO objective with the k3 KL (Eq. 5-6).
+   of completions, minimising the clipped GRPO objective with the k3 KL (Eq. 5-6). One rollout
+   batch is one `trainer.global_step`, whatever `num_iterations` is.
 
 Validation scores the val split with the shared scoring path (`prresq.scoring`) and logs
 SRCC/PLCC of the greedy answer and of the mean of N samples.
@@ -28,10 +29,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.core.optimizer import do_nothing_closure
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from prresq.loss import GRPOLoss
+from prresq.loss import GRPOLoss, micro_batched_backward
 from prresq.metrics import plcc, srcc
 from prresq.models import load_policy, load_processor, load_reference, vision_token_ids
 from prresq.prefix import completion_logprobs_shared, generate_completions_shared, micro_batches
@@ -183,30 +185,48 @@ class GRPOModule(L.LightningModule):
         ro = self.rollout(batch)
         opt = self.optimizers()
         sched = self.lr_schedulers()
-        n = ro["completion"].shape[0]
-        slices = self._slices(n)
+        slices = self._slices(ro["completion"].shape[0])
+        iters = int(self.grpo.get("num_iterations", 1))
         stats_acc: dict[str, float] = {}
-        for _ in range(int(self.grpo.get("num_iterations", 1))):
+        for it in range(iters):
             opt.zero_grad(set_to_none=True)
-            for ps, sl in slices:
-                logp = self._score(self.policy, ro["inputs"], ps, sl, ro["completion"], ro["mask"])
-                loss, stats = self.loss_fn(
-                    logp,
-                    ro["advantages"][sl],
-                    ro["mask"][sl],
-                    old_logp=None if ro["old_logp"] is None else ro["old_logp"][sl],
-                    ref_logp=None if ro["ref_logp"] is None else ro["ref_logp"][sl],
-                )
-                frac = (sl.stop - sl.start) / n
-                self.manual_backward(loss * frac)
-                for key, val in (("loss", loss), *vars(stats).items()):
-                    stats_acc[key] = stats_acc.get(key, 0.0) + float(val.detach()) * frac
-            grad_norm = self._clip_and_norm(opt)
-            opt.step()
+            stats = micro_batched_backward(
+                self.loss_fn,
+                slices,
+                lambda ps, cs: self._score(self.policy, ro["inputs"], ps, cs, ro["completion"], ro["mask"]),
+                ro["advantages"],
+                ro["mask"],
+                old_logp=ro["old_logp"],
+                ref_logp=ro["ref_logp"],
+                backward=self.manual_backward,
+            )
+            for key, val in stats.items():
+                stats_acc[key] = stats_acc.get(key, 0.0) + val / iters
+            grad_norm = self._clip_and_step(opt, counted=it == iters - 1)
         if sched is not None:
             sched.step()
-        iters = int(self.grpo.get("num_iterations", 1))
-        self._log_step(ro, {k: v / iters for k, v in stats_acc.items()}, grad_norm, batch_idx)
+        self._log_step(ro, stats_acc, grad_norm, batch_idx)
+
+    def _clip_and_step(self, opt: Any, counted: bool) -> Tensor:
+        """Clip, take one optimiser step; returns the global gradient norm (before clipping).
+
+        `trainer.global_step` counts rollout batches, not the `num_iterations` optimiser steps of a
+        batch: only the last goes through the LightningOptimizer (which counts it), the others take
+        the same strategy path uncounted. So `trainer.max_steps`, the LR schedule length and the
+        two-stage switch count batches whatever mu is. Under DeepSpeed `p.grad` is None (ZeRO):
+        the engine clips (`gradient_clipping` = grpo.max_grad_norm, `prresq.strategies`) and
+        reports its own global norm.
+        """
+        engine = getattr(self.trainer.strategy, "deepspeed_engine", None)
+        grad_norm = self._clip_and_norm(opt) if engine is None else None
+        if counted:
+            opt.step()
+        else:
+            self.trainer.strategy.optimizer_step(opt.optimizer, do_nothing_closure)
+        if engine is not None:
+            norm = engine.get_global_grad_norm()
+            grad_norm = torch.tensor(float("nan") if norm is None else float(norm))
+        return grad_norm
 
     def _clip_and_norm(self, opt: Any) -> Tensor:
         max_norm = float(self.grpo.get("max_grad_norm") or 0.0)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from prresq.loss import GRPOLoss
+from prresq.loss import GRPOLoss, micro_batched_backward
 
 
 def test_ratio_one_no_kl_gives_minus_mean_advantage():
@@ -82,3 +82,87 @@ def test_masked_tokens_do_not_contribute():
 def test_bad_aggregation_is_a_clear_error():
     with pytest.raises(ValueError, match="loss.aggregation"):
         GRPOLoss(aggregation="nope")
+
+
+def _ragged_batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Six completions of lengths 1..6 (so micro-batches hold very different token counts)."""
+    g = torch.Generator().manual_seed(seed)
+    n, t = 6, 6
+    lengths = torch.tensor([1, 6, 2, 5, 3, 4])
+    mask = (torch.arange(t)[None, :] < lengths[:, None]).float()
+    return dict(
+        logp=(-torch.rand(n, t, generator=g) * 2).requires_grad_(),
+        advantages=torch.randn(n, generator=g),
+        mask=mask,
+        old_logp=-torch.rand(n, t, generator=g) * 2,
+        ref_logp=-torch.rand(n, t, generator=g) * 2,
+    )
+
+
+def _backward(loss_fn: GRPOLoss, batch: dict, slices: list[tuple[slice, slice]]) -> tuple[float, torch.Tensor]:
+    logp = batch["logp"]
+    logp.grad = None
+    stats = micro_batched_backward(
+        loss_fn,
+        slices,
+        lambda ps, cs: logp[cs] * 1.0,
+        batch["advantages"],
+        batch["mask"],
+        old_logp=batch["old_logp"],
+        ref_logp=batch["ref_logp"],
+    )
+    return stats["loss"], logp.grad.clone()
+
+
+@pytest.mark.parametrize("aggregation", ["sequence", "token", "constant"])
+def test_micro_batched_loss_and_gradients_equal_the_full_batch(aggregation):
+    """Pins: for every aggregation, micro-batches of unequal token counts give the full batch's loss and gradients."""
+    batch = _ragged_batch()
+    loss_fn = GRPOLoss(beta=0.04, aggregation=aggregation, max_tokens=6)
+    full_loss, full_grad = _backward(loss_fn, batch, [(slice(0, 6), slice(0, 6))])
+    direct, _ = loss_fn(batch["logp"], batch["advantages"], batch["mask"], batch["old_logp"], batch["ref_logp"])
+    assert full_loss == pytest.approx(direct.item(), rel=1e-6)
+    for sizes in ([2, 2, 2], [1, 5], [3, 1, 2]):
+        bounds = torch.tensor([0, *sizes]).cumsum(0).tolist()
+        slices = [(slice(a, b), slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        loss, grad = _backward(loss_fn, batch, slices)
+        assert loss == pytest.approx(full_loss, rel=1e-6), sizes
+        torch.testing.assert_close(grad, full_grad, rtol=1e-6, atol=1e-8)
+
+
+def test_token_aggregation_of_two_micro_batches_by_hand():
+    """Pins DAPO token aggregation over micro-batches: sum over all tokens / all tokens, not a mean of means.
+
+    Rows with 1 and 3 tokens, ratio 1, no KL, advantages 1 and 3: token loss = -(1 + 3 * 3) / 4 = -2.5.
+    Weighting the two micro-batch means by their share of completions would give -(1 + 3) / 2 = -2.
+    """
+    logp = torch.zeros(2, 3, requires_grad=True)
+    mask = torch.tensor([[1.0, 0, 0], [1, 1, 1]])
+    stats = micro_batched_backward(
+        GRPOLoss(beta=0.0, aggregation="token"),
+        [(slice(0, 1), slice(0, 1)), (slice(1, 2), slice(1, 2))],
+        lambda ps, cs: logp[cs] * 1.0,
+        torch.tensor([1.0, 3.0]),
+        mask,
+    )
+    assert stats["loss"] == pytest.approx(-2.5)
+    # d loss / d logp = -A / 4 on every valid token (ratio 1, unclipped), 0 on padding.
+    torch.testing.assert_close(logp.grad, torch.tensor([[-0.25, 0, 0], [-0.75, -0.75, -0.75]]))
+
+
+@pytest.mark.parametrize("aggregation", ["sequence", "token", "constant"])
+def test_loss_and_gradients_finite_whatever_masked_positions_hold(aggregation):
+    """Pins: padded positions holding -1e4 or -inf (policy, old or reference) leave loss and gradients finite and unchanged."""
+    batch = _ragged_batch(1)
+    loss_fn = GRPOLoss(beta=0.04, aggregation=aggregation, max_tokens=6)
+    pad = batch["mask"] == 0
+    clean, clean_grad = _backward(loss_fn, batch, [(slice(0, 6), slice(0, 6))])
+    for fill in (-1e4, float("-inf")):
+        for key in ("logp", "old_logp", "ref_logp"):
+            dirty = dict(batch)
+            values = batch[key].detach().masked_fill(pad, fill)
+            dirty[key] = values.requires_grad_() if key == "logp" else values
+            loss, grad = _backward(loss_fn, dirty, [(slice(0, 6), slice(0, 6))])
+            assert math.isfinite(loss) and torch.isfinite(grad).all(), (fill, key)
+            assert loss == pytest.approx(clean, rel=1e-6), (fill, key)
+            torch.testing.assert_close(grad, clean_grad)

@@ -6,7 +6,11 @@ LEFT padding (generation appends on the right) and never truncates (a cut would 
 image placeholder tokens from `image_grid_thw`). The image count is checked against the grid.
 
 With a prompt pool, each record gets `pool[hash(seed, id) % len(pool)]`: seeded, independent of
-the number of workers, the same prompt for an image across epochs. With an `answer_fn`
+the number of workers, the same prompt for an image across epochs. `use_pool(False)` restricts it
+to the pool's first prompt (PreResQ-R1 stage 2); the switch is one byte of shared memory, so
+DataLoader workers (persistent ones too) see it in every batch they build afterwards. Each batch
+says which it used (`prompt_pool`); `recollate` rebuilds one built before a switch (same media,
+rows and MOS) with the prompt choice in force now. With an `answer_fn`
 (supervised warm-up) the answer and `<|im_end|>` follow the generation prompt and `labels`
 hold the answer tokens (prompt and padding = -100).
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -67,6 +72,7 @@ class PromptCollator:
             raise ValueError(f"on_bad_sample={on_bad_sample!r}: expected 'raise' or 'skip'")
         self.processor = processor
         self.pool = pool
+        self._single_prompt = torch.zeros(1, dtype=torch.uint8).share_memory_()  # seen by DataLoader workers
         self.flow: Flow = flow if flow is not None else ImageFlow()
         self.answer_fn = answer_fn
         self.seed = seed
@@ -78,9 +84,17 @@ class PromptCollator:
         self.image_token_id = tok.convert_tokens_to_ids("<|image_pad|>")
         self.video_token_id = tok.convert_tokens_to_ids("<|video_pad|>")
 
-    def prompt_for(self, record: Record) -> str:
+    def use_pool(self, on: bool) -> None:
+        """Draw prompts from the pool (True) or use its first prompt only (False), in every worker."""
+        self._single_prompt[0] = 0 if on else 1
+
+    @property
+    def pool_in_use(self) -> bool:
+        return len(self.pool) > 1 and not bool(self._single_prompt[0])
+
+    def prompt_for(self, record: Record, use_pool: bool | None = None) -> str:
         """The prompt of this record (the pool entry chosen by a seeded hash of its id)."""
-        if len(self.pool) == 1:
+        if not (self.pool_in_use if use_pool is None else use_pool):
             return self.pool[0]
         return self.pool[zlib.crc32(f"{self.seed}:{record.dataset}:{record.id}".encode()) % len(self.pool)]
 
@@ -91,9 +105,9 @@ class PromptCollator:
             self.dataset_ids[name] = len(self.dataset_ids)
         return self.dataset_ids[name]
 
-    def _user_turn(self, record: Record) -> FlowOutput | None:
+    def _user_turn(self, record: Record, use_pool: bool) -> FlowOutput | None:
         try:
-            return self.flow(record.media, self.prompt_for(record))
+            return self.flow(record.media, self.prompt_for(record, use_pool))
         except (DataError, OSError) as exc:
             reason = f"{record.source or record.id}: {exc}"
             if self.on_bad_sample == "raise":
@@ -103,17 +117,40 @@ class PromptCollator:
             return None
 
     def __call__(self, records: Sequence[Record | None]) -> dict[str, Any] | None:
+        use_pool = self.pool_in_use  # read once: one choice for the whole batch
         kept: list[Record] = []
         turns: list[FlowOutput] = []
         for record in records:
             if record is None:
                 continue
-            turn = self._user_turn(record)
+            turn = self._user_turn(record, use_pool)
             if turn is not None:
                 kept.append(record)
                 turns.append(turn)
         if not kept:
             return None
+        return self._encode(kept, turns, use_pool)
+
+    def recollate(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """`batch` rebuilt with the prompt choice in force now: same media, rows, MOS and dataset ids (CPU tensors)."""
+        use_pool = self.pool_in_use
+        names = {i: n for n, i in self.dataset_ids.items()}
+        ids = [int(i) for i in batch["dataset_ids"].tolist()]
+        if use_pool and any(i not in names for i in ids):
+            raise KeyError(
+                f"dataset ids {sorted(set(ids) - set(names))} unknown to this collator: cannot redraw prompts"
+            )
+        records = [
+            Record(rid, names.get(did, ""), Path(media), float("nan"), float(mos))
+            for rid, did, media, mos in zip(batch["ids"], ids, batch["media"], batch["mos"].tolist())
+        ]
+        turns = [self.flow(r.media, self.prompt_for(r, use_pool)) for r in records]
+        out = self._encode(records, turns, use_pool)
+        out["mos"], out["dataset_ids"] = batch["mos"].cpu(), batch["dataset_ids"].cpu()
+        return out
+
+    def _encode(self, kept: Sequence[Record], turns: Sequence[FlowOutput], use_pool: bool) -> dict[str, Any]:
+        """One processor call for the batch: the collated batch of prresq/CONTRACTS.md."""
         texts, answers = [], []
         for record, turn in zip(kept, turns):
             messages = [{"role": "user", "content": turn.content}]
@@ -146,6 +183,7 @@ class PromptCollator:
             "dataset_ids": torch.tensor([self._dataset_id(r.dataset) for r in kept], dtype=torch.long),
             "ids": [r.id for r in kept],
             "media": [str(r.media) for r in kept],
+            "prompt_pool": use_pool,
         }
 
     def _check_vision_tokens(self, inputs: dict[str, Any]) -> None:
