@@ -116,6 +116,7 @@ class Kit:
     deadline: float
     cuda: bool
     dry: bool
+    prepared: bool = False
     runs: dict[str, Run] = field(default_factory=dict)
     results: list[dict[str, Any]] = field(default_factory=list)
 
@@ -206,7 +207,9 @@ def plan(kit: Kit) -> list[list[Run]]:
 def run_sequences(kit: Kit, sequences: list[list[Run]], jobs: int) -> None:
     def go(index: int, seq: list[Run]) -> None:
         for i, run in enumerate(seq):
-            if i and seq[i - 1].error:
+            if not kit.prepared:
+                run.error = "not started: prepare failed (see prepare.log)"
+            elif i and seq[i - 1].error:
                 run.error = f"not started: {seq[i - 1].name} failed"
             elif kit.left() < 20:
                 run.error = "not started: time budget spent"
@@ -334,7 +337,7 @@ def environment() -> dict[str, str]:
     return env
 
 
-def prepare(kit: Kit) -> None:
+def prepare(kit: Kit) -> bool:
     """Write the tiny and small model directories and the synthetic set once, before runs share them."""
     code = (
         "import sys; sys.path.insert(0, 'experiments/gpu')\n"
@@ -344,13 +347,14 @@ def prepare(kit: Kit) -> None:
         "import kit_plugins  # noqa\n"
         f"for extra in ([], {small_overrides()!r}):\n"
         "    with initialize_config_dir(config_dir='" + str(ROOT / "conf") + "', version_base='1.3'):\n"
-        f"        cfg = compose('train', overrides={BASE!r} + extra)\n"
+        f"        cfg = compose('train', overrides={BASE!r} + extra + ['paths.root_dir={kit.work}'])\n"
         "    print(ensure_model_dir(cfg.model.name_or_path, dict(cfg.model.tiny)))\n"
         "    instantiate(cfg.data, _recursive_=False).prepare_data()\n"
     )
     run = run_process(kit, "prepare", [PY, "-c", code], timeout=240)
     status = "pass" if run.rc == 0 else "fail"
     record(kit, "prepare", status, f"models + synthetic set in {run.wall_s:.0f} s", needs_cuda=False, log=run.log.name)
+    return run.rc == 0
 
 
 def check_pytest_gpu(kit: Kit) -> dict[str, dict[str, str]]:
@@ -420,7 +424,7 @@ def check_clipping(kit: Kit) -> None:
         for run in (clipped, control):
             if run.error:
                 raise RuntimeError(f"{run.name}: {run.error}")
-        initial = kit.work / "cache" / "tiny-qwen2.5-vl"
+        initial = kit.work / ".cache" / "tiny-qwen2.5-vl"  # paths.cache_dir under PRRESQ_ROOT
         moved = max_param_change(clipped.out_dir / "export", initial)
         moved_control = max_param_change(control.out_dir / "export", initial)
         norm = step_rows(metrics(clipped.out_dir), "train/grad_norm")
@@ -479,7 +483,7 @@ def check_bench(kit: Kit, steps: int) -> None:
     out = kit.work / "bench.json"
     cmd = [PY, str(ROOT / "experiments/bench/bench_grpo_step.py"), "--device", "cuda", "--model", "small"]
     cmd += ["--only", "shared,trl", "--steps", str(steps), "--json", str(out)]
-    cmd += ["--model-dir", str(kit.work / "cache" / "bench-small-qwen2.5-vl")]
+    cmd += ["--model-dir", str(kit.work / ".cache" / "small-qwen2.5-vl")]  # written by prepare
     run = run_process(kit, "bench_small", cmd, timeout=kit.left() - 5)
     if run.rc != 0 or not out.exists():
         record(kit, "bench_small", "fail", f"exit {run.rc} {run.error}".strip(), log=run.log.name)
@@ -553,7 +557,7 @@ def main() -> None:
     print(json.dumps(env), flush=True)
 
     check_imports(kit)
-    prepare(kit)
+    kit.prepared = prepare(kit)
     train_checks: list[tuple[str, Callable[[], None]]] = []
     if cuda or kit.dry:
         with ThreadPoolExecutor(max_workers=1) as side:  # pytest beside the training runs
