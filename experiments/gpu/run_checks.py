@@ -102,6 +102,7 @@ class Run:
     overrides: list[str]
     expect_rc: int = 0
     run_dir: str = ""  # directory under work/runs (default: the name); a resumed run reuses the killed one's
+    checkpoints: list[str] = field(default_factory=list)  # in out_dir/checkpoints when the process ended
     rc: int | None = None
     wall_s: float = float("nan")
     out_dir: Path = Path()
@@ -117,6 +118,7 @@ class Kit:
     cuda: bool
     dry: bool
     prepared: bool = False
+    only: tuple[str, ...] = ()
     runs: dict[str, Run] = field(default_factory=dict)
     results: list[dict[str, Any]] = field(default_factory=list)
 
@@ -151,6 +153,8 @@ def train(kit: Kit, run: Run, port: int) -> Run:
     env = dict(os.environ, MASTER_PORT=str(port), CUBLAS_WORKSPACE_CONFIG=":4096:8", PYTHONUNBUFFERED="1")
     done = run_process(kit, run.name, [PY, str(HERE / "train_case.py"), *overrides], timeout=300, env=env)
     run.rc, run.wall_s, run.log, run.error = done.rc, done.wall_s, done.log, done.error
+    if (run.out_dir / "checkpoints").is_dir():
+        run.checkpoints = sorted(p.name for p in (run.out_dir / "checkpoints").iterdir())
     if run.rc != run.expect_rc and not run.error:
         run.error = f"exit code {run.rc} (expected {run.expect_rc})"
     return run
@@ -201,6 +205,8 @@ def plan(kit: Kit) -> list[list[Run]]:
     ]
     if kit.dry:  # LoRA and the small model are GPU-only configurations; the dry run keeps the code paths
         sequences = [s for s in sequences if s[0].name not in ("train_tiny_lora_single_bf16",)]
+    if kit.only:
+        sequences = [s for s in sequences if any(o in r.name for r in s for o in kit.only)]
     return sequences
 
 
@@ -419,6 +425,8 @@ def check_training(kit: Kit) -> None:
 def check_clipping(kit: Kit) -> None:
     """ZeRO-2, max_grad_norm=CLIP: Adam's step is lr * m_hat / (sqrt(v_hat) + eps) with |m_hat| <= max |g| <= CLIP
     per element, so no parameter moves more than CLIP_STEPS * lr * CLIP / eps; the unclipped control must."""
+    if "clip_tiny_zero2" not in kit.runs:
+        return
     clipped, control = kit.runs["clip_tiny_zero2"], kit.runs["clip_control_tiny_zero2"]
     try:
         for run in (clipped, control):
@@ -444,8 +452,10 @@ def check_clipping(kit: Kit) -> None:
 
 
 def check_resume(kit: Kit) -> None:
+    if "resume_killed" not in kit.runs:
+        return
     killed, resumed = kit.runs["resume_killed"], kit.runs["resume_resumed"]
-    reference = kit.runs["train_tiny_single_bf16_sdpa"]
+    reference = kit.runs.get("train_tiny_single_bf16_sdpa") or Run("train_tiny_single_bf16_sdpa", [], error="not run")
     columns = ("train/loss", "train/kl", "train/completion_len", "train/reward_total_mean")
     try:
         for run in (killed, resumed, reference):
@@ -453,7 +463,7 @@ def check_resume(kit: Kit) -> None:
                 raise RuntimeError(f"{run.name}: {run.error}")
         import pandas as pd
 
-        ckpts = sorted(p.name for p in (killed.out_dir / "checkpoints").iterdir())
+        ckpts = killed.checkpoints
         versions = sorted((resumed.out_dir / "csv").glob("version_*/metrics.csv"), key=lambda f: f.stat().st_mtime)
         new = pd.read_csv(versions[-1])  # the resumed process's own file
         ref = metrics(reference.out_dir)
@@ -521,7 +531,8 @@ def write_report(kit: Kit, env: dict[str, str], started: str, wall_s: float) -> 
         lines.append(f"Skipped (need CUDA): {', '.join(skipped)}.")
     if kit.dry:
         lines.append(
-            "CPU dry run: training checks ran on CPU stand-ins (single strategy, fp32, 3 steps); not GPU results."
+            f"CPU dry run: the training checks ran on CPU stand-ins (strategy single, fp32, {DRY_STEPS} steps, "
+            "tiny model); not GPU results."
         )
     (kit.out / "report.md").write_text("\n".join(lines) + "\n")
     (kit.out / "report.json").write_text(json.dumps({"environment": env, "results": kit.results}, indent=2))
@@ -541,6 +552,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=6, help="training runs at a time")
     parser.add_argument("--bench-steps", type=int, default=3)
     parser.add_argument("--cpu-dry-run", action="store_true", help="run the training checks on CPU (a self-test)")
+    parser.add_argument("--only", default="", help="comma-separated parts of training run names (e.g. clip,resume)")
     args = parser.parse_args()
 
     import torch
@@ -551,6 +563,7 @@ def main() -> None:
     shutil.rmtree(args.work, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
     kit = Kit(out=args.out, work=args.work, deadline=t0 + args.budget_s, cuda=cuda, dry=args.cpu_dry_run and not cuda)
+    kit.only = tuple(o for o in args.only.split(",") if o)
     kit.logs.mkdir(parents=True)
     os.environ["PRRESQ_ROOT"] = str(kit.work)  # caches (models, synthetic set) under the work folder
     env = environment()
@@ -585,6 +598,7 @@ def main() -> None:
     else:
         record(kit, "bench_small", "skip", reason)
     write_report(kit, env, started, time.monotonic() - t0)
+    sys.exit(1 if any(r.get("status") == "fail" for r in kit.results) else 0)
 
 
 if __name__ == "__main__":
