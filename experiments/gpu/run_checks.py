@@ -18,7 +18,7 @@ is False. The checks (README.md beside this file says what each proves):
 
 Training runs are independent processes (`experiments/gpu/train_case.py`), run `--jobs` at a time
 (the GPU has room for all of them); the benchmark runs alone afterwards, so its timings are its own.
-`--cpu-dry-run` runs the training checks' code paths on CPU instead (strategy single, fp32, 3
+`--cpu-dry-run` runs the training checks' code paths on CPU instead (strategy single, fp32, 8
 steps, tiny model; DeepSpeed cases as `single`): a test of this script, not a GPU result.
 """
 
@@ -161,7 +161,7 @@ def train(kit: Kit, run: Run, port: int) -> Run:
 
 
 def dry(overrides: list[str]) -> list[str]:
-    """CPU stand-ins for `--cpu-dry-run`: single strategy, fp32, tiny model, 3 steps."""
+    """CPU stand-ins for `--cpu-dry-run`: single strategy, fp32, tiny model, DRY_STEPS steps."""
     out = []
     for o in overrides:
         if o.startswith("strategy=deepspeed"):
