@@ -21,6 +21,12 @@ time of each, the ratios, each worker's peak RSS and the split of a prresq step.
     .venv/bin/pip install -e .[bench]          # trl, accelerate, psutil
     .venv/bin/python experiments/bench/bench_grpo_step.py [--steps 5] [--images 4] [--k 6] [--new-tokens 128]
     .venv/bin/python experiments/bench/bench_grpo_step.py --only plain,shared   # without TRL
+    python experiments/bench/bench_grpo_step.py --device cuda --model small --json out.json   # on a GPU
+
+On CUDA each worker also reports its peak GPU memory (`torch.cuda.max_memory_allocated`, the
+whole worker: both model copies, optimiser state, activations), and the split of a prresq step
+is timed with a device synchronisation at the end of each part. `--model small` is a wider and
+deeper text model (`MODEL_SIZES`), so that a GPU step is not all launch overhead.
 """
 
 from __future__ import annotations
@@ -44,6 +50,18 @@ LR = 1e-6
 BETA = 0.04
 MAX_GRAD_NORM = 1.0
 WORKERS = ("plain", "shared", "trl")
+# TinySpec overrides: "tiny" is the embedded default; "small" has a 1024-wide, 8-layer text model
+# (about 100 M parameters) and the same vision tower. The GPU kit trains this size too.
+MODEL_SIZES: dict[str, dict[str, int]] = {
+    "tiny": {},
+    "small": {
+        "hidden_size": 1024,
+        "intermediate_size": 2816,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 4,
+    },
+}
 
 
 # ----------------------------------------------------------------------------- shared pieces
@@ -70,6 +88,19 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def peak_gpu_mib() -> float:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else float("nan")
+
+
+def synchronize() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def emit(payload: dict[str, Any]) -> None:
     sys.stdout.write("@@" + json.dumps(payload) + "\n")
     sys.stdout.flush()
@@ -92,8 +123,9 @@ def run_prresq(args: argparse.Namespace, shared: bool) -> None:
     from prresq.scoring import decode
 
     torch.manual_seed(0)
-    policy = load_policy(args.model_dir)
-    reference = load_reference(policy)
+    device = torch.device(args.device)
+    policy = load_policy(args.model_dir).to(device)
+    reference = load_reference(policy).to(device)
     processor = load_processor(args.model_dir)
     tok = processor.tokenizer
     eos_ids = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
@@ -123,6 +155,7 @@ def run_prresq(args: argparse.Namespace, shared: bool) -> None:
         with clock("collate"):
             batch = images[(step % 2) * args.images : (step % 2 + 1) * args.images]
             inputs = dict(processor(text=[text] * len(batch), images=batch, return_tensors="pt", padding=True))
+            inputs = {key: v.to(device) for key, v in inputs.items()}
         with clock("generation"):
             gen = generate_completions_shared if shared else generate_completions
             completion, mask = gen(
@@ -130,7 +163,7 @@ def run_prresq(args: argparse.Namespace, shared: bool) -> None:
                 max_new_tokens=n_new, min_new_tokens=n_new, temperature=1.0,
             )  # fmt: skip
         with clock("reward"):
-            rewards = torch.tensor([cheap_reward(t) for t in decode(processor, completion)]).view(-1, k)
+            rewards = torch.tensor([cheap_reward(t) for t in decode(processor, completion)], device=device).view(-1, k)
             adv = ((rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-4)).reshape(-1)
         with clock("logprobs"):
             expanded = None if shared else expand_inputs(inputs, k, ids)
@@ -145,7 +178,7 @@ def run_prresq(args: argparse.Namespace, shared: bool) -> None:
             opt.step()
         cpu = time.process_time() - cpu0
         emit({"time": sum(split.values()), "cpu": cpu, "split": split, "len": float(mask.sum(1).float().mean())})
-    emit({"peak_rss_mb": peak_rss_mb()})
+    emit({"peak_rss_mb": peak_rss_mb(), "peak_gpu_mib": peak_gpu_mib()})
 
 
 class _Clock:
@@ -162,6 +195,7 @@ class _Clock:
         self.t0 = time.perf_counter()
 
     def __exit__(self, *exc: object) -> None:
+        synchronize()
         self.split[self.name] = self.split.get(self.name, 0.0) + time.perf_counter() - self.t0
 
 
@@ -195,6 +229,7 @@ def run_trl(args: argparse.Namespace) -> None:
             self.t0, self.cpu0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, *a: Any, **kw: Any) -> None:
+            synchronize()
             self.dt, self.cpu = time.perf_counter() - self.t0, time.process_time() - self.cpu0
 
         def on_log(self, _args: Any, _state: Any, _control: Any, logs: dict | None = None, **kw: Any) -> None:
@@ -231,7 +266,7 @@ def run_trl(args: argparse.Namespace) -> None:
         fp16=False,
         gradient_checkpointing=False,
         pad_to_multiple_of=None,
-        use_cpu=True,
+        use_cpu=args.device == "cpu",
         report_to=[],
         logging_steps=1,
         save_strategy="no",
@@ -246,7 +281,7 @@ def run_trl(args: argparse.Namespace) -> None:
     trainer.add_callback(gate)
     emit({"ready": True, "rss_mb": rss_mb()})
     trainer.train()
-    emit({"peak_rss_mb": peak_rss_mb()})
+    emit({"peak_rss_mb": peak_rss_mb(), "peak_gpu_mib": peak_gpu_mib()})
 
 
 # ----------------------------------------------------------------------------- parent
@@ -255,7 +290,7 @@ class Worker:
         self.name = name
         cmd = [sys.executable, __file__, "--worker", name, "--model-dir", str(args.model_dir)]
         cmd += ["--steps", str(args.steps), "--images", str(args.images), "--k", str(args.k)]
-        cmd += ["--new-tokens", str(args.new_tokens)]
+        cmd += ["--new-tokens", str(args.new_tokens), "--device", args.device]
         env = dict(os.environ, OMP_NUM_THREADS="2", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
         env["TRANSFORMERS_VERBOSITY"] = "error"
         self.log = open(Path(tempfile.gettempdir()) / f"bench_grpo_step_{name}.log", "w")  # noqa: SIM115
@@ -278,11 +313,12 @@ class Worker:
         self.proc.stdin.flush()
         return self.read()
 
-    def finish(self) -> float:
-        peak = float(self.read()["peak_rss_mb"])
+    def finish(self) -> tuple[float, float]:
+        """(peak RSS MB, peak GPU MiB)."""
+        last = self.read()
         self.proc.wait(timeout=120)
         self.log.close()
-        return peak
+        return float(last["peak_rss_mb"]), float(last.get("peak_gpu_mib", float("nan")))
 
 
 def _median(xs: list[float]) -> float:
@@ -296,7 +332,10 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=6)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--only", default=",".join(WORKERS), help="comma-separated subset of plain,shared,trl")
-    parser.add_argument("--model-dir", type=Path, default=Path(".cache/tiny-qwen2.5-vl"))
+    parser.add_argument("--model", choices=sorted(MODEL_SIZES), default="tiny", help="model size (MODEL_SIZES)")
+    parser.add_argument("--model-dir", type=Path, default=None, help="default: .cache/<model>-qwen2.5-vl")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -312,16 +351,19 @@ def main() -> None:
         runners[args.worker]()
         return
 
-    from prresq.models import build_tiny_model
+    from prresq.models import TinySpec, build_tiny_model
 
-    args.model_dir = build_tiny_model(args.model_dir)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch.cuda.is_available() is False")
+    model_dir = args.model_dir or Path(f".cache/{args.model}-qwen2.5-vl")
+    args.model_dir = build_tiny_model(model_dir, TinySpec(**MODEL_SIZES[args.model]))
     names = [n for n in WORKERS if n in args.only.split(",")]
-    print(
-        f"GRPO step, tiny Qwen2.5-VL, {args.images} images {SIZE}x{SIZE} x K={args.k}, {args.new_tokens} new tokens "
-        f"(min = max), beta={BETA}, fp32, 2 threads, AdamW lr={LR}; 1 warm-up + {args.steps} timed steps each, "
-        f"interleaved",
-        flush=True,
+    setting = (
+        f"{args.model} Qwen2.5-VL, {args.images} images {SIZE}x{SIZE} x K={args.k}, {args.new_tokens} new tokens "
+        f"(min = max), beta={BETA}, fp32, {args.device}, AdamW lr={LR}; 1 warm-up + {args.steps} timed steps each, "
+        f"interleaved"
     )
+    print(f"GRPO step, {setting}", flush=True)
     t_start = time.perf_counter()
     workers: list[Worker] = []
     for name in names:  # one at a time: load + warm-up step, so set-ups do not compete for the CPU
@@ -332,13 +374,15 @@ def main() -> None:
     for _ in range(args.steps):
         for w in workers:
             w.steps.append(w.step())
-    peaks = {w.name: w.finish() for w in workers}
+    finished = {w.name: w.finish() for w in workers}
+    peaks = {name: rss for name, (rss, _) in finished.items()}
+    gpu_peaks = {name: gpu for name, (_, gpu) in finished.items()}
 
     print(
         "\n| implementation | median step (s) | min step (s) | median CPU (s) | completion len "
-        "| peak RSS (MB) | RSS after load (MB) |"
+        "| peak RSS (MB) | RSS after load (MB) | peak GPU memory (MiB) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     med, cpu = {}, {}
     for w in workers:
         times = [s["time"] for s in w.steps]
@@ -346,7 +390,8 @@ def main() -> None:
         lens = {round(s["len"], 1) for s in w.steps}
         print(
             f"| {w.name} | {med[w.name]:.2f} | {min(times):.2f} | {cpu[w.name]:.2f} "
-            f"| {'/'.join(map(str, sorted(lens)))} | {peaks[w.name]:.0f} | {w.ready['rss_mb']:.0f} |"
+            f"| {'/'.join(map(str, sorted(lens)))} | {peaks[w.name]:.0f} | {w.ready['rss_mb']:.0f} "
+            f"| {gpu_peaks[w.name]:.0f} |"
         )
     print()
     pairs = [(n, "trl") for n in ("plain", "shared")] + [("shared", "plain")]
@@ -366,6 +411,18 @@ def main() -> None:
             cells = [f"{_median([s['split'][p] for s in w.steps]):.2f}" for p in parts]
             print(f"| {w.name} | " + " | ".join(cells) + " |")
     print(f"\ntotal wall time {time.perf_counter() - t_start:.0f} s")
+    if args.json:
+        results = {
+            w.name: {
+                "median_step_s": med[w.name],
+                "min_step_s": min(s["time"] for s in w.steps),
+                "peak_rss_mb": peaks[w.name],
+                "peak_gpu_mib": gpu_peaks[w.name],
+                "completion_len": sorted({round(s["len"], 1) for s in w.steps}),
+            }
+            for w in workers
+        }
+        args.json.write_text(json.dumps({"setting": setting, "workers": results}, indent=2))
 
 
 if __name__ == "__main__":
