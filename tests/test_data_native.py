@@ -78,7 +78,12 @@ def test_export_cli_round_trips_through_jsonl(tmp_path, capsys):
         row = json.loads((tmp_path / f"{split}.jsonl").read_text().splitlines()[0])
         assert row["image"][0].startswith("images/") and row["conversations"][-1]["from"] == "gpt"
         via_jsonl = load_dataset(
-            {"name": "kadid10k", "jsonl": str(tmp_path / f"{split}.jsonl"), "root": str(root), "mos_range": row["mos_range"]}
+            {
+                "name": "kadid10k",
+                "jsonl": str(tmp_path / f"{split}.jsonl"),
+                "root": str(root),
+                "mos_range": row["mos_range"],
+            }
         )
         native = load_dataset(_native(root, split))
         assert [(r.id, r.media, r.mos_mapped) for r in via_jsonl.records] == [
@@ -111,4 +116,8 @@ def test_mirrors_have_the_native_layout(mirror):
     assert all(re.fullmatch(r"I\d\d_\d\d_\d\d\.png", n) for n in dmos["dist_img"])
     sheet = pd.read_excel(mirror / "spaq/Annotations/MOS and Image attribute scores.xlsx")
     assert list(sheet.columns)[:2] == ["Image name", "MOS"] and sheet["MOS"].between(0, 100).all()
-    assert len(load_benchmark("spaq", mirror / "spaq")) == len(sheet) == len(list((mirror / "spaq/TestImage").glob("*.jpg")))
+    assert (
+        len(load_benchmark("spaq", mirror / "spaq"))
+        == len(sheet)
+        == len(list((mirror / "spaq/TestImage").glob("*.jpg")))
+    )

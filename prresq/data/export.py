@@ -40,7 +40,9 @@ def export_jsonl(
 ) -> Path:
     """Write `<out_dir>/<split or "all">.jsonl` from the adapter's items; return its path."""
     root = Path(root)
-    bench = load_benchmark(name or adapter, root, split, adapter=adapter, on_bad_sample=on_bad_sample, **dict(options or {}))
+    bench = load_benchmark(
+        name or adapter, root, split, adapter=adapter, on_bad_sample=on_bad_sample, **dict(options or {})
+    )
     key = "video" if bench.task == "vqa" else "image"
     out = Path(out_dir) / f"{split or 'all'}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     for split in args.split or [None]:
         path = export_jsonl(args.adapter, args.root, split, args.out, args.name, dict(args.option), args.on_bad_sample)
-        n = sum(1 for _ in open(path, encoding="utf-8"))
+        n = len(path.read_text(encoding="utf-8").splitlines())
         print(f"{path}: {n} rows")
 
 

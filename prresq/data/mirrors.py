@@ -42,12 +42,12 @@ from prresq.data.benchmarks import reference_split
 log = logging.getLogger(__name__)
 
 DATASETS = ("kadid10k", "spaq", "koniq10k", "lsvq")
+_PATCH = ("left", "right", "top", "bottom", "start", "end")
 LSVQ_COLUMNS = (
-    "name,p1,p2,p3,height,width,mos_p1,mos_p2,mos_p3,mos,frame_number,fn_last_frame,"
-    "left_p1,right_p1,top_p1,bottom_p1,start_p1,end_p1,left_p2,right_p2,top_p2,bottom_p2,start_p2,end_p2,"
-    "left_p3,right_p3,top_p3,bottom_p3,start_p3,end_p3,top_vid,left_vid,bottom_vid,right_vid,start_vid,end_vid,"
-    "is_test,is_valid"
-).split(",")
+    ["name", "p1", "p2", "p3", "height", "width", "mos_p1", "mos_p2", "mos_p3", "mos", "frame_number", "fn_last_frame"]
+    + [f"{c}_p{p}" for p in (1, 2, 3) for c in _PATCH]
+    + ["top_vid", "left_vid", "bottom_vid", "right_vid", "start_vid", "end_vid", "is_test", "is_valid"]
+)
 SPAQ_ATTRIBUTES = ("Brightness", "Colorfulness", "Contrast", "Noisiness", "Sharpness")
 DONE = ".mirror.json"
 
@@ -137,7 +137,9 @@ def write_koniq10k(src: Path, out: Path, seed: int = 42) -> None:
         sd = float(np.sqrt((frac * (levels - mos) ** 2).sum()))
         zscore = (mos - 1.0) / 4.0 * 100.0
         counts = {f"c{k}": int(v) for k, v in zip(levels, c)}
-        scores.append({"image_name": name, **counts, "c_total": int(c.sum()), "MOS": mos, "SD": sd, "MOS_zscore": zscore})
+        scores.append(
+            {"image_name": name, **counts, "c_total": int(c.sum()), "MOS": mos, "SD": sd, "MOS_zscore": zscore}
+        )
         official.append(
             {
                 "image_name": name,

@@ -265,7 +265,9 @@ def _load_native(spec: DatasetSpec, map_to: Sequence[float], on_bad_sample: OnBa
     lo, hi = spec.mos_range if spec.mos_range is not None else bench.mos_range
     values = [it.mos for it in bench.items]
     if min(values) == max(values) or not hi > lo:
-        raise DataError(f"{bench.label_file}: all MOS of {where} equal {values[0]}: it can be neither mapped nor ranked")
+        raise DataError(
+            f"{bench.label_file}: all MOS of {where} equal {values[0]}: it can be neither mapped nor ranked"
+        )
     a, b = float(map_to[0]), float(map_to[1])
     media_type = "video" if bench.task == "vqa" else "image"
     records = [
