@@ -443,3 +443,10 @@ def test_config_task_mismatch_is_rejected(data):
     node = {"name": "x", "adapter": "kadid10k", "root": str(data / "kadid10k"), "task": "vqa"}
     with pytest.raises(ValueError, match="task"):
         load_benchmark_config(node)
+
+
+def test_unrated_sheet_rows_are_logged_not_silently_dropped(data, caplog):
+    """YouTube-UGC's MOS sheet lists videos without a score (row 5 of the fixture, HDR): left out, logged with the row."""
+    with caplog.at_level("WARNING", logger="prresq.data.benchmarks"):
+        bench = load_benchmark("youtube_ugc", data / "youtube_ugc")
+    assert len(bench) == 3 and "1 row(s) with an empty name or score left out (rows [5])" in caplog.text

@@ -354,6 +354,17 @@ def _read_sheet(
     return pd.read_excel(path, sheet_name=sheet, header=header), path
 
 
+def _drop_empty(df: pd.DataFrame, columns: Sequence[Any], path: Path) -> pd.DataFrame:
+    """Drop rows with an empty name or score cell (unrated entries of a sheet), logging how many."""
+    kept = df.dropna(subset=list(columns))
+    if len(kept) < len(df):
+        rows = _rownums(df.loc[df.index.difference(kept.index)])
+        log.warning(
+            "%s: %d row(s) with an empty name or score left out (rows %s)", path, len(df) - len(kept), rows[:10]
+        )
+    return kept
+
+
 def _loadmat(path: Path) -> dict[str, Any]:
     from scipy.io import loadmat
 
@@ -660,7 +671,7 @@ def read_bid(
     column headers unconfirmed, so columns are taken by position.
     """
     df, path = _read_sheet(root, labels, _as_list(csv_export))
-    df = df.dropna(subset=[df.columns[0], df.columns[1]])
+    df = _drop_empty(df, [df.columns[0], df.columns[1]], path)
     resolve = _MediaResolver(root, media_dir)
     rows = _Rows(path)
     for r, key, mos in zip(_rownums(df), df.iloc[:, 0], df.iloc[:, 1]):
@@ -1011,7 +1022,7 @@ def read_youtube_ugc(
     """
     df, path = _read_sheet(root, labels, _as_list(csv_export), sheet=sheet)
     c_vid, c_mos = _col(df, "vid", where=path), _col(df, score_column, where=path)
-    df = df.dropna(subset=[c_vid, c_mos])
+    df = _drop_empty(df, [c_vid, c_mos], path)
     resolve = _MediaResolver(root, media_dir, suffixes=suffixes, recursive=True)
     rows = _Rows(path)
     for r, v, m in zip(_rownums(df), df[c_vid], df[c_mos]):
