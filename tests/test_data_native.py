@@ -121,3 +121,16 @@ def test_mirrors_have_the_native_layout(mirror):
         == len(sheet)
         == len(list((mirror / "spaq/TestImage").glob("*.jpg")))
     )
+
+
+def test_koniq_mirror_carries_the_official_split(tmp_path):
+    """The KonIQ-10k mirror writes both label files; the adapter takes train/val/test from the sets
+    file's `set` column (by reference photo), MOS 1-5 in the scores file and 1-100 in the sets file."""
+    root = generate_mirrors(tmp_path, ["koniq10k"]) / "koniq10k"
+    sets = pd.read_csv(root / "koniq10k_distributions_sets.csv")
+    assert list(sets.columns) == ["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "set"]
+    assert sets["MOS"].between(1, 100).all() and set(sets["set"]) == {"training", "validation", "test"}
+    for split, name in (("train", "training"), ("val", "validation"), ("test", "test")):
+        ids = [it.id for it in load_benchmark("koniq10k", root, split=split).items]
+        assert ids == sets.loc[sets["set"] == name, "image_name"].tolist()
+    assert load_benchmark("koniq10k", root).mos_range == (1.0, 5.0)
