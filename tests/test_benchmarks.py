@@ -196,7 +196,9 @@ def test_koniq_split_uses_official_file_else_reference_split(data, scratch):
 @pytest.mark.parametrize("folder", ["spaq", "bid", "youtube_ugc"])
 def test_spreadsheets_read_as_distributed(data, folder):
     """SPAQ, BID and YouTube-UGC ship .xlsx label files (YouTube-UGC's scores on sheet "MOS"); they
-    read with the openpyxl dependency, no CSV export needed."""
+    read with the openpyxl dependency, no CSV export needed. Layouts: SPAQ "Image name", MOS, five
+    attributes (IQA-PyTorch scripts/process_spaq.py); BID image number, grade by position (public
+    BID loaders); YouTube-UGC vid, "MOS full" (loaders reading sheet_name='MOS')."""
     bench = load_benchmark(folder, data / folder)
     assert bench.label_file.suffix == ".xlsx" and len(bench) == 3
 
