@@ -16,7 +16,9 @@ numbers. Written under `<paths.output_dir>/eval/`:
 - `results.csv` / `results.md`: benchmark, n, n_failed, parse_fail_rate, srcc, plcc, plcc_logistic,
   one row per benchmark plus the average (`prresq.metrics.summary_table`); the Markdown table is printed.
 - `predictions_<benchmark>.csv`: id, media, mos (mapped to [1, 5]), pred, n_parsed, text, then
-  mos_raw, greedy, sample_mean, expected, expected_mass, status.
+  mos_raw, greedy, sample_mean, expected, expected_mass, status. With `on_bad_sample=skip`, items
+  whose media are missing or unreadable (or whose MOS is bad) are listed with no prediction and
+  status `skipped: <label file row and reason>` / `error: <reason>`, and count in `n_failed`.
 - `error_hist_<benchmark>.png` (prediction minus MOS) and `scatter_<benchmark>.png` (prediction vs
   MOS with the fitted logistic curve), from `prresq.plots`.
 
@@ -235,6 +237,27 @@ def predictions_frame(records: Sequence[Record], scored: dict[str, Any], skipped
     return df
 
 
+def rejected_frame(bench: Benchmark) -> pd.DataFrame:
+    """Label rows the adapter left out (`on_bad_sample=skip`: media missing, MOS not a number or out
+    of range), as prediction rows with no prediction and status `skipped: <reason>`; they count in
+    `n_failed`."""
+    lo, hi = bench.mos_range
+    rows = [
+        {
+            "id": r.id,
+            "media": str(r.media),
+            "mos": 1.0 + (r.mos - lo) * 4.0 / (hi - lo) if math.isfinite(r.mos) and hi > lo else math.nan,
+            "pred": math.nan,
+            "n_parsed": 0,
+            "text": "",
+            "mos_raw": r.mos,
+            "status": f"skipped: {r.reason}",
+        }
+        for r in bench.rejected
+    ]
+    return pd.DataFrame(rows, columns=[*PREDICTION_COLUMNS, *EXTRA_COLUMNS])
+
+
 def _fittable(pred: np.ndarray, mos: np.ndarray) -> bool:
     """Enough valid pairs for the 4-parameter logistic (scipy's curve_fit raises below 4 points)."""
     return int((np.isfinite(pred) & np.isfinite(mos)).sum()) >= LOGISTIC_MIN_PAIRS
@@ -261,7 +284,10 @@ def evaluate_benchmark(
     loader = DataLoader(records, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collator)
     L.seed_everything(seed, workers=True, verbose=False)
     scored = score_loader(model, processor, loader, scoring, progress=f"{name} ({len(records)} items)")
-    return predictions_frame(records, scored, collator.skipped)
+    df = predictions_frame(records, scored, collator.skipped)
+    if bench.rejected:
+        df = pd.concat([df, rejected_frame(bench)], ignore_index=True)
+    return df
 
 
 def run(cfg: DictConfig) -> pd.DataFrame:
@@ -288,7 +314,10 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     flows = build_flows(cfg)
     prompt = prompt_of(_container(cfg.prompt))
     logistic = bool(sc.get("logistic", True))
-    overrides = {"limit": int(cfg.limit)} if cfg.get("limit") else {}
+    on_bad_sample = str(cfg.get("on_bad_sample", "raise"))
+    overrides: dict[str, Any] = {"on_bad_sample": on_bad_sample}
+    if cfg.get("limit"):
+        overrides["limit"] = int(cfg.limit)
     rows = []
     for key, bcfg in benchmarks.items():
         name = str(bcfg.get("name", key))
@@ -305,7 +334,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
             batch_size=int(sc.get("batch_size", 8)),
             seed=seed,
             num_workers=int(cfg.get("num_workers", 0)),
-            on_bad_sample=str(cfg.get("on_bad_sample", "raise")),
+            on_bad_sample=on_bad_sample,
         )
         df.to_csv(out_dir / f"predictions_{name}.csv", index=False)
         pred, mos = df["pred"].to_numpy(), df["mos"].to_numpy()

@@ -21,6 +21,7 @@ from scipy.io import savemat
 from prresq.data.benchmarks import (
     BENCHMARKS,
     Benchmark,
+    LabelFormatError,
     MissingMediaError,
     load_benchmark,
     load_benchmark_config,
@@ -165,18 +166,126 @@ def test_koniq_zscore_column_and_split_file(data, scratch):
     root = scratch("koniq10k")
     (root / "koniq10k_distributions_sets.csv").unlink()
     assert len(load_benchmark("koniq10k", root)) == 4  # no split: the sets file is not needed
-    with pytest.raises(FileNotFoundError, match="koniq10k_distributions_sets.csv"):
-        load_benchmark("koniq10k", root, split="test")
 
 
-def test_xlsx_without_openpyxl_points_to_csv_export(scratch, monkeypatch):
+def test_koniq_official_split_file_alone(scratch):
+    """The official `koniq10k_distributions_sets.csv` (github.com/subpic/koniq metadata/: image_name,
+    c1..c5, c_total, MOS on 1-100, SD on 1-5, set) reads on its own, and split=test is its `set`."""
+    root = scratch("koniq10k")
+    (root / "koniq10k_scores_and_distributions.csv").unlink()
+    bench = load_benchmark("koniq10k", root)
+    assert bench.label_file.name == "koniq10k_distributions_sets.csv" and bench.mos_range == (1.0, 100.0)
+    assert bench.items[0].mos == pytest.approx(77.3836206897) and bench.items[0].std is None
+    assert [it.id for it in load_benchmark("koniq10k", root, split="test").items] == [
+        "10007357496.jpg",
+        "10050349236.jpg",
+    ]
+
+
+def test_koniq_split_uses_official_file_else_reference_split(data, scratch):
+    """split=test follows the sets file wherever it is present; without it, reference_split (6:2:2, seed 42)."""
+    official = [it.id for it in load_benchmark("koniq10k", data / "koniq10k", split="test").items]
+    assert official == ["10007357496.jpg", "10050349236.jpg"]
+    root = scratch("koniq10k")
+    (root / "koniq10k_distributions_sets.csv").unlink()
+    names = [it.id for it in load_benchmark("koniq10k", root).items]
+    expected = [n for n in names if reference_split(names)[n] == "test"]
+    assert [it.id for it in load_benchmark("koniq10k", root, split="test").items] == expected
+
+
+@pytest.mark.parametrize("folder", ["spaq", "bid", "youtube_ugc"])
+def test_spreadsheets_read_as_distributed(data, folder):
+    """SPAQ, BID and YouTube-UGC ship .xlsx label files (YouTube-UGC's scores on sheet "MOS"); they
+    read with the openpyxl dependency, no CSV export needed. Layouts: SPAQ "Image name", MOS, five
+    attributes (IQA-PyTorch scripts/process_spaq.py); BID image number, grade by position (public
+    BID loaders); YouTube-UGC vid, "MOS full" (loaders reading sheet_name='MOS')."""
+    bench = load_benchmark(folder, data / folder)
+    assert bench.label_file.suffix == ".xlsx" and len(bench) == 3
+
+
+def test_csv_export_of_a_sheet_is_read_first(scratch):
     root = scratch("spaq")
-    (root / "Annotations/MOS and Image attribute scores.csv").unlink()
-    (root / "Annotations/MOS and Image attribute scores.xlsx").write_bytes(b"")
+    (root / "Annotations/MOS and Image attribute scores.csv").write_text("Image name,MOS\n00002.jpg,12.5\n")
+    bench = load_benchmark("spaq", root)
+    assert bench.label_file.suffix == ".csv" and [(it.id, it.mos) for it in bench.items] == [("00002.jpg", 12.5)]
+
+
+def test_xlsx_without_openpyxl_names_the_package(scratch, monkeypatch):
+    root = scratch("spaq")
     monkeypatch.setitem(sys.modules, "openpyxl", None)  # import fails even where it is installed
     with pytest.raises(ImportError, match="openpyxl") as err:
         load_benchmark("spaq", root)
     assert str(root / "Annotations/MOS and Image attribute scores.csv") in str(err.value)
+
+
+def test_sriqa_bench_release_layout(data):
+    """SRIQA-Bench as its authors release it: `MOS/<content>.txt` with `<image name>,<MOS>` lines
+    (comma or space), the reference `<content>_Original.png` among the rated lines, images under
+    `images/<method>/` (layout as described in the dataset release, quoted in issue 12)."""
+    bench = load_benchmark("sriqa_bench", data / "sriqa_bench_native")
+    assert [it.id for it in bench.items] == [
+        "img001_Original.png",
+        "img001_bicubic.png",
+        "img001_esrgan.png",
+        "img002_Original.png",
+        "img002_swinir.png",
+    ]
+    assert [it.mos for it in bench.items] == [4.62, 2.10, 3.85, 4.48, 4.20]
+    assert bench.items[1].media == data / "sriqa_bench_native/images/bicubic/img001_bicubic.png"
+    assert bench.mos_range == (2.10, 4.62) and bench.items[4].source.endswith("img002.txt row 2")
+
+
+def test_lsvq_per_split_copies(data):
+    """`LSVQ_whole_test.csv` / `LSVQ_whole_test_1080p.csv` (the copies VQA code ships): the official
+    columns; the 1080p file has no `is_test` column (PatchVQ release notes; VQA loaders)."""
+    root = data / "lsvq_whole"
+    test = load_benchmark("lsvq_test", root)
+    assert test.label_file.name == "LSVQ_whole_test.csv" and [(i.id, i.mos) for i in test.items] == [
+        ("ia-batch1/-0DnTrbr9Ws", 52.48)
+    ]
+    hd = load_benchmark("lsvq_1080p", root)
+    assert hd.label_file.name == "LSVQ_whole_test_1080p.csv" and [i.id for i in hd.items] == ["yfcc-batch9/31870"]
+
+
+def test_missing_label_file_lists_every_name_tried(tmp_path):
+    (tmp_path / "lsvq").mkdir()
+    with pytest.raises(FileNotFoundError) as err:
+        load_benchmark("lsvq", tmp_path / "lsvq", split="train")
+    for name in ("labels_train.csv", "LSVQ_whole_train.csv", "labels_train_test.csv"):
+        assert str(tmp_path / "lsvq" / name) in str(err.value)
+    with pytest.raises(FileNotFoundError) as err:
+        load_benchmark("koniq10k", tmp_path / "lsvq")
+    assert "koniq10k_scores_and_distributions.csv" in str(err.value)
+    assert "koniq10k_distributions_sets.csv" in str(err.value)
+
+
+def test_unexpected_header_names_file_found_and_expected(scratch):
+    root = scratch("kadid10k")
+    (root / "dmos.csv").write_text("image,reference,score\nI01_01_01.png,I01.png,4.5\n")
+    with pytest.raises(LabelFormatError) as err:
+        load_benchmark("kadid10k", root)
+    msg = str(err.value)
+    assert str(root / "dmos.csv") in msg and "['image', 'reference', 'score']" in msg and "dist_img" in msg
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("abc", "'abc' of 'I01_01_05.png' is not a number"), ("7.5", "7.5 of 'I01_01_05.png' outside")],
+)
+def test_bad_mos_names_the_row_or_is_skipped(scratch, value, reason):
+    """A MOS that is not a number, or lies outside the adapter's 1-5 range, names the file and row
+    (row 3 = the second data row under the header); on_bad_sample=skip lists it instead."""
+    root = scratch("kadid10k")
+    lines = (root / "dmos.csv").read_text().splitlines()
+    lines[2] = lines[2].replace("1.32", value)
+    (root / "dmos.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(LabelFormatError) as err:
+        load_benchmark("kadid10k", root)
+    assert f"{root / 'dmos.csv'} row 3: MOS {reason}" in str(err.value)
+    with pytest.warns(UserWarning, match="skipped"):
+        bench = load_benchmark("kadid10k", root, on_bad_sample="skip")
+    assert len(bench) == 5 and bench.skipped == ["I01_01_05.png"]
+    assert bench.rejected[0].reason.startswith(f"{root / 'dmos.csv'} row 3: MOS")
 
 
 def test_clive_training_images_are_opt_in(data):
@@ -231,7 +340,7 @@ def test_text_adapter_flips_dmos(data):
 
 def test_text_parser_rejects_bad_lines(tmp_path):
     (tmp_path / "mos.txt").write_text("a.png 3.0\nb.png oops\n")
-    with pytest.raises(ValueError, match=r"mos.txt:2"):
+    with pytest.raises(ValueError, match=r"mos.txt row 2"):
         load_benchmark("text", tmp_path, check_media=False)
 
 
@@ -265,9 +374,13 @@ def test_missing_media_raise_by_default_or_are_skipped(scratch):
     assert isinstance(err.value, FileNotFoundError)
     assert "2 of 6" in str(err.value) and str(root / "images/I02_10_03.png") in str(err.value)
     assert [i for i, _ in err.value.missing] == ["I02_10_03.png", "I04_23_04.png"]
+    assert f"{root / 'dmos.csv'} row 4: media file not found" in str(err.value)
     with pytest.warns(UserWarning, match="skipped"):
-        bench = load_benchmark("kadid10k", root, skip_missing=True)
+        bench = load_benchmark("kadid10k", root, on_bad_sample="skip")
     assert len(bench) == 4 and bench.skipped == ["I02_10_03.png", "I04_23_04.png"]
+    assert [r.media.name for r in bench.rejected] == ["I02_10_03.png", "I04_23_04.png"]
+    with pytest.warns(UserWarning, match="skipped"):
+        assert load_benchmark("kadid10k", root, skip_missing=True).skipped == bench.skipped
     assert len(load_benchmark("kadid10k", root, check_media=False)) == 6
 
 
@@ -332,3 +445,10 @@ def test_config_task_mismatch_is_rejected(data):
     node = {"name": "x", "adapter": "kadid10k", "root": str(data / "kadid10k"), "task": "vqa"}
     with pytest.raises(ValueError, match="task"):
         load_benchmark_config(node)
+
+
+def test_unrated_sheet_rows_are_logged_not_silently_dropped(data, caplog):
+    """YouTube-UGC's MOS sheet lists videos without a score (row 5 of the fixture, HDR): left out, logged with the row."""
+    with caplog.at_level("WARNING", logger="prresq.data.benchmarks"):
+        bench = load_benchmark("youtube_ugc", data / "youtube_ugc")
+    assert len(bench) == 3 and "1 row(s) with an empty name or score left out (rows [5])" in caplog.text

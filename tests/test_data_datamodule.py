@@ -171,7 +171,8 @@ def test_synthetic_config_instantiates_and_generates(tmp_path, processor, monkey
 @pytest.mark.parametrize("name", ["kadid", "kadid_spaq"])
 def test_real_dataset_configs_instantiate(tmp_path, name):
     dm = instantiate(_compose(name, tmp_path).data, _recursive_=False)
-    assert dm.specs["train"][0].jsonl == str(tmp_path / "kadid10k" / "train.jsonl")
+    spec = dm.specs["train"][0]
+    assert (spec.benchmark, spec.root, spec.split) == ("kadid10k", str(tmp_path / "kadid10k"), "train")
     assert dm.min_pixels == 3136 and dm.max_pixels == 401408
     names = set(dm.dataset_names.values())
     assert names == ({"kadid10k", "spaq"} if name == "kadid_spaq" else {"kadid10k"})

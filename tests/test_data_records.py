@@ -144,7 +144,7 @@ def test_all_equal_mos(tmp_path):
 
 
 def test_bad_spec_and_mode(tmp_path):
-    with pytest.raises(ValueError, match="needs 'name' and 'jsonl'"):
+    with pytest.raises(ValueError, match="needs 'name' and either 'jsonl'"):
         DatasetSpec.from_config({"jsonl": "x"})
     with pytest.raises(ValueError, match="lo < hi"):
         DatasetSpec.from_config({"name": "a", "jsonl": "x", "mos_range": [5, 1]})

@@ -249,3 +249,36 @@ def test_predictions_align_by_order_and_list_skipped_items():
     assert df["status"].tolist() == ["ok", "error: /d/b.png: corrupt or unreadable image", "ok"]
     assert df["n_parsed"].tolist() == [1, 0, 0] and df["text"].tolist() == ["<answer>1.5</answer>", "", "??"]
     assert df["sample_mean"].isna().all() and df["mos_raw"].tolist() == [2.0, 4.0, 6.0]
+
+
+@pytest.mark.parametrize("policy", ["raise", "skip"])
+def test_missing_media_follow_on_bad_sample(tmp_path, tiny_model_dir, synthetic_iqa, policy):
+    """Issue 14.8: `on_bad_sample` governs missing media as it governs unreadable media. `raise`
+    names the label file and row and points at the config key; `skip` scores the rest and lists the
+    missing item in the predictions CSV with its status, counted in `n_failed`."""
+    from prresq.data.benchmarks import MissingMediaError
+
+    data = tmp_path / "set"
+    rows = (synthetic_iqa / "test.jsonl").read_text().splitlines()[:4]
+    for row in rows:
+        rel = json.loads(row)["image"][0]
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes((synthetic_iqa / rel).read_bytes())
+    (data / "test.jsonl").write_text("\n".join(rows) + "\n")
+    gone = json.loads(rows[1])
+    (data / gone["image"][0]).unlink()
+    cfg = compose_eval(["scoring.mode=expected", f"on_bad_sample={policy}"], tmp_path, tiny_model_dir, data)
+    if policy == "raise":
+        with pytest.raises(MissingMediaError) as err:
+            run(cfg)
+        assert f"{data / 'test.jsonl'} row 2: media file not found" in str(err.value)
+        assert "on_bad_sample=skip" in str(err.value) and "skip_missing" not in str(err.value)
+        return
+    results = run(cfg)
+    pred = pd.read_csv(tmp_path / "eval" / "predictions_synthetic_iqa.csv")
+    assert len(pred) == 4 and pred["id"].tolist().count(gone["id"]) == 1
+    row = pred[pred["id"] == gone["id"]].iloc[0]
+    assert row["status"].startswith("skipped: ") and "row 2: media file not found" in row["status"]
+    assert pd.isna(row["pred"]) and row["mos_raw"] == pytest.approx(float(gone["conversations"][-1]["value"]))
+    assert (pred[pred["id"] != gone["id"]]["status"] == "ok").all()
+    assert results.loc[0, "n"] + results.loc[0, "n_failed"] == 4 and results.loc[0, "n_failed"] >= 1

@@ -1,10 +1,13 @@
 """Every experiment under conf/experiment/ trains: a `fast_dev_run` of the real composed config.
 
 Experiments are discovered by globbing, so a new one is covered as soon as its file exists. Those on
-the tiny model run on CPU with tiny overrides (no warm-up, small K, short answers, small batches);
-recipes for full Qwen2.5-VL checkpoints or DeepSpeed are marked `gpu` and skipped without CUDA (the
-reason is printed by `-ra`). On a CUDA machine they run too, given the weights and data under
-PRRESQ_ROOT (skipped, with the missing path, otherwise). The whole module is `slow`.
+the tiny model run on CPU with tiny overrides (no warm-up, small K, short answers, small batches).
+The paper recipes (full Qwen2.5-VL checkpoints, DeepSpeed, bf16) run on CPU too, with only the
+overrides a CPU forces: `model=tiny`, `strategy=single`, `trainer.precision=32`, and their data from
+native-layout mirrors (`prresq.data.mirrors`) as `paths.data_dir`. On a CUDA machine they run as
+written instead, given the weights and data under PRRESQ_ROOT (skipped, with the missing path,
+otherwise). What each paper recipe alone exercises is pinned in tests/test_recipes_cpu.py. The whole
+module is `slow`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import prresq.train as train
+from prresq.data.mirrors import generate_mirrors
 from prresq.rewards.registry import reward_term_keys
 
 pytestmark = pytest.mark.slow
@@ -31,6 +35,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 MAX_NEW_TOKENS = 8
 K = 2
+CPU_OVERRIDES = ["model=tiny", "strategy=single", "trainer.precision=32"]
 
 
 def _compose(name: str, overrides: list[str] = ()) -> DictConfig:
@@ -50,15 +55,7 @@ def gpu_reason(cfg: DictConfig) -> str | None:
 
 
 def _params() -> list[Any]:
-    params = []
-    for name in EXPERIMENTS:
-        reason = gpu_reason(_compose(name))
-        if reason is None:
-            params.append(pytest.param(name, id=name))
-        else:
-            skip = pytest.mark.skipif(not torch.cuda.is_available(), reason=f"experiment={name} needs CUDA: {reason}")
-            params.append(pytest.param(name, id=name, marks=[pytest.mark.gpu, skip]))
-    return params
+    return [pytest.param(name, id=name) for name in EXPERIMENTS]
 
 
 class FirstStep(L.Callback):
@@ -108,22 +105,31 @@ def _expected_k(cfg: DictConfig, metrics: dict[str, float]) -> int:
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache (tiny model, synthetic sets) shared by the CPU experiments."""
+    """One cache (tiny model, synthetic sets, native-layout mirrors) shared by the CPU experiments."""
     return tmp_path_factory.mktemp("cache")
+
+
+def _mirror(cache_dir: Path) -> Path:
+    """Native-layout mirrors of the paper recipes' datasets (written once per module, cached)."""
+    return generate_mirrors(cache_dir / "mirror", ["kadid10k", "spaq", "lsvq"])
 
 
 @pytest.mark.parametrize("name", _params())
 def test_experiment_fast_dev_run(name: str, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     base = _compose(name)
-    on_gpu = gpu_reason(base) is not None
-    cfg = _compose(name, _tiny_overrides(base))
+    on_gpu = gpu_reason(base) is not None and torch.cuda.is_available()
+    paper_recipe_on_cpu = gpu_reason(base) is not None and not on_gpu
+    cpu = CPU_OVERRIDES if paper_recipe_on_cpu else []
+    cfg = _compose(name, [*cpu, *_tiny_overrides(_compose(name, cpu))])
     with open_dict(cfg):
         if on_gpu:  # real weights and data live under PRRESQ_ROOT; only the outputs go to tmp
             cfg.paths.root_dir = os.environ.get("PRRESQ_ROOT", str(CONF.parent))
         else:
             cfg.paths.root_dir = str(tmp_path)
             cfg.paths.cache_dir = str(cache_dir)
-            cfg.paths.data_dir = str(cache_dir / "data")
+            cfg.paths.data_dir = str(_mirror(cache_dir) if paper_recipe_on_cpu else cache_dir / "data")
+            if paper_recipe_on_cpu:  # the tiny model; preresq_vqa_lsvq names its IQA checkpoint here
+                cfg.model.name_or_path = str(cache_dir / "tiny-qwen2.5-vl")
         cfg.paths.output_dir = str(tmp_path / "out")
     if on_gpu:
         if "deepspeed" in str(cfg.strategy.get("_target_", "")).lower() and not importlib.util.find_spec("deepspeed"):
@@ -131,7 +137,7 @@ def test_experiment_fast_dev_run(name: str, tmp_path: Path, cache_dir: Path, mon
         model_dir = Path(cfg.model.name_or_path)
         if not (model_dir / "config.json").exists():
             pytest.skip(f"experiment={name}: no model weights at {model_dir}")
-        missing = [s.jsonl for s in cfg.data.train if not Path(s.jsonl).exists()]
+        missing = [s.get("jsonl") or s.root for s in cfg.data.train if not Path(s.get("jsonl") or s.root).exists()]
         if missing:
             pytest.skip(f"experiment={name}: no training data at {missing}")
 

@@ -22,15 +22,20 @@ Conventions:
 - `Benchmark.mos_range` is the native scale of the score; adapters whose scale is open (PIPAL's
   Elo, the generic text lists) report the observed min and max instead.
 - Errors: a missing dataset root or label file raises `FileNotFoundError` naming the benchmark,
-  the adapter and the full expected path. Media files referenced by labels but absent raise
-  `MissingMediaError` (a `FileNotFoundError`) listing the first few, or are dropped with a warning
-  when `skip_missing=True`.
+  the adapter and every file name it tried. A header without the expected columns raises
+  `LabelFormatError` naming the file, the columns found and those expected.
+- Bad rows follow `on_bad_sample` (as JSONL rows do in `prresq.data.records`): a row whose media
+  file is missing, whose MOS is not a number or lies outside the adapter's range raises (missing
+  media: `MissingMediaError`, a `FileNotFoundError`; bad MOS: `LabelFormatError`), naming the
+  label file and the row; with `on_bad_sample="skip"` the rows are dropped, counted, logged and
+  kept in `Benchmark.rejected` (id, media, MOS, reason) so that evaluation lists them.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import logging
 import math
 import os
 import random
@@ -48,11 +53,15 @@ __all__ = [
     "Adapter",
     "Benchmark",
     "BenchmarkItem",
+    "LabelFormatError",
     "MissingMediaError",
+    "Rejected",
     "load_benchmark",
     "load_benchmark_config",
     "reference_split",
 ]
+
+log = logging.getLogger(__name__)
 
 Task = Literal["iqa", "vqa"]
 ALL_SPLITS = (None, "all")
@@ -67,6 +76,17 @@ class BenchmarkItem:
     media: Path
     mos: float
     std: float | None = None
+    source: str = ""  # "<label file> row <n>" (row numbers as a spreadsheet shows them: header = row 1)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A label row left out under `on_bad_sample="skip"`, with the reason (listed by evaluation)."""
+
+    id: str
+    media: Path
+    mos: float
+    reason: str
 
 
 @dataclass
@@ -81,7 +101,8 @@ class Benchmark:
     split: str | None = None
     label_file: Path | None = None
     flipped: bool = False
-    skipped: list[str] = field(default_factory=list)  # ids dropped for missing media (skip_missing=True)
+    skipped: list[str] = field(default_factory=list)  # ids of the rejected rows (on_bad_sample="skip")
+    rejected: list[Rejected] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -104,6 +125,10 @@ class Benchmark:
         )
 
 
+class LabelFormatError(ValueError):
+    """A label file with an unexpected header or a bad value; the message names the file (and row)."""
+
+
 class MissingMediaError(FileNotFoundError):
     """Label files reference media that are not on disk; `.missing` holds (id, expected path) pairs."""
 
@@ -120,6 +145,37 @@ class _Labels:
     label_file: Path
     mos_range: tuple[float, float] | None = None
     task: Task | None = None
+    bad: list[Rejected] = field(default_factory=list)  # rows whose MOS is not a number
+
+
+class _Rows:
+    """Collects a reader's items; a MOS that is not a finite number becomes a bad row naming its source."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.items: list[BenchmarkItem] = []
+        self.bad: list[Rejected] = []
+
+    def add(
+        self, id: str, media: Path, mos: Any, std: float | None = None, row: Any = None, path: Path | None = None
+    ) -> None:
+        source = f"{path or self.path} row {row}" if row is not None else str(path or self.path)
+        try:
+            value = float(mos.strip() if isinstance(mos, str) else mos)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value):
+            self.bad.append(Rejected(id, media, value, f"{source}: MOS {mos!r} of {id!r} is not a number"))
+            return
+        self.items.append(BenchmarkItem(id, media, value, std, source))
+
+    def labels(self, mos_range: tuple[float, float] | None = None, label_file: Path | None = None) -> _Labels:
+        return _Labels(self.items, label_file or self.path, mos_range=mos_range, bad=self.bad)
+
+
+def _rownums(df: pd.DataFrame, header_rows: int = 1) -> list[int]:
+    """Spreadsheet row numbers of a frame read with a header (pandas index 0 = row 2)."""
+    return [int(i) + 1 + header_rows for i in df.index]
 
 
 @dataclass(frozen=True)
@@ -262,7 +318,10 @@ def _col(df: pd.DataFrame, *names: str, required: bool = True, where: Path | Non
         if c is not None:
             return c
     if required:
-        raise KeyError(f"{where or 'table'}: none of the columns {list(names)} found (has {list(df.columns)})")
+        raise LabelFormatError(
+            f"{where or 'table'}: unexpected header: expected a column named one of {list(names)}; "
+            f"columns found: {[str(c) for c in df.columns]}"
+        )
     return None
 
 
@@ -293,6 +352,17 @@ def _read_sheet(
             f"or export that sheet ({sheet!r}) to CSV with the same columns at {root / csv[0]}"
         ) from err
     return pd.read_excel(path, sheet_name=sheet, header=header), path
+
+
+def _drop_empty(df: pd.DataFrame, columns: Sequence[Any], path: Path) -> pd.DataFrame:
+    """Drop rows with an empty name or score cell (unrated entries of a sheet), logging how many."""
+    kept = df.dropna(subset=list(columns))
+    if len(kept) < len(df):
+        rows = _rownums(df.loc[df.index.difference(kept.index)])
+        log.warning(
+            "%s: %d row(s) with an empty name or score left out (rows %s)", path, len(df) - len(kept), rows[:10]
+        )
+    return kept
 
 
 def _loadmat(path: Path) -> dict[str, Any]:
@@ -372,10 +442,10 @@ def read_kadid10k(
         df = df[df[c_ref].astype(str).map(assign) == split]
     resolve = _MediaResolver(root, media_dir)
     variances = df[c_var] if c_var is not None else [None] * len(df)
-    items = [
-        BenchmarkItem(str(n), resolve(str(n)), float(m), _sqrt(v)) for n, m, v in zip(df[c_dist], df[c_mos], variances)
-    ]
-    return _Labels(items, path)
+    rows = _Rows(path)
+    for r, n, m, v in zip(_rownums(df), df[c_dist], df[c_mos], variances):
+        rows.add(str(n), resolve(str(n)), m, _sqrt(v), r)
+    return rows.labels()
 
 
 @_register("tid2013", task="iqa", mos_range=(0.0, 9.0))
@@ -402,12 +472,12 @@ def read_tid2013(
             warnings.warn(f"{root / std_file}: {len(stds)} values for {len(rows)} labels; std ignored", stacklevel=2)
             stds = []
     resolve = _MediaResolver(root, media_dir)
-    items = []
+    out = _Rows(path)
     for i, row in enumerate(rows):
         if len(row) < 2:
-            raise ValueError(f"{path}:{i + 1}: expected '<mos> <name>', got {' '.join(row)!r}")
-        items.append(BenchmarkItem(row[1], resolve(row[1]), float(row[0]), stds[i] if stds else None))
-    return _Labels(items, path)
+            raise LabelFormatError(f"{path}:{i + 1}: expected '<mos> <name>', got {' '.join(row)!r}")
+        out.add(row[1], resolve(row[1]), row[0], stds[i] if stds else None, i + 1)
+    return out.labels()
 
 
 @_register("pipal", task="iqa", mos_range=None)
@@ -433,19 +503,27 @@ def read_pipal(
     if not files:
         raise FileNotFoundError(f"expected label files {folder}/*.txt (folder is empty)")
     resolve = _MediaResolver(root, media_dir, recursive=True)
-    items = []
+    out = _Rows(folder)
     for f in files:
         for i, ln in enumerate(f.read_text().splitlines()):
             if not ln.strip():
                 continue
             parts = [p.strip() for p in ln.split(",")]
             if len(parts) < 2:
-                raise ValueError(f"{f}:{i + 1}: expected '<name>,<elo>', got {ln!r}")
-            items.append(BenchmarkItem(parts[0], resolve(parts[0]), float(parts[1])))
-    return _Labels(items, folder)
+                raise LabelFormatError(f"{f}:{i + 1}: expected '<name>,<elo>', got {ln!r}")
+            out.add(parts[0], resolve(parts[0]), parts[1], None, i + 1, path=f)
+    return out.labels()
 
 
-_KONIQ_SETS = {"train": "training", "training": "training", "val": "validation", "validation": "validation"}
+_KONIQ_SETS = {
+    "train": "training",
+    "training": "training",
+    "val": "validation",
+    "validation": "validation",
+    "test": "test",
+}
+_KONIQ_SCORES = "koniq10k_scores_and_distributions.csv"
+_KONIQ_SETS_FILE = "koniq10k_distributions_sets.csv"
 
 
 @_register(
@@ -457,37 +535,60 @@ _KONIQ_SETS = {"train": "training", "training": "training", "val": "validation",
 def read_koniq10k(
     root: Path,
     split: str | None,
-    labels: str = "koniq10k_scores_and_distributions.csv",
-    sets_file: str = "koniq10k_distributions_sets.csv",
+    labels: str | Sequence[str] = (_KONIQ_SCORES, _KONIQ_SETS_FILE),
+    sets_file: str = _KONIQ_SETS_FILE,
     score_column: str = "MOS",
     media_dir: str | Sequence[str] = ("1024x768", "512x384", "images"),
+    seed: int = 42,
 ) -> _Labels:
-    """KonIQ-10k (Hosu et al. 2020): `koniq10k_scores_and_distributions.csv`.
+    """KonIQ-10k (Hosu et al. 2020): the website's `koniq10k_scores_and_distributions.csv` or the
+    official split file `koniq10k_distributions_sets.csv`, whichever is found first.
 
-    Columns image_name, c1..c5, c_total, MOS, SD, MOS_zscore. `MOS` (default) is on 1-5 with `SD`
-    its std; `score_column="MOS_zscore"` gives the 0-100 rescaled score (no std). Images in
-    `1024x768/` (or `512x384/`). Splits training/validation/test come from the official
-    `koniq10k_distributions_sets.csv` (its `set` column; note its own MOS column is 0-100).
-    Source: github.com/subpic/koniq metadata/ and loaders reading `image_name`, `MOS`, `MOS_zscore`.
+    - `koniq10k_scores_and_distributions.csv`: image_name, c1..c5, c_total, MOS (1-5), SD (its std
+      on 1-5), MOS_zscore (0-100). `score_column="MOS_zscore"` gives the 0-100 score (no std).
+    - `koniq10k_distributions_sets.csv` (github.com/subpic/koniq, metadata/): image_name, c1..c5,
+      c_total, MOS (1-100), SD (on 1-5), set (training / validation / test). Read alone, MOS is on
+      1-100 and std is left out (SD is on the other scale).
+
+    Splits: wherever the sets file is present, train/val/test are its `set` column (the official
+    split); without it they come from `reference_split` over image_name (6:2:2, seed 42), with a
+    warning. Images in `1024x768/` (or `512x384/`). Source: the koniq repository's metadata/ as
+    read by IQA-PyTorch (scripts reading `koniq10k_distributions_sets.csv`: image name, MOS, SD,
+    set) and loaders of `koniq10k_scores_and_distributions.csv` (`image_name`, `MOS`, `MOS_zscore`).
     """
-    path = _require(root / labels, root)
+    path = _first_existing(root, _as_list(labels))
     df = pd.read_csv(path)
     c_name = _col(df, "image_name", where=path)
+    from_sets = _col(df, "set", required=False) is not None and _col(df, "MOS_zscore", required=False) is None
     c_mos = _col(df, score_column, where=path)
     zscore = str(c_mos).lower() == "mos_zscore"
-    c_sd = None if zscore else _col(df, "SD", required=False)
+    c_sd = None if zscore or from_sets else _col(df, "SD", required=False)
     if split not in ALL_SPLITS:
-        sets_path = _require(root / sets_file, root, "split file")
-        sets = pd.read_csv(sets_path)
-        which = dict(zip(sets[_col(sets, "image_name", where=sets_path)].astype(str), sets[_col(sets, "set")]))
-        df = df[df[c_name].astype(str).map(which) == _KONIQ_SETS.get(split, split)]
+        want = _KONIQ_SETS.get(split, split)
+        sets_path = path if from_sets else root / sets_file
+        if sets_path.is_file():
+            sets = df if from_sets else pd.read_csv(sets_path)
+            which = dict(
+                zip(
+                    sets[_col(sets, "image_name", where=sets_path)].astype(str),
+                    sets[_col(sets, "set", where=sets_path)].astype(str).str.strip().str.lower(),
+                )
+            )
+        else:
+            log.warning("%s not found: KonIQ-10k split %r by reference_split (6:2:2, seed %d)", sets_path, split, seed)
+            short = {"training": "train", "validation": "val", "test": "test"}
+            which = {n: _KONIQ_SETS[s] for n, s in reference_split(df[c_name].astype(str), seed=seed).items()}
+            want = _KONIQ_SETS[short.get(want, want)]
+        df = df[df[c_name].astype(str).map(which) == want]
     resolve = _MediaResolver(root, media_dir)
     sds = df[c_sd] if c_sd is not None else [None] * len(df)
-    items = [BenchmarkItem(str(n), resolve(str(n)), float(m), _std(sd)) for n, m, sd in zip(df[c_name], df[c_mos], sds)]
-    return _Labels(items, path, mos_range=(0.0, 100.0) if zscore else None)
+    rows = _Rows(path)
+    for r, n, m, sd in zip(_rownums(df), df[c_name], df[c_mos], sds):
+        rows.add(str(n), resolve(str(n)), m, _std(sd), r)
+    return rows.labels(mos_range=(0.0, 100.0) if zscore else (1.0, 100.0) if from_sets else None)
 
 
-@_register("spaq", task="iqa", mos_range=(0.0, 100.0))
+@_register("spaq", task="iqa", mos_range=(0.0, 100.0), splits=("train", "val", "test"))
 def read_spaq(
     root: Path,
     split: str | None,
@@ -497,19 +598,27 @@ def read_spaq(
         "Annotations/MOS_and_Image_attribute_scores.csv",
     ),
     media_dir: str | Sequence[str] = ("TestImage", "TestImage_resized", "images"),
+    seed: int = 42,
 ) -> _Labels:
     """SPAQ (Fang et al. 2020): `Annotations/MOS and Image attribute scores.xlsx`.
 
     Columns "Image name", "MOS" (0-100, higher is better), then Brightness, Colorfulness, Contrast,
-    Noisiness, Sharpness. A CSV export of that sheet (same columns) is read first when present;
-    the .xlsx needs openpyxl. Images in `TestImage/` (e.g. 00001.jpg). Source: IQA-PyTorch
-    scripts/process_spaq.py and loaders reading `info['Image name']`, `info['MOS']`.
+    Noisiness, Sharpness. The .xlsx is read with openpyxl (a dependency); a CSV export of that
+    sheet (same columns) is read instead when present. Images in `TestImage/` (e.g. 00001.jpg).
+    Splits train/val/test: `reference_split` over the image names (each photo is its own
+    content; 6:2:2, seed 42). Source: IQA-PyTorch scripts/process_spaq.py and loaders reading
+    `info['Image name']`, `info['MOS']`.
     """
     df, path = _read_sheet(root, labels, _as_list(csv_export))
     c_name, c_mos = _col(df, "Image name", "image_name", where=path), _col(df, "MOS", where=path)
+    if split not in ALL_SPLITS:
+        assign = reference_split(df[c_name].astype(str), seed=seed)
+        df = df[df[c_name].astype(str).map(assign) == split]
     resolve = _MediaResolver(root, media_dir)
-    items = [BenchmarkItem(str(n), resolve(str(n)), float(m)) for n, m in zip(df[c_name], df[c_mos])]
-    return _Labels(items, path)
+    rows = _Rows(path)
+    for r, n, m in zip(_rownums(df), df[c_name], df[c_mos]):
+        rows.add(str(n), resolve(str(n)), m, None, r)
+    return rows.labels()
 
 
 @_register("clive", task="iqa", mos_range=(0.0, 100.0), aliases={"live_challenge": None})
@@ -562,16 +671,16 @@ def read_bid(
     column headers unconfirmed, so columns are taken by position.
     """
     df, path = _read_sheet(root, labels, _as_list(csv_export))
-    df = df.dropna(subset=[df.columns[0], df.columns[1]])
+    df = _drop_empty(df, [df.columns[0], df.columns[1]], path)
     resolve = _MediaResolver(root, media_dir)
-    items = []
-    for key, mos in zip(df.iloc[:, 0], df.iloc[:, 1]):
+    rows = _Rows(path)
+    for r, key, mos in zip(_rownums(df), df.iloc[:, 0], df.iloc[:, 1]):
         try:
             name = f"DatabaseImage{int(float(key)):04d}.JPG"
         except ValueError:
             name = str(key).strip()
-        items.append(BenchmarkItem(name, resolve(name), float(mos)))
-    return _Labels(items, path)
+        rows.add(name, resolve(name), mos, None, r)
+    return rows.labels()
 
 
 @_register("agiqa3k", task="iqa", mos_range=(0.0, 5.0))
@@ -597,16 +706,18 @@ def read_agiqa3k(
     c_std = _col(df, std_column, required=False) if std_column else None
     resolve = _MediaResolver(root, media_dir)
     sds = df[c_std] if c_std is not None else [None] * len(df)
-    items = [BenchmarkItem(str(n), resolve(str(n)), float(m), _std(sd)) for n, m, sd in zip(df[c_name], df[c_mos], sds)]
-    return _Labels(items, path)
+    rows = _Rows(path)
+    for r, n, m, sd in zip(_rownums(df), df[c_name], df[c_mos], sds):
+        rows.add(str(n), resolve(str(n)), m, _std(sd), r)
+    return rows.labels()
 
 
 # ----------------------------------------------------------------------------- generic adapters
 
 
-def _parse_name_mos(path: Path) -> list[tuple[str, float, float | None]]:
+def _parse_name_mos(path: Path) -> list[tuple[str, float, float | None, int]]:
     """Parse `name mos [std]` lines (whitespace- or comma-separated); '#' comments and one header line are skipped."""
-    rows: list[tuple[str, float, float | None]] = []
+    rows: list[tuple[str, float, float | None, int]] = []
     header_seen = False
     for i, raw in enumerate(path.read_text().splitlines()):
         line = raw.strip()
@@ -619,8 +730,8 @@ def _parse_name_mos(path: Path) -> list[tuple[str, float, float | None]]:
             if not rows and not header_seen and len(parts) >= 2:
                 header_seen = True
                 continue
-            raise ValueError(f"{path}:{i + 1}: expected 'name mos [std]', got {raw!r}") from None
-        rows.append((parts[0], mos, _std(parts[2]) if len(parts) > 2 else None))
+            raise LabelFormatError(f"{path} row {i + 1}: expected 'name mos [std]', got {raw!r}") from None
+        rows.append((parts[0], mos, _std(parts[2]) if len(parts) > 2 else None, i + 1))
     return rows
 
 
@@ -633,9 +744,11 @@ def _name_mos_labels(
 ) -> _Labels:
     path = _require(root / labels, root)
     resolve = _MediaResolver(root, media_dir, suffixes)
-    items = [BenchmarkItem(n, resolve(n), m, s) for n, m, s in _parse_name_mos(path)]
+    rows = _Rows(path)
+    for n, m, s, line in _parse_name_mos(path):
+        rows.add(n, resolve(n), m, s, line)
     rng = (float(mos_range[0]), float(mos_range[1])) if mos_range is not None else None
-    return _Labels(items, path, mos_range=rng)
+    return rows.labels(mos_range=rng)
 
 
 @_register("text", task="iqa", mos_range=None)
@@ -679,16 +792,41 @@ def read_liu13(
 def read_sriqa_bench(
     root: Path,
     split: str | None,
+    label_dir: str = "MOS",
     labels: str = "sriqa_bench_mos.txt",
     media_dir: str | Sequence[str] = ("images", ""),
     mos_range: Sequence[float] | None = None,
 ) -> _Labels:
-    """SRIQA-Bench (super-resolution IQA, from the A-FINE work, 2025): a `name mos [std]` list.
+    """SRIQA-Bench (super-resolution IQA, from the A-FINE work, Chen et al. CVPR 2025), as released.
 
-    Native format not confirmed from public sources; reads the anchors' `name mos [std]` list
-    (default `sriqa_bench_mos.txt`, images under `images/`), higher-is-better, observed range.
+    `MOS/<content>.txt`, one file per content, one `<image name>,<MOS>` line per rated image (comma
+    or white space); the reference `<content>_Original.png` is one of the rated lines. Images live
+    under `images/<method>/` and are found by name anywhere below `images/`. MOS is higher-is-
+    better; the range is the observed min/max unless `mos_range` is given. Without a `MOS/`
+    folder, the anchors' flat `name mos [std]` list (`labels`) is read instead.
+    Source: the layout described in the dataset release (issue 12 of this project quotes it).
     """
-    return _name_mos_labels(root, labels, media_dir, mos_range)
+    folder = root / label_dir
+    rng = (float(mos_range[0]), float(mos_range[1])) if mos_range is not None else None
+    if not folder.is_dir():
+        if (root / labels).is_file():
+            return _name_mos_labels(root, labels, media_dir, mos_range)
+        note = f" (the dataset root {root} does not exist)" if not root.exists() else ""
+        raise FileNotFoundError(f"expected label files {folder}/<content>.txt or {root / labels}; neither found{note}")
+    files = sorted(folder.glob("*.txt"))
+    if not files:
+        raise FileNotFoundError(f"expected label files {folder}/<content>.txt (folder is empty)")
+    resolve = _MediaResolver(root, media_dir, recursive=True)
+    out = _Rows(folder)
+    for f in files:
+        for i, ln in enumerate(f.read_text().splitlines()):
+            if not ln.strip():
+                continue
+            parts = [p.strip() for p in ln.split(",")] if "," in ln else ln.split()
+            if len(parts) < 2:
+                raise LabelFormatError(f"{f} row {i + 1}: expected '<image name>,<MOS>', got {ln!r}")
+            out.add(parts[0], resolve(parts[0]), parts[1], None, i + 1, path=f)
+    return out.labels(mos_range=rng)
 
 
 @_register("min19", task="iqa", mos_range=None)
@@ -737,7 +875,7 @@ def read_jsonl(
         raise FileNotFoundError(f"expected a .jsonl label file, got the folder {path}; set the `labels` option")
     _require(path, root)
     base = Path(media_root) if media_root else path.parent
-    items = []
+    rows = _Rows(path)
     for i, ln in enumerate(path.read_text().splitlines()):
         if not ln.strip():
             continue
@@ -751,8 +889,10 @@ def read_jsonl(
         if media is None or value is None:
             raise ValueError(f"{path}:{i + 1}: record needs an 'image' (or 'video') path and a gpt answer")
         media_path = Path(media) if Path(media).is_absolute() else base / media
-        items.append(BenchmarkItem(str(rec.get("id", i)), media_path, float(str(value).strip())))
-    return _Labels(items, path, mos_range=(float(mos_range[0]), float(mos_range[1])), task=task)
+        rows.add(str(rec.get("id", i)), media_path, str(value), None, i + 1)
+    out = rows.labels(mos_range=(float(mos_range[0]), float(mos_range[1])))
+    out.task = task
+    return out
 
 
 # ----------------------------------------------------------------------------- VQA adapters
@@ -778,11 +918,11 @@ def read_konvid1k(
     c_sd = _col(df, "SD", required=False)
     resolve = _MediaResolver(root, media_dir, suffixes=(".mp4", ""))
     sds = df[c_sd] if c_sd is not None else [None] * len(df)
-    items = []
-    for fid, m, sd in zip(df[c_id], df[c_mos], sds):
+    rows = _Rows(path)
+    for r, fid, m, sd in zip(_rownums(df), df[c_id], df[c_mos], sds):
         vid = str(int(fid)) if isinstance(fid, float | np.floating) and float(fid).is_integer() else str(fid)
-        items.append(BenchmarkItem(vid, resolve(vid), float(m), _std(sd)))
-    return _Labels(items, path)
+        rows.add(vid, resolve(vid), m, _std(sd), r)
+    return rows.labels()
 
 
 @_register("live_vqc", task="vqa", mos_range=(0.0, 100.0))
@@ -827,29 +967,38 @@ def read_lsvq(
     """LSVQ (Ying et al. 2021): label CSVs with columns name, p1..p3, height, width, mos_p1..mos_p3,
     mos, frame_number, ...; `name` is the video path without extension (e.g. `ia-batch1/xyz`).
 
-    Splits: "test" reads `labels_test.csv`, else rows of `labels_train_test.csv` with `is_test`
-    true; "test_1080p" reads `labels_test_1080p.csv`; "train" reads `labels_train.csv` or the
-    non-test rows. MOS 0-100, higher is better. Videos at `<root>/<name>.mp4`.
-    Source: the official release notes (github.com/baidut/PatchVQ) and loaders of these files.
+    Files per split, first found wins (every name tried is listed when none is found):
+    - "test": `labels_test.csv`, `LSVQ_whole_test.csv` (the per-split copy most VQA code ships),
+      else the rows of `labels_train_test.csv` with `is_test` true;
+    - "test_1080p": `labels_test_1080p.csv` or `LSVQ_whole_test_1080p.csv` (no `is_test` column);
+    - "train": `labels_train.csv`, `LSVQ_whole_train.csv`, else the non-test rows.
+    MOS 0-100, higher is better. Videos at `<root>/<name>.mp4`. Source: the official release notes
+    (github.com/baidut/PatchVQ) and VQA loaders reading `LSVQ_whole_{train,test,test_1080p}.csv`.
     """
-    if split == "test_1080p":
-        path = _require(root / "labels_test_1080p.csv", root)
+    own = {
+        "test": ["labels_test.csv", "LSVQ_whole_test.csv"],
+        "train": ["labels_train.csv", "LSVQ_whole_train.csv"],
+        "test_1080p": ["labels_test_1080p.csv", "LSVQ_whole_test_1080p.csv"],
+    }.get(split or "", [])
+    found = next((root / f for f in own if (root / f).is_file()), None)
+    if found is not None:
+        path = found
+        df = pd.read_csv(path)
+    elif split == "test_1080p":
+        path = _first_existing(root, own)
         df = pd.read_csv(path)
     else:
-        own = {"test": "labels_test.csv", "train": "labels_train.csv"}.get(split or "")
-        if own and (root / own).is_file():
-            path = root / own
-            df = pd.read_csv(path)
-        else:
-            path = _first_existing(root, [own, "labels_train_test.csv"] if own else ["labels_train_test.csv"])
-            df = pd.read_csv(path)
-            if split in ("test", "train"):
-                is_test = df[_col(df, "is_test", where=path)].map(_truthy)
-                df = df[is_test if split == "test" else ~is_test]
+        path = _first_existing(root, [*own, "labels_train_test.csv"])
+        df = pd.read_csv(path)
+        if split in ("test", "train"):
+            is_test = df[_col(df, "is_test", where=path)].map(_truthy)
+            df = df[is_test if split == "test" else ~is_test]
     c_name, c_mos = _col(df, "name", where=path), _col(df, "mos", where=path)
     resolve = _MediaResolver(root, media_dir, suffixes=(".mp4", ""))
-    items = [BenchmarkItem(str(n), resolve(str(n)), float(m)) for n, m in zip(df[c_name], df[c_mos])]
-    return _Labels(items, path)
+    rows = _Rows(path)
+    for r, n, m in zip(_rownums(df), df[c_name], df[c_mos]):
+        rows.add(str(n), resolve(str(n)), m, None, r)
+    return rows.labels()
 
 
 @_register("youtube_ugc", task="vqa", mos_range=(1.0, 5.0))
@@ -873,10 +1022,12 @@ def read_youtube_ugc(
     """
     df, path = _read_sheet(root, labels, _as_list(csv_export), sheet=sheet)
     c_vid, c_mos = _col(df, "vid", where=path), _col(df, score_column, where=path)
-    df = df.dropna(subset=[c_vid, c_mos])
+    df = _drop_empty(df, [c_vid, c_mos], path)
     resolve = _MediaResolver(root, media_dir, suffixes=suffixes, recursive=True)
-    items = [BenchmarkItem(str(v), resolve(str(v)), float(m)) for v, m in zip(df[c_vid], df[c_mos])]
-    return _Labels(items, path)
+    rows = _Rows(path)
+    for r, v, m in zip(_rownums(df), df[c_vid], df[c_mos]):
+        rows.add(str(v), resolve(str(v)), m, None, r)
+    return rows.labels()
 
 
 # ----------------------------------------------------------------------------- loading
@@ -888,6 +1039,7 @@ def load_benchmark(
     split: str | None = None,
     *,
     adapter: str | None = None,
+    on_bad_sample: str = "raise",
     skip_missing: bool = False,
     check_media: bool = True,
     limit: int | None = None,
@@ -896,10 +1048,14 @@ def load_benchmark(
     """Load benchmark `name` from `root` with its registered adapter (or `adapter`, a BENCHMARKS key).
 
     `split`: None uses the adapter's default (all items for most). `options` go to the adapter
-    (see `BENCHMARKS[key].options()` and its docstring). Media referenced by the labels must exist
-    unless `check_media=False`; missing ones raise `MissingMediaError`, or are dropped (ids in
-    `Benchmark.skipped`) with `skip_missing=True`. `limit` keeps the first N items.
+    (see `BENCHMARKS[key].options()` and its docstring). Bad rows (media missing when
+    `check_media`, MOS not a number or outside the adapter's fixed range) raise, naming the label
+    file and row, unless `on_bad_sample="skip"` (`skip_missing=True` is the older spelling): then
+    they are dropped, logged and kept in `Benchmark.rejected`. `limit` keeps the first N items.
     """
+    if on_bad_sample not in ("raise", "skip"):
+        raise ValueError(f"on_bad_sample={on_bad_sample!r}: expected 'raise' or 'skip'")
+    skip = on_bad_sample == "skip" or skip_missing
     key = adapter or name
     if key not in BENCHMARKS:
         raise KeyError(f"unknown benchmark adapter {key!r}; known: {sorted(BENCHMARKS)}")
@@ -917,36 +1073,56 @@ def load_benchmark(
         labels = spec.read(root, split, **options)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{where}: {err}") from err
+    except LabelFormatError as err:
+        raise LabelFormatError(f"{where}: {err}") from err
     items = labels.items
+    rejected: list[Rejected] = list(labels.bad)
+    fixed_range = labels.mos_range or spec.mos_range
+    if fixed_range is not None:
+        lo, hi = fixed_range
+        outside = [it for it in items if not lo <= it.mos <= hi]
+        rejected += [
+            Rejected(it.id, it.media, it.mos, f"{it.source}: MOS {it.mos} of {it.id!r} outside the range [{lo}, {hi}]")
+            for it in outside
+        ]
+        items = [it for it in items if lo <= it.mos <= hi]
+    missing: list[tuple[str, Path]] = []
+    if check_media:
+        missing = [(it.id, it.media) for it in items if not it.media.is_file()]
+        rejected += [
+            Rejected(it.id, it.media, it.mos, f"{it.source}: media file not found: {it.media}")
+            for it in items
+            if not it.media.is_file()
+        ]
+        items = [it for it in items if it.media.is_file()]
+    if rejected:
+        total = len(items) + len(rejected)
+        listed = "\n  ".join(r.reason for r in rejected[:MAX_LISTED_MISSING])
+        more = f"\n  ... and {len(rejected) - MAX_LISTED_MISSING} more" if len(rejected) > MAX_LISTED_MISSING else ""
+        kind = "media files referenced by" if len(missing) == len(rejected) else "rows of"
+        msg = f"{where}: {len(rejected)} of {total} {kind} {labels.label_file} are bad:\n  {listed}{more}"
+        if not skip:
+            hint = "\n(set on_bad_sample=skip to leave them out; they are then listed with their reason)"
+            if len(missing) == len(rejected):
+                raise MissingMediaError(msg + hint, missing)
+            raise LabelFormatError(msg + hint)
+        log.warning("%s\n(skipped)", msg)
+        warnings.warn(msg + "\n(skipped)", stacklevel=2)
     if not items:
         warnings.warn(f"{where}: no items in {labels.label_file} (split {split!r})", stacklevel=2)
 
-    mos_range = labels.mos_range or spec.mos_range
+    mos_range = fixed_range
     if mos_range is None:
         values = [it.mos for it in items]
         mos_range = (min(values), max(values)) if values else (math.nan, math.nan)
     lower_is_better = options.get("lower_is_better", not spec.higher_is_better)
     if lower_is_better:
         lo, hi = mos_range
-        items = [BenchmarkItem(it.id, it.media, lo + hi - it.mos, it.std) for it in items]
+        items = [BenchmarkItem(it.id, it.media, lo + hi - it.mos, it.std, it.source) for it in items]
 
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
         warnings.warn(f"{where}: {len(ids) - len(set(ids))} duplicate id(s) in {labels.label_file}", stacklevel=2)
-
-    skipped: list[str] = []
-    if check_media:
-        missing = [(it.id, it.media) for it in items if not it.media.is_file()]
-        if missing:
-            listed = "\n  ".join(f"{i}: {p}" for i, p in missing[:MAX_LISTED_MISSING])
-            more = f"\n  ... and {len(missing) - MAX_LISTED_MISSING} more" if len(missing) > MAX_LISTED_MISSING else ""
-            msg = f"{where}: {len(missing)} of {len(items)} media files referenced by {labels.label_file} are missing:\n  {listed}{more}"
-            if not skip_missing:
-                raise MissingMediaError(msg + "\n(pass skip_missing=True to drop them)", missing)
-            warnings.warn(msg + "\n(skipped)", stacklevel=2)
-            gone = {i for i, _ in missing}
-            skipped = [i for i, _ in missing]
-            items = [it for it in items if it.id not in gone]
     if limit is not None:
         items = items[:limit]
     return Benchmark(
@@ -958,7 +1134,8 @@ def load_benchmark(
         split=split,
         label_file=labels.label_file,
         flipped=bool(lower_is_better),
-        skipped=skipped,
+        skipped=[r.id for r in rejected],
+        rejected=rejected,
     )
 
 

@@ -13,6 +13,15 @@ summarised in one warning. Corrupt images are found when loaded (`prresq.data.me
 
     from prresq.data.records import DatasetSpec, load_dataset
     ds = load_dataset(DatasetSpec(name="kadid10k", jsonl="data/kadid10k/train.jsonl"))
+
+A spec may instead name a benchmark adapter (`prresq.data.benchmarks`), a root and a split, and is
+then read from the dataset's own label files through the adapter `prresq.eval` uses, with the
+same split function (`reference_split`: 6:2:2 by reference image / content, seed 42)::
+
+    ds = load_dataset({"name": "kadid10k", "benchmark": "kadid10k", "root": "/data/kadid10k", "split": "train"})
+
+Its MOS are mapped over the adapter's native range (`mos_range` overrides it); its bad rows
+(media missing, MOS not a number or out of range) follow the same `on_bad_sample` policy.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,26 +65,43 @@ class Record:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Where a dataset lives: `jsonl` rows, media under `root` (default: the JSONL's folder)."""
+    """Where a dataset lives: `jsonl` rows with media under `root` (default: the JSONL's folder), or
+    the native label files under `root` read by the `benchmark` adapter, restricted to `split`."""
 
     name: str
-    jsonl: str | Path
+    jsonl: str | Path | None = None
     root: str | Path | None = None
-    mos_range: tuple[float, float] | None = None  # None: min and max of the data
+    mos_range: tuple[float, float] | None = None  # None: min and max of the data (JSONL), the adapter's range
+    benchmark: str | None = None  # a prresq.data.benchmarks.BENCHMARKS key
+    split: str | None = None  # the adapter's split (train / val / test ...); None: all items
+    options: Mapping[str, Any] = field(default_factory=dict)  # the adapter's options
 
     @classmethod
     def from_config(cls, spec: DatasetSpec | Mapping[str, Any]) -> DatasetSpec:
         if isinstance(spec, DatasetSpec):
             return spec
-        unknown = set(spec) - {"name", "jsonl", "root", "mos_range"}
-        if unknown or "name" not in spec or "jsonl" not in spec:
-            raise ValueError(f"dataset spec {dict(spec)}: needs 'name' and 'jsonl' (optional 'root', 'mos_range')")
+        unknown = set(spec) - {"name", "jsonl", "root", "mos_range", "benchmark", "split", "options"}
+        has_jsonl, has_bench = spec.get("jsonl") is not None, spec.get("benchmark") is not None
+        if unknown or "name" not in spec or has_jsonl == has_bench or (has_bench and spec.get("root") is None):
+            raise ValueError(
+                f"dataset spec {dict(spec)}: needs 'name' and either 'jsonl' (optional 'root', 'mos_range') or "
+                "'benchmark' and 'root' (optional 'split', 'options', 'mos_range')"
+                + (f"; unknown keys {sorted(unknown)}" if unknown else "")
+            )
         rng = spec.get("mos_range")
         if rng is not None:
             rng = tuple(float(x) for x in rng)
             if len(rng) != 2 or not rng[0] < rng[1]:
                 raise ValueError(f"dataset {spec['name']}: mos_range {list(rng)} must be [lo, hi] with lo < hi")
-        return cls(name=str(spec["name"]), jsonl=spec["jsonl"], root=spec.get("root"), mos_range=rng)
+        return cls(
+            name=str(spec["name"]),
+            jsonl=spec.get("jsonl"),
+            root=spec.get("root"),
+            mos_range=rng,
+            benchmark=spec.get("benchmark"),
+            split=spec.get("split"),
+            options=dict(spec.get("options") or {}),
+        )
 
     @property
     def media_root(self) -> Path:
@@ -139,7 +166,9 @@ def load_dataset(
     spec = DatasetSpec.from_config(spec)
     if on_bad_sample not in ("raise", "skip"):
         raise ValueError(f"on_bad_sample={on_bad_sample!r}: expected 'raise' or 'skip'")
-    path = Path(spec.jsonl)
+    if spec.benchmark is not None:
+        return _load_native(spec, map_to, on_bad_sample, check_media)
+    path = Path(str(spec.jsonl))
     if not path.is_file():
         raise DataError(f"{path}: dataset file not found (dataset {spec.name!r})")
     root = spec.media_root
@@ -205,6 +234,53 @@ def load_dataset(
             source=source,
         )
         for sid, source, media, mos, extra in rows
+    ]
+    return LoadedDataset(spec=spec, records=records, skipped=skipped, mos_range=(float(lo), float(hi)))
+
+
+def _load_native(spec: DatasetSpec, map_to: Sequence[float], on_bad_sample: OnBad, check_media: bool) -> LoadedDataset:
+    """A benchmark-adapter spec -> records (the adapter's rows of `spec.split`, MOS mapped per dataset)."""
+    from prresq.data.benchmarks import LabelFormatError, load_benchmark
+
+    where = f"dataset {spec.name!r} (adapter {spec.benchmark!r}, split {spec.split!r})"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # skipped rows are logged below, once
+            bench = load_benchmark(
+                spec.name,
+                str(spec.root),
+                spec.split,
+                adapter=spec.benchmark,
+                on_bad_sample=on_bad_sample,
+                check_media=check_media,
+                **dict(spec.options),
+            )
+    except (FileNotFoundError, LabelFormatError) as exc:
+        raise DataError(f"{where}: {exc}") from None
+    skipped = [r.reason for r in bench.rejected]
+    if skipped:
+        log.warning("%s: skipped %d bad row(s); first: %s", where, len(skipped), "; ".join(skipped[:3]))
+    if not bench.items:
+        raise DataError(f"{bench.label_file}: empty {where}: no valid rows ({len(skipped)} bad rows skipped)")
+    lo, hi = spec.mos_range if spec.mos_range is not None else bench.mos_range
+    values = [it.mos for it in bench.items]
+    if min(values) == max(values) or not hi > lo:
+        raise DataError(
+            f"{bench.label_file}: all MOS of {where} equal {values[0]}: it can be neither mapped nor ranked"
+        )
+    a, b = float(map_to[0]), float(map_to[1])
+    media_type = "video" if bench.task == "vqa" else "image"
+    records = [
+        Record(
+            id=it.id,
+            dataset=spec.name,
+            media=it.media,
+            mos=it.mos,
+            mos_mapped=a + (it.mos - lo) / (hi - lo) * (b - a),
+            extra={"media_type": media_type, "label_file": str(bench.label_file)},
+            source=it.source,
+        )
+        for it in bench.items
     ]
     return LoadedDataset(spec=spec, records=records, skipped=skipped, mos_range=(float(lo), float(hi)))
 
