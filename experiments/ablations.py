@@ -71,7 +71,10 @@ ORDERINGS = (
     ("control: RL2R >= shuffled MOS", "rl2r", "shuffled_mos"),
 )
 # the study's fixed deltas on every run (no checkpoints or export: a killed run restarts from scratch)
+# `warmup=prior_sft` is every arm's warm-up (set by both experiments); naming it here lets Hydra compose the
+# sweep's base config (without the swept `+arm`) when overrides touch `warmup.*`.
 COMMON = (
+    "warmup=prior_sft",
     "data.synthetic.num_folds=5",
     "callbacks.checkpoint=null",
     "callbacks.progress=null",
@@ -273,7 +276,7 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
         cells = [bootstrap_ci(per_unit(arm, f"after_{m}").dropna()) for m in METRICS]
         diffs = []
         for m in ("srcc_mean", "plcc_mean"):
-            a, b = per_unit(arm, f"after_{m}"), per_unit(DEFAULT_ARM, f"after_{m}")
+            a, b = per_unit(arm, f"after_{m}").dropna(), per_unit(DEFAULT_ARM, f"after_{m}").dropna()
             both = a.index.intersection(b.index)
             diffs.append(paired_bootstrap(a[both], b[both]) if arm != DEFAULT_ARM and len(both) else None)
         lines.append(
@@ -293,7 +296,7 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
         "|---|---|---|---|---|",
     ]
     for claim, a_arm, b_arm in ORDERINGS:
-        a, b = per_unit(a_arm, "after_srcc_mean"), per_unit(b_arm, "after_srcc_mean")
+        a, b = per_unit(a_arm, "after_srcc_mean").dropna(), per_unit(b_arm, "after_srcc_mean").dropna()
         both = a.index.intersection(b.index)
         if not len(both):
             lines.append(f"| {claim} | | | 0 | no data |")
@@ -301,7 +304,10 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
         d = paired_bootstrap(a[both], b[both])
         lines.append(f"| {claim} | {d.mean:+.3f} | [{d.low:+.3f}, {d.high:+.3f}] | {d.n} | {verdict(d)} |")
         results["orderings"].append({"claim": claim, **d._asdict(), "verdict": verdict(d)})
-    after, before = per_unit(DEFAULT_ARM, "after_srcc_mean"), per_unit(DEFAULT_ARM, "before_srcc_mean")
+    after, before = (
+        per_unit(DEFAULT_ARM, "after_srcc_mean").dropna(),
+        per_unit(DEFAULT_ARM, "before_srcc_mean").dropna(),
+    )
     both = after.index.intersection(before.index)
     if len(both):
         gain, level = paired_bootstrap(after[both], before[both]), bootstrap_ci(after[both])
