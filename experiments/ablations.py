@@ -19,12 +19,17 @@ Runs: Hydra multirun with the basic launcher, `--jobs 2` processes in parallel (
 Resume: a run is finished once its `study_run.json` says `done` (written after `heldout_metrics.json`);
     a re-run of the command skips those and restarts the others from scratch.
 
-Budget plan (2 cores, 2 parallel jobs, <= 2.5 h; measured on the loaded shared machine, see
-experiments/results/ablations/README.md for the figures and the command that measured them):
-    warm-up (vision 600 steps + SFT to val SRCC 0.5) per fold x seed x answer format: 12 warm-ups
-    RL: STEPS updates of B = 8 images x K completions + test scoring before and after (400 images)
-    The numbers are in the README's plan table; `--steps` sets the RL length for all arms.
-
+Budget plan (measured on this 2-core machine while shared, load average 9-18; the commands are in
+experiments/results/ablations/README.md):
+    warm-up, one per fold x seed x answer format = 12: 13.4 min each (vision 600 steps 8.5 min, SFT
+        175 steps to val SRCC 0.53, 4.5 min)                                        -> 161 job-min
+    RL run, 48: STEPS = 150 updates (B = 8, K = 8: 0.82 steps/s incl. validation every 50 steps,
+        3.0 min) + held-out scoring before and after (400 images, 0.5-1.2 min each) + setup
+        -> about 5 min per run                                                       -> 240 job-min
+    total 401 job-min / 2 jobs = 3.3 h at that speed; the 2.5 h budget needs the study's two jobs to
+    run >= 1.35x faster than measured, i.e. a machine not shared with other work (the same runs sped
+    up 5-8x in quiet moments of the measurement). If it does not fit, lower `--steps` for all arms;
+    caching the vision phase per seed (it trains on the prior photos only) would save 85 job-min.
 Outputs: the study directory (default `multirun/ablations`: one folder per `<arm>/fold<f>_seed<s>`,
 the layout of prresq/CONTRACTS.md plus `eval/{before,after}/predictions_test.csv`) and
 experiments/results/ablations/{table.md, runs.csv, results.json, curves.png, score_std.png, errors.png}.
@@ -56,7 +61,7 @@ DEFAULT_ARM = "rl2r"
 FOLDS = (0, 1, 2)
 SEEDS = (0, 1)
 STEPS = 150
-MAX_TIME = "00:00:10:00"
+MAX_TIME = "00:00:06:00"
 STATUS = "study_run.json"
 METRICS = ("srcc_mean", "plcc_mean", "srcc_greedy", "plcc_greedy")
 # (claim, A, B): the paper's claim is A >= B on held-out SRCC (mean of 8)
@@ -366,6 +371,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     study, out = Path(a.study_dir).resolve(), Path(a.out).resolve()
     clock = study / "study_wall.json"
     spent = json.loads(clock.read_text())["wall_s"] if clock.is_file() else 0.0
+    codes: list[int] = []
     if not a.summary_only:
         if a.smoke:
             a.folds, a.seeds, a.steps = a.folds[:1], a.seeds[:1], min(a.steps, 20)
@@ -389,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if any(codes):
             log.warning("some jobs failed (exit codes %s): see %s/logs and the runs' study_run.json", codes, study)
     print(summarize(study, out, spent or None))
+    if not a.summary_only and any(codes):
+        raise SystemExit(f"runs failed (job exit codes {codes}); re-run the same command to retry only those")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ TINY = (  # a study in seconds: 1 crop per photo (10 test images), K = 2, 2 scor
     "scoring.n=2",
     "grpo.log_completions_every=2",
     "warmup.vision_steps=2",
+    "warmup.vision_batch_size=8",
     "warmup.max_steps=2",
     "warmup.min_steps=1",
     "warmup.eval_every=1",
