@@ -263,35 +263,44 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
 
     lines += [
         "",
-        "Held-out test after RL: mean [95% bootstrap CI] over folds x seeds; `vs default` = paired difference",
-        f"from `{DEFAULT_ARM}` over the units both finished. Rows `warm-up (...)`: the test scores before RL.",
+        "Held-out test after RL: mean [95% bootstrap CI] over folds x seeds (n finished runs; NaN = SRCC/PLCC",
+        "undefined, e.g. constant answers); `vs default` = paired difference from the default arm over the units",
+        f"both finished (`{DEFAULT_ARM}`). Rows `warm-up (...)`: the same runs' test scores before RL.",
         "",
         "| arm | n | " + " | ".join(METRICS) + " | srcc_mean vs default | plcc_mean vs default |",
         "|---|---|" + "---|" * len(METRICS) + "---|---|",
     ]
     results: dict[str, Any] = {"arms": {}, "orderings": []}
+
+    def cell(values: pd.Series) -> tuple[str, Any]:
+        """'mean [low, high]' over the finite values, naming how many were NaN (e.g. constant answers)."""
+        ci = bootstrap_ci(values.dropna())
+        nan = len(values) - ci.n
+        return (str(ci) if ci.n else "n/a") + (f" ({nan} NaN)" if nan else ""), ci._asdict()
+
     warm_rows = [("warm-up (RL2R answer)", DEFAULT_ARM), ("warm-up (PRPO answer)", "prpo")]
-    for label, arm in warm_rows:
-        cells = [bootstrap_ci(per_unit(arm, f"before_{m}").dropna()) for m in METRICS]
-        if cells[0].n:
-            lines.append(f"| {label} | {cells[0].n} | " + " | ".join(str(c) for c in cells) + " | | |")
-            results["arms"][label] = {m: c._asdict() for m, c in zip(METRICS, cells)}
     arms = [a for a in ARMS if a in set(done["arm"])] + sorted(set(done["arm"]) - set(ARMS))
+    for label, arm in warm_rows:
+        if arm in arms:
+            cells = [cell(per_unit(arm, f"before_{m}")) for m in METRICS]
+            n = len(per_unit(arm, "status"))
+            lines.append(f"| {label} | {n} | " + " | ".join(c for c, _ in cells) + " | | |")
+            results["arms"][label] = {m: c for m, (_, c) in zip(METRICS, cells)}
     for arm in arms:
-        cells = [bootstrap_ci(per_unit(arm, f"after_{m}").dropna()) for m in METRICS]
+        cells = [cell(per_unit(arm, f"after_{m}")) for m in METRICS]
         diffs = []
         for m in ("srcc_mean", "plcc_mean"):
             a, b = per_unit(arm, f"after_{m}").dropna(), per_unit(DEFAULT_ARM, f"after_{m}").dropna()
             both = a.index.intersection(b.index)
             diffs.append(paired_bootstrap(a[both], b[both]) if arm != DEFAULT_ARM and len(both) else None)
         lines.append(
-            f"| {arm} | {cells[0].n} | "
-            + " | ".join(str(c) for c in cells)
+            f"| {arm} | {len(per_unit(arm, 'status'))} | "
+            + " | ".join(c for c, _ in cells)
             + " | "
             + " | ".join("" if d is None else f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]" for d in diffs)
             + " |"
         )
-        results["arms"][arm] = {m: c._asdict() for m, c in zip(METRICS, cells)}
+        results["arms"][arm] = {m: c for m, (_, c) in zip(METRICS, cells)}
     lines += [
         "",
         "Orderings the papers claim (A >= B on held-out SRCC, mean of 8): paired A - B with its 95% CI;",

@@ -778,7 +778,10 @@ def plot_error_hists(root: str | os.PathLike[str], by: str = "arm", bins: int = 
         a.axvline(0, color="k", lw=0.8, ls="--")
         a.set_title(str(group), fontsize=10)
         a.set_xlabel("predicted - MOS")
-        a.legend(fontsize=6)
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=6)
+        else:
+            a.text(0.5, 0.5, "no parsed answers", ha="center", va="center", transform=a.transAxes, color="grey")
     fig.tight_layout()
     return fig
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
@@ -110,14 +111,16 @@ def test_study_command_runs_every_arm_in_two_jobs_and_writes_the_table(study: Pa
     runs = A.load_study(study / "study")
     assert sorted(runs["arm"]) == ["rl2r", "shuffled_mos"]
     assert list(runs["status"]) == ["done", "done"] and list(runs["steps"]) == [4, 4]
-    assert runs[["after_srcc_mean", "before_srcc_mean", "warmup_srcc_mean"]].notna().all().all()
+    # SRCC of a 4-step tiny model may be NaN (constant answers); the parse-failure rates are always numbers
+    assert {"after_srcc_mean", "before_srcc_mean", "warmup_srcc_mean"} <= set(runs.columns)
+    assert runs[["after_fail_mean", "before_fail_mean", "warmup_fail_mean"]].notna().all().all()
     assert len(list((study / "study" / "logs").glob("shard*.log"))) == 2
     warmups = [p for p in (study / "cache" / "warmup").iterdir() if p.is_dir()]
     assert len(warmups) == 1  # both arms start from the same fold-0, seed-0 warm-up
     for run in ("rl2r/fold0_seed0", "shuffled_mos/fold0_seed0"):
         for when in ("before", "after"):
-            pred = (study / "study" / run / "eval" / when / "predictions_test.csv").read_text().splitlines()
-            assert len(pred) == 1 + 10
+            pred = pd.read_csv(study / "study" / run / "eval" / when / "predictions_test.csv")
+            assert len(pred) == 10 and pred["mos"].between(1, 5).all()
     table = (study / "results" / "table.md").read_text()
     assert "| rl2r | 1 |" in table and "| shuffled_mos | 1 |" in table and "control: RL2R >= shuffled MOS" in table
     assert "warm-up (RL2R answer)" in table and "2 of 2 runs finished" in table
