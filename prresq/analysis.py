@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import logging
 import math
 import os
@@ -638,6 +639,149 @@ def plot_curves(
             fig.legend(handles, labels, title=hue_name, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
             return fig
         shown[0].legend(handles, labels, title=hue_name, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------- studies
+
+STUDY_STATUS = "study_run.json"
+STUDY_KEYS = ("arm", "data.synthetic.fold", "seed")
+HELDOUT_FILE = "heldout_metrics.json"
+
+
+def load_study(root: str | os.PathLike[str]) -> pd.DataFrame:
+    """One row per run of an ablation study directory (`experiments/ablations.py`).
+
+    Columns: run, arm, fold, seed, status (`done` | `running` | `failed` | `missing`), wall_s, warmup_s,
+    steps, error, then `warmup_<metric>` (validation at the end of the warm-up), `before_<metric>` and
+    `after_<metric>` (held-out test before/after RL: srcc_mean, plcc_mean, srcc_greedy, plcc_greedy, ...).
+    Runs are the folders holding `.hydra/overrides.yaml`; the arm is the `+arm=` override.
+    """
+    root = Path(root)
+    rows = []
+    for run in find_runs(root):
+        over = read_overrides(run)
+        status_path = run / STUDY_STATUS
+        status = json.loads(status_path.read_text()) if status_path.is_file() else {"status": "missing"}
+        row: dict[str, Any] = {
+            "run": _run_name(run, root),
+            "arm": over.get("arm"),
+            "fold": over.get("data.synthetic.fold"),
+            "seed": over.get("seed"),
+            **{k: status.get(k) for k in ("status", "wall_s", "warmup_s", "steps", "error")},
+        }
+        held = run / HELDOUT_FILE
+        if held.is_file():
+            metrics = json.loads(held.read_text())
+            for when, key in (("warmup", "warmup_final_val"), ("before", "before"), ("after", "after")):
+                for k, v in (metrics.get(key) or {}).items():
+                    if isinstance(v, int | float):
+                        row[f"{when}_{k}"] = float(v)
+        rows.append(row)
+    if not rows:
+        raise FileNotFoundError(f"no runs (folders holding {OVERRIDES_FILE.as_posix()}) below {root}")
+    return pd.DataFrame(rows).sort_values(["arm", "fold", "seed"], kind="stable").reset_index(drop=True)
+
+
+def bands(df: pd.DataFrame, tag: str, by: str = "arm") -> pd.DataFrame:
+    """Mean, min and max of one tag over the runs of each `by` group at each step (the folds x seeds of an arm):
+    columns `by`, step, mean, low, high, n."""
+    sub = df[df["tag"] == tag]
+    if sub.empty:
+        return pd.DataFrame(columns=[by, "step", "mean", "low", "high", "n"])
+    sub = sub.assign(_by=_labels(sub[by]) if by in sub.columns else "all")
+    g = sub.groupby(["_by", "step"])["value"]
+    out = pd.DataFrame({"mean": g.mean(), "low": g.min(), "high": g.max(), "n": g.count()}).reset_index()
+    return out.rename(columns={"_by": by})
+
+
+def plot_bands(
+    df: pd.DataFrame, tags: str | Sequence[str], by: str = "arm", smooth: float = 0.0, *, ncols: int = 3
+) -> Figure:
+    """One panel per tag: per `by` group the mean over its runs (line) and their min..max (band) against the
+    step; `smooth` applies TensorBoard's EMA to each run first. Tags not logged get a panel saying so."""
+    import matplotlib.pyplot as plt
+
+    tags = [tags] if isinstance(tags, str) else list(tags)
+    ncols = min(ncols, len(tags))
+    nrows = math.ceil(len(tags) / ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), squeeze=False)
+    axes = list(grid.ravel())
+    for extra in axes[len(tags) :]:
+        extra.set_visible(False)
+    data = df[df["tag"].isin(tags)]
+    if smooth > 0 and not data.empty:
+        data = _ema(data, smooth).drop(columns="value").rename(columns={"smoothed": "value"})
+    groups = sorted(_labels(df[by]).unique(), key=_sort_key) if by in df.columns else ["all"]
+    cmap = plt.get_cmap("tab10")
+    for tag, a in zip(tags, axes):
+        a.set_title(tag, fontsize=10)
+        a.set_xlabel("step")
+        b = bands(data, tag, by)
+        if b.empty:
+            a.text(0.5, 0.5, "not logged", ha="center", va="center", transform=a.transAxes, color="grey")
+            continue
+        for i, group in enumerate(groups):
+            part = b[b[by] == group]
+            if part.empty:
+                continue
+            c = cmap(i % 10)
+            a.plot(part["step"], part["mean"], color=c, lw=1.5, label=f"{group} (n={int(part['n'].max())})")
+            a.fill_between(part["step"], part["low"], part["high"], color=c, alpha=0.15, lw=0)
+        a.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.tight_layout()
+    if handles:
+        fig.legend(handles, labels, title=by, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return fig
+
+
+def study_errors(root: str | os.PathLike[str], when: str = "after") -> pd.DataFrame:
+    """Per-image answer errors (pred - mos) of every run of a study at `eval/<when>`, with the run's arm."""
+    ev = load_eval(root)
+    pred = ev.predictions
+    if pred.empty:
+        return pred.assign(error=pd.Series(dtype=float))
+    pred = pred[pred["eval"] == f"eval/{when}"]
+    return pred.assign(error=pred["pred"] - pred["mos"])
+
+
+def plot_error_hists(root: str | os.PathLike[str], by: str = "arm", bins: int = 40) -> Figure:
+    """Histograms of held-out answer errors after RL, one panel per `by` group (all its folds x seeds pooled),
+    with the errors of the same runs before RL (the warm-up) in grey; unparseable answers are counted."""
+    import matplotlib.pyplot as plt
+
+    after, before = study_errors(root, "after"), study_errors(root, "before")
+    if after.empty:
+        raise FileNotFoundError(f"no eval/after/predictions_*.csv below {root}")
+    groups = sorted(_labels(after[by]).unique(), key=_sort_key)
+    ncols = min(4, len(groups))
+    nrows = math.ceil(len(groups) / ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(3.8 * ncols, 3.0 * nrows), squeeze=False, sharex=True)
+    axes = list(grid.ravel())
+    for extra in axes[len(groups) :]:
+        extra.set_visible(False)
+    finite = pd.concat([after["error"], before["error"]]).dropna()
+    edges = np.linspace(finite.min(), finite.max(), bins + 1) if len(finite) and finite.min() < finite.max() else bins
+    for a, group in zip(axes, groups):
+        for frame, label, style in ((before, "before RL", dict(color="grey", alpha=0.35)), (after, "after RL", {})):
+            part = frame[_labels(frame[by]) == group] if not frame.empty else frame
+            vals = part["error"].dropna()
+            if vals.empty:
+                continue
+            text = f"{label}: MAE {vals.abs().mean():.2f}, fail {int(part['error'].isna().sum())}/{len(part)}"
+            if style:
+                a.hist(vals, bins=edges, label=text, **style)
+            else:
+                a.hist(vals, bins=edges, histtype="step", lw=1.6, label=text)
+        a.axvline(0, color="k", lw=0.8, ls="--")
+        a.set_title(str(group), fontsize=10)
+        a.set_xlabel("predicted - MOS")
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=6)
+        else:
+            a.text(0.5, 0.5, "no parsed answers", ha="center", va="center", transform=a.transAxes, color="grey")
     fig.tight_layout()
     return fig
 

@@ -106,9 +106,27 @@ def run_warmup(cfg: DictConfig, model_dir: Path) -> Path:
     return out
 
 
-def evaluate(module: GRPOModule, loader: Any, scoring: ScoringConfig, desc: str) -> dict[str, float]:
+def evaluate(
+    module: GRPOModule, loader: Any, scoring: ScoringConfig, desc: str, save_dir: Path | None = None
+) -> dict[str, float]:
+    """Held-out correlations; with `save_dir`, also `predictions_test.csv` + `results.csv` (CONTRACTS.md)."""
     module.policy.eval()
-    return correlations(score_loader(module.policy, module.processor, loader, scoring, progress=desc))
+    scored = score_loader(module.policy, module.processor, loader, scoring, progress=desc)
+    metrics = correlations(scored)
+    if save_dir is not None:
+        import pandas as pd
+
+        save_dir.mkdir(parents=True, exist_ok=True)
+        cols = {
+            k: scored[k].double().numpy() for k in ("mos", "pred", "greedy", "sample_mean") if scored[k] is not None
+        }
+        pd.DataFrame({"id": scored["ids"], "media": scored["media"], **cols, "text": scored["texts"]}).to_csv(
+            save_dir / "predictions_test.csv", index=False
+        )
+        pd.DataFrame([{"benchmark": "test", "n": len(scored["ids"] or []), **metrics}]).to_csv(
+            save_dir / "results.csv", index=False
+        )
+    return metrics
 
 
 def resolve_ckpt(cfg: DictConfig) -> str | None:
@@ -154,11 +172,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     do_eval = cfg.get("eval_before_after", False) and not cfg.trainer.get("fast_dev_run")
     if do_eval and ckpt is None and trainer.is_global_zero:
         dm.setup("test")
-        results["before"] = evaluate(module, dm.test_dataloader(), scoring, "test split (before RL)")
+        out = Path(cfg.paths.output_dir) / "eval" / "before"
+        results["before"] = evaluate(module, dm.test_dataloader(), scoring, "test split (before RL)", out)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     if do_eval and trainer.is_global_zero:
         dm.setup("test")
-        results["after"] = evaluate(module, dm.test_dataloader(), scoring, "test split (after RL)")
+        out = Path(cfg.paths.output_dir) / "eval" / "after"
+        results["after"] = evaluate(module, dm.test_dataloader(), scoring, "test split (after RL)", out)
     export = cfg.get("export_dir")
     if export and trainer.is_global_zero and not cfg.trainer.get("fast_dev_run"):
         module.export(str(export))

@@ -15,6 +15,8 @@ from prresq.data.synthetic import (
     COLOR_ONLY,
     DISTORTIONS,
     MANIFEST,
+    fold_dir,
+    fold_photos,
     generate_synthetic_iqa,
     level_mos,
     random_crops,
@@ -150,3 +152,68 @@ def test_cli_writes_a_set(tmp_path, capsys):
     main(["--out", str(tmp_path), "--size", "32", "--crops-per-photo", "1", "--types", "contrast", "--levels", "2"])
     assert "train" in capsys.readouterr().out
     assert (tmp_path / "test.jsonl").exists()
+
+
+@pytest.fixture(scope="module")
+def folded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default layout in small: 15 photos, 5 prior, the other 10 in 5 folds (32 px, 1 crop, 2 levels)."""
+    out = tmp_path_factory.mktemp("folds") / "set"
+    kw = dict(types=["contrast"], size=32, crops_per_photo=1, levels=2, prior_photos=5, progress=False)
+    return generate_synthetic_iqa(out, num_folds=5, fold=0, **kw)
+
+
+def _fold_photos(root: Path, num_folds: int) -> list[dict[str, set[str]]]:
+    return [
+        {s: {r["reference"] for r in rs} for s, rs in _rows(root / fold_dir(num_folds, f)).items()}
+        for f in range(num_folds)
+    ]
+
+
+def test_no_photo_is_in_two_splits_of_a_fold(folded):
+    """Within every fold, train, val and test hold disjoint photos, and the prior photos are in none of them."""
+    prior = {r["reference"] for r in _rows(folded)["prior"]}
+    assert len(prior) == 5
+    for f, photos in enumerate(_fold_photos(folded, 5)):
+        assert set(photos) == {"train", "val", "test"}
+        assert [len(photos[s]) for s in ("train", "val", "test")] == [6, 2, 2], f
+        assert not photos["train"] & photos["val"] and not photos["train"] & photos["test"], f
+        assert not photos["val"] & photos["test"], f
+        assert not prior & (photos["train"] | photos["val"] | photos["test"]), f
+
+
+def test_every_non_prior_photo_is_a_test_photo_exactly_once(folded):
+    """Across the folds each non-prior photo is tested once and validated once (the rotation of fold_photos)."""
+    folds = _fold_photos(folded, 5)
+    prior = {r["reference"] for r in _rows(folded)["prior"]}
+    pool = set(reference_photos()) - prior
+    tested = [p for fold in folds for p in fold["test"]]
+    validated = [p for fold in folds for p in fold["val"]]
+    assert sorted(tested) == sorted(pool) and sorted(validated) == sorted(pool)
+
+
+def test_fold_zero_of_five_is_the_6_2_2_split(folded):
+    """The default (5 folds, fold 0) reads byte-identical files to the fixed 6:2:2 split written before folds."""
+    for split in ("train", "val", "test"):
+        assert (folded / fold_dir(5, 0) / f"{split}.jsonl").read_bytes() == (folded / f"{split}.jsonl").read_bytes()
+
+
+def test_folds_share_one_cached_set_and_bad_folds_are_named(folded):
+    """Asking for another fold reuses the set (no rewrite); an impossible fold or fold count is a clear error."""
+    stamp = (folded / MANIFEST).stat().st_mtime_ns
+    kw = dict(types=["contrast"], size=32, crops_per_photo=1, levels=2, prior_photos=5, progress=False)
+    generate_synthetic_iqa(folded, num_folds=5, fold=3, **kw)
+    assert (folded / MANIFEST).stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="fold=5"):
+        generate_synthetic_iqa(folded, num_folds=5, fold=5, **kw)
+    with pytest.raises(ValueError, match="num_folds=2"):
+        fold_photos(split_photos([f"p{i}" for i in range(10)], 42), 2)
+
+
+def test_uneven_folds_still_cover_every_photo_once():
+    """13 photos in 5 folds (groups of 2 or 3): every photo tested once, splits of a fold disjoint."""
+    names = [f"p{i:02d}" for i in range(13)]
+    folds = fold_photos(split_photos(names, 42), 5)
+    assert sorted(p for f in folds for p in f["test"]) == names
+    for f in folds:
+        assert len(set(f["train"]) | set(f["val"]) | set(f["test"])) == 13
+        assert {len(f["test"]), len(f["val"])} <= {2, 3}

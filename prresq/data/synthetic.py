@@ -24,10 +24,20 @@ Photos are split BY REFERENCE PHOTO (seeded), so no test photo is ever seen in t
 `--prior-photos N` first takes N photos out of the pool for a separate `prior` split (the
 "prior knowledge" warm-up set), the rest is split train:val:test = 6:2:2.
 
+K-fold by photo (`--num-folds F`, F >= 3): the non-prior photos, in the same seeded order, are cut
+into F groups G_0..G_{F-1} (sizes differ by at most one). Fold f tests on G_{F-1-f}, validates on
+G_{F-2-f} (indices mod F) and trains on the rest, so across the F folds every non-prior photo is a
+test photo exactly once and a validation photo exactly once; prior photos are in no fold. When the
+pool divides into F groups of the 6:2:2 sizes (the default: 10 photos, F = 5), fold 0 IS the
+6:2:2 split. Every fold is written at once under `DIR/folds<F>/fold<f>/{train,val,test}.jsonl`
+(the images and `prior.jsonl` are shared), so runs on different folds share one cached set.
+
     python -m prresq.data.synthetic --out .cache/data/synthetic_iqa           # 112 px, white_noise, 40 crops
     python -m prresq.data.synthetic --out DIR --types all --crops-per-photo 4 --prior-photos 3
+    python -m prresq.data.synthetic --out DIR --prior-photos 5 --num-folds 5   # + DIR/folds5/fold{0..4}/
 
-Output: `DIR/images/<photo>/<id>.png`, `DIR/{train,val,test[,prior]}.jsonl` in the anchors' row
+Output: `DIR/images/<photo>/<id>.png`, `DIR/{train,val,test[,prior]}.jsonl` (the 6:2:2 split, plus
+`DIR/folds<F>/fold<f>/{train,val,test}.jsonl` with `--num-folds`) in the anchors' row
 format (plus `reference`, `distortion`, `level`, `crop`, `ssim`), and `DIR/manifest.json` with
 the options: rerunning with the same options is a no-op.
 """
@@ -252,6 +262,33 @@ def split_photos(
     return out
 
 
+def fold_photos(splits: dict[str, list[str]], num_folds: int) -> list[dict[str, list[str]]]:
+    """The `num_folds` folds by photo of a `split_photos` result (module docstring): [{train, val, test}].
+
+    The non-prior photos are taken in the split's order (train, val, test), cut into `num_folds`
+    contiguous groups; fold f tests on group F-1-f and validates on group F-2-f (mod F).
+    """
+    pool = [name for s in SPLITS for name in splits[s]]
+    if num_folds < len(SPLITS) or num_folds > len(pool):
+        raise ValueError(
+            f"num_folds={num_folds}: need 3 <= num_folds <= {len(pool)} (the non-prior photos) "
+            "so that every fold has train, val and test photos"
+        )
+    bounds = np.linspace(0, len(pool), num_folds + 1).round().astype(int)
+    groups = [pool[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    folds = []
+    for f in range(num_folds):
+        test, val = (num_folds - 1 - f) % num_folds, (num_folds - 2 - f) % num_folds
+        train = [n for g, names in enumerate(groups) if g not in (test, val) for n in names]
+        folds.append({"train": train, "val": groups[val], "test": groups[test]})
+    return folds
+
+
+def fold_dir(num_folds: int, fold: int) -> str:
+    """Where fold `fold` of `num_folds` keeps its split files, relative to the set's directory."""
+    return f"folds{num_folds}/fold{fold}"
+
+
 def is_complete(out: Path, options: dict[str, Any]) -> bool:
     """Whether `out` holds a generated set with these options and all of its files (the cache check)."""
     path = out / MANIFEST
@@ -292,8 +329,16 @@ def generate_synthetic_iqa(
     photos: Sequence[str] | None = None,
     dataset_name: str = "synthetic_iqa",
     progress: bool = True,
+    num_folds: int | None = None,
+    fold: int | None = None,
 ) -> Path:
-    """Write (or reuse, when the manifest's options match) the synthetic dataset; return `out_dir`."""
+    """Write (or reuse, when the manifest's options match) the synthetic dataset; return `out_dir`.
+
+    `num_folds` also writes every fold's split files (module docstring); `fold` only names the fold a
+    caller reads (checked against `num_folds`): all folds share one cached set.
+    """
+    if fold is not None and (num_folds is None or not 0 <= fold < num_folds):
+        raise ValueError(f"fold={fold}: needs num_folds set and 0 <= fold < num_folds (num_folds={num_folds})")
     types = list(DISTORTIONS) if list(types) == ["all"] else list(types)
     unknown = [t for t in types if t not in DISTORTIONS]
     if unknown:
@@ -315,6 +360,8 @@ def generate_synthetic_iqa(
         photos=None if photos is None else list(photos),
         dataset_name=dataset_name,
     )
+    if num_folds is not None:  # absent otherwise: sets written before folds existed stay valid
+        options["num_folds"] = int(num_folds)
     if is_complete(out, options):
         log.info("synthetic IQA set at %s is up to date", out)
         return out
@@ -348,6 +395,7 @@ def _write(out: Path, options: dict[str, Any], progress: bool) -> None:
     start = time.perf_counter()
     refs = reference_photos() if photos is None else reference_photos(list(photos), min_count=len(photos))
     splits = split_photos(list(refs), seed, options["split"], options["prior_photos"])
+    folds = fold_photos(splits, options["num_folds"]) if options.get("num_folds") else []
     split_of = {name: s for s, names in splits.items() for name in names}
     rows: dict[str, list[dict[str, Any]]] = {s: [] for s in splits}
 
@@ -396,10 +444,20 @@ def _write(out: Path, options: dict[str, Any], progress: bool) -> None:
             for row in split_rows:
                 f.write(json.dumps(row) + "\n")
         files.append(f"{s}.jsonl")
+    for f, fold in enumerate(folds):
+        (out / fold_dir(len(folds), f)).mkdir(parents=True, exist_ok=True)
+        for s, names in fold.items():
+            members = set(names)
+            rel = f"{fold_dir(len(folds), f)}/{s}.jsonl"
+            with open(out / rel, "w", encoding="utf-8") as fh:
+                for row in (r for split_rows in rows.values() for r in split_rows if r["reference"] in members):
+                    fh.write(json.dumps(row) + "\n")
+            files.append(rel)
     manifest = {
         "options": options,
         "files": files,
         "photos": splits,
+        **({"folds": folds} if folds else {}),
         "counts": {s: len(r) for s, r in rows.items()},
         "seconds": round(time.perf_counter() - start, 2),
     }
@@ -419,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--split", type=float, nargs=3, default=[6, 2, 2], metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--photos", nargs="+", default=None, help="subset of reference photo names")
     p.add_argument("--dataset-name", default="synthetic_iqa")
+    p.add_argument("--num-folds", type=int, default=None, help="also write every fold by photo (>= 3)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
@@ -433,6 +492,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         split=a.split,
         photos=a.photos,
         dataset_name=a.dataset_name,
+        num_folds=a.num_folds,
     )
     manifest = json.loads((out / MANIFEST).read_text())
     print(f"{out}: {manifest['counts']} ({time.perf_counter() - start:.1f} s)")

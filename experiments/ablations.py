@@ -1,0 +1,416 @@
+"""The papers' ablations on the tiny proxy: k-fold by photo x seeds, bootstrap CIs, one command.
+
+    python experiments/ablations.py                 # the whole study (plan below), then the table and figures
+    python experiments/ablations.py                 # again after a kill: finished runs are skipped
+    python experiments/ablations.py --summary-only  # redraw table + figures from the study directory
+    python experiments/ablations.py --smoke         # 1 fold x 1 seed x 2 arms, 20 RL steps, tiny warm-up
+
+Arms (`conf/arm/*.yaml`, deltas on `experiment=tiny_synthetic`; nothing is tuned per arm):
+    rl2r (default: RL2R fidelity + format, K = 8, mean-variance fidelity), k4, k6 (VisualQuality-R1
+    Table 3), prob_avg, fixed_var, binary (Table 4), prpo (PreResQ-R1 `tiny_preresq`), shuffled_mos
+    (control: MOS permuted inside each batch before the reward).
+Units: folds 0, 1, 2 of `data.synthetic.num_folds=5` (2 test photos, 2 val photos, 6 train photos each)
+    x seeds 0, 1 = 6 units per arm, 48 runs. One warm-up per fold and seed (and per answer format:
+    PRPO's 5-aspect answer has its own), cached under .cache/warmup and computed once under a lock.
+Runs: Hydra multirun with the basic launcher, `--jobs 2` processes in parallel (each a sequential
+    multirun over its share of the seeds), one thread each. Every run stops at the same
+    `trainer.max_steps` (a fixed number of updates for every arm; `trainer.max_time` is only a safety
+    cap, and a run that hits it is flagged in the table with its step count).
+Resume: a run is finished once its `study_run.json` says `done` (written after `heldout_metrics.json`);
+    a re-run of the command skips those and restarts the others from scratch.
+
+Budget plan (measured on this 2-core machine while shared, load average 9-18; the commands are in
+experiments/results/ablations/README.md):
+    warm-up, one per fold x seed x answer format = 12: 13.4 min each (vision 600 steps 8.5 min, SFT
+        175 steps to val SRCC 0.53, 4.5 min)                                        -> 161 job-min
+    RL run, 48: STEPS = 150 updates (B = 8, K = 8: 0.82 steps/s incl. validation every 50 steps,
+        3.0 min) + held-out scoring before and after (400 images, 0.5-1.2 min each) + setup
+        -> about 5 min per run                                                       -> 240 job-min
+    total 401 job-min / 2 jobs = 3.3 h at that speed; the 2.5 h budget needs the study's two jobs to
+    run >= 1.35x faster than measured, i.e. a machine not shared with other work (the same runs sped
+    up 5-8x in quiet moments of the measurement). If it does not fit, lower `--steps` for all arms;
+    caching the vision phase per seed (it trains on the prior photos only) would save 85 job-min.
+Outputs: the study directory (default `multirun/ablations`: one folder per `<arm>/fold<f>_seed<s>`,
+the layout of prresq/CONTRACTS.md plus `eval/{before,after}/predictions_test.csv`) and
+experiments/results/ablations/{table.md, runs.csv, results.json, curves.png, score_std.png, errors.png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+ARMS = ("rl2r", "k4", "k6", "prob_avg", "fixed_var", "binary", "prpo", "shuffled_mos")
+DEFAULT_ARM = "rl2r"
+FOLDS = (0, 1, 2)
+SEEDS = (0, 1)
+STEPS = 150
+MAX_TIME = "00:00:06:00"
+STATUS = "study_run.json"
+METRICS = ("srcc_mean", "plcc_mean", "srcc_greedy", "plcc_greedy")
+# (claim, A, B): the paper's claim is A >= B on held-out SRCC (mean of 8)
+ORDERINGS = (
+    ("VQ-R1 Table 3: K = 8 >= K = 6", "rl2r", "k6"),
+    ("VQ-R1 Table 3: K = 6 >= K = 4", "k6", "k4"),
+    ("VQ-R1 Table 3: K = 8 >= K = 4", "rl2r", "k4"),
+    ("VQ-R1 Table 4: continuous (mean) >= binary", "rl2r", "binary"),
+    ("VQ-R1 Table 4: mean-variance >= probability average", "rl2r", "prob_avg"),
+    ("VQ-R1 Table 4: probability average >= fixed variance", "prob_avg", "fixed_var"),
+    ("PreResQ-R1: PRPO >= RL2R", "prpo", "rl2r"),
+    ("control: RL2R >= shuffled MOS", "rl2r", "shuffled_mos"),
+)
+# the study's fixed deltas on every run (no checkpoints or export: a killed run restarts from scratch)
+# `warmup=prior_sft` is every arm's warm-up (set by both experiments); naming it here lets Hydra compose the
+# sweep's base config (without the swept `+arm`) when overrides touch `warmup.*`.
+COMMON = (
+    "warmup=prior_sft",
+    "data.synthetic.num_folds=5",
+    "callbacks.checkpoint=null",
+    "callbacks.progress=null",
+    "trainer.enable_progress_bar=false",
+    "export_dir=null",
+)
+SMOKE = (
+    "data.synthetic.out_dir=${paths.data_dir}/synthetic_iqa_smoke",
+    "data.synthetic.crops_per_photo=4",
+    "data.val_subset=16",
+    "warmup.vision_steps=20",
+    "warmup.max_steps=20",
+    "warmup.min_steps=10",
+    "warmup.eval_every=10",
+    "trainer.val_check_interval=10",
+)
+
+log = logging.getLogger("ablations")
+
+
+# ----------------------------------------------------------------------------------------------- one run
+
+
+def _container(node: Any) -> Any:
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def warmup_key(cfg: Any) -> str:
+    """What makes two runs share a warm-up: model, warm-up recipe, prompt, data (fold) and seed."""
+    spec = {k: _container(cfg.get(k)) for k in ("model", "warmup", "prompt", "data")} | {"seed": cfg.seed}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def is_finished(run_dir: Path) -> bool:
+    path = run_dir / STATUS
+    try:
+        return json.loads(path.read_text()).get("status") == "done"
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+
+
+def _steps(run_dir: Path) -> int | None:
+    import pandas as pd
+
+    frames = [pd.read_csv(f) for f in sorted((run_dir / "csv").glob("version_*/metrics.csv"))]
+    steps = [int(df["step"].max()) + 1 for df in frames if "step" in df and len(df)]
+    return max(steps) if steps else None
+
+
+def run_one(cfg: Any) -> dict[str, Any] | None:
+    """One study run (a Hydra job): skip when finished, else warm up (shared, locked), train, score, record."""
+    from prresq.models import ensure_model_dir
+    from prresq.train import run, run_warmup
+
+    out = Path(cfg.paths.output_dir)
+    if is_finished(out):
+        log.info("%s: finished earlier, skipped", out)
+        return None
+    for name in ("tb", "csv", "checkpoints", "eval", "heldout_metrics.json", "heldout_metrics.md", STATUS):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    status: dict[str, Any] = {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (out / STATUS).write_text(json.dumps(status))
+    start = time.perf_counter()
+    try:
+        if cfg.warmup.get("enabled", False):
+            model_dir = ensure_model_dir(cfg.model.name_or_path, _container(cfg.model.get("tiny")))
+            with _locked(Path(cfg.paths.cache_dir) / "warmup" / f".lock-{warmup_key(cfg)}"):
+                run_warmup(cfg, model_dir)  # computed by the first run of this fold and seed, reused after
+        status["warmup_s"] = round(time.perf_counter() - start, 1)
+        metrics = run(cfg)
+    except Exception as e:
+        status.update(status="failed", error=f"{type(e).__name__}: {e}", wall_s=round(time.perf_counter() - start, 1))
+        (out / STATUS).write_text(json.dumps(status))
+        raise
+    status.update(status="done", wall_s=round(time.perf_counter() - start, 1), steps=_steps(out))
+    (out / STATUS).write_text(json.dumps(status))
+    return metrics
+
+
+def job_main() -> None:
+    import hydra
+
+    hydra.main(version_base="1.3", config_path="../conf", config_name="train")(run_one)()
+
+
+# ----------------------------------------------------------------------------------------------- the study
+
+
+def shards(folds: Sequence[int], seeds: Sequence[int], arms: Sequence[str], jobs: int) -> list[dict[str, list]]:
+    """Split the runs into `jobs` Cartesian blocks (by seed, else fold, else arm) for parallel multiruns."""
+    dims = {"seed": list(seeds), "data.synthetic.fold": list(folds), "+arm": list(arms)}
+    for key in dims:
+        if len(dims[key]) >= jobs:
+            parts = [dims[key][i::jobs] for i in range(jobs)]
+            return [dims | {key: p} for p in parts if p]
+    return [dims]
+
+
+def launch(study: Path, blocks: list[dict[str, list]], overrides: Sequence[str]) -> list[int]:
+    """Run one Hydra multirun per block in parallel; return their exit codes."""
+    logs = study / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PRRESQ_ROOT": str(ROOT), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    procs = []
+    for i, block in enumerate(blocks):
+        sweep = [f"{k}={','.join(map(str, v))}" for k, v in block.items()]  # arm varies fastest
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "job",
+            "--multirun",
+            f"hydra.sweep.dir={study}",
+            "hydra.sweep.subdir=${hydra:runtime.choices.arm}/fold${data.synthetic.fold}_seed${seed}",
+            *sweep,
+            *overrides,
+        ]
+        with open(logs / f"shard{i}.log", "a") as f:
+            f.write(f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(cmd)}\n")
+            f.flush()
+            procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT))
+    return [p.wait() for p in procs]
+
+
+def prepare(overrides: Sequence[str]) -> None:
+    """Write the tiny model and the data set once, before the parallel jobs start."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from prresq.models import ensure_model_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"+arm={DEFAULT_ARM}", f"paths.root_dir={ROOT}", *overrides])
+    ensure_model_dir(cfg.model.name_or_path, _container(cfg.model.get("tiny")))
+    instantiate(cfg.data, _recursive_=False).prepare_data()
+
+
+# ----------------------------------------------------------------------------------------------- summary
+
+
+def summarize(study: Path, out: Path, wall_s: float | None) -> str:
+    """Table (Markdown), per-run rows (CSV/JSON) and figures from a study directory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from prresq import analysis as A
+    from prresq.stats import bootstrap_ci, paired_bootstrap, verdict
+
+    out.mkdir(parents=True, exist_ok=True)
+    runs = A.load_study(study)
+    runs.to_csv(out / "runs.csv", index=False)
+    done = runs[runs["status"] == "done"]
+    lines = [f"Study directory: `{study}`; {len(done)} of {len(runs)} runs finished."]
+    if wall_s is not None:
+        lines.append(f"Study wall time (all invocations of the command): {wall_s / 60:.1f} min.")
+    steps = done["steps"].dropna()
+    if len(steps):
+        lines.append(f"RL steps per run: {int(steps.min())}..{int(steps.max())} (equal unless max_time cut a run).")
+    units = ["fold", "seed"]
+
+    def per_unit(arm: str, col: str) -> pd.Series:
+        sub = done[done["arm"] == arm]
+        return sub.set_index(units)[col] if col in sub else pd.Series(dtype=float)
+
+    lines += [
+        "",
+        "Held-out test after RL: mean [95% bootstrap CI] over folds x seeds (n finished runs; NaN = SRCC/PLCC",
+        "undefined, e.g. constant answers); `vs default` = paired difference from the default arm over the units",
+        f"both finished (`{DEFAULT_ARM}`). Rows `warm-up (...)`: the same runs' test scores before RL.",
+        "",
+        "| arm | n | " + " | ".join(METRICS) + " | srcc_mean vs default | plcc_mean vs default |",
+        "|---|---|" + "---|" * len(METRICS) + "---|---|",
+    ]
+    results: dict[str, Any] = {"arms": {}, "orderings": []}
+
+    def cell(values: pd.Series) -> tuple[str, Any]:
+        """'mean [low, high]' over the finite values, naming how many were NaN (e.g. constant answers)."""
+        ci = bootstrap_ci(values.dropna())
+        nan = len(values) - ci.n
+        return (str(ci) if ci.n else "n/a") + (f" ({nan} NaN)" if nan else ""), ci._asdict()
+
+    warm_rows = [("warm-up (RL2R answer)", DEFAULT_ARM), ("warm-up (PRPO answer)", "prpo")]
+    arms = [a for a in ARMS if a in set(done["arm"])] + sorted(set(done["arm"]) - set(ARMS))
+    for label, arm in warm_rows:
+        if arm in arms:
+            cells = [cell(per_unit(arm, f"before_{m}")) for m in METRICS]
+            n = len(per_unit(arm, "status"))
+            lines.append(f"| {label} | {n} | " + " | ".join(c for c, _ in cells) + " | | |")
+            results["arms"][label] = {m: c for m, (_, c) in zip(METRICS, cells)}
+    for arm in arms:
+        cells = [cell(per_unit(arm, f"after_{m}")) for m in METRICS]
+        diffs = []
+        for m in ("srcc_mean", "plcc_mean"):
+            a, b = per_unit(arm, f"after_{m}").dropna(), per_unit(DEFAULT_ARM, f"after_{m}").dropna()
+            both = a.index.intersection(b.index)
+            diffs.append(paired_bootstrap(a[both], b[both]) if arm != DEFAULT_ARM and len(both) else None)
+        lines.append(
+            f"| {arm} | {len(per_unit(arm, 'status'))} | "
+            + " | ".join(c for c, _ in cells)
+            + " | "
+            + " | ".join("" if d is None else f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]" for d in diffs)
+            + " |"
+        )
+        results["arms"][arm] = {m: c for m, (_, c) in zip(METRICS, cells)}
+    lines += [
+        "",
+        "Orderings the papers claim (A >= B on held-out SRCC, mean of 8): paired A - B with its 95% CI;",
+        "`reproduced` = CI above 0, `contradicted` = CI below 0, `unresolved` = CI contains 0.",
+        "",
+        "| claim | A - B | 95% CI | n | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for claim, a_arm, b_arm in ORDERINGS:
+        a, b = per_unit(a_arm, "after_srcc_mean").dropna(), per_unit(b_arm, "after_srcc_mean").dropna()
+        both = a.index.intersection(b.index)
+        if not len(both):
+            lines.append(f"| {claim} | | | 0 | no data |")
+            continue
+        d = paired_bootstrap(a[both], b[both])
+        lines.append(f"| {claim} | {d.mean:+.3f} | [{d.low:+.3f}, {d.high:+.3f}] | {d.n} | {verdict(d)} |")
+        results["orderings"].append({"claim": claim, **d._asdict(), "verdict": verdict(d)})
+    after, before = (
+        per_unit(DEFAULT_ARM, "after_srcc_mean").dropna(),
+        per_unit(DEFAULT_ARM, "before_srcc_mean").dropna(),
+    )
+    both = after.index.intersection(before.index)
+    if len(both):
+        gain, level = paired_bootstrap(after[both], before[both]), bootstrap_ci(after[both])
+        target = "met" if level.mean >= 0.75 and gain.low > 0 else "not met"
+        lines += [
+            "",
+            f"Learning target (RL2R test SRCC mean-of-8 >= 0.75, CI excluding the warm-up's score): {target}; "
+            f"after RL {level}, gain over the warm-up {gain.mean:+.3f} [{gain.low:+.3f}, {gain.high:+.3f}].",
+        ]
+        results["learning_target"] = {"after": level._asdict(), "gain": gain._asdict(), "verdict": target}
+    flagged = done[done["steps"].notna() & (done["steps"] < done["steps"].max())]
+    if len(flagged):
+        lines.append(f"Runs cut by max_time: {', '.join(flagged['run'])}.")
+    failed = runs[runs["status"] != "done"]
+    if len(failed):
+        lines.append("Unfinished runs: " + ", ".join(f"{r.run} ({r.status})" for r in failed.itertuples()) + ".")
+    table = "\n".join(lines) + "\n"
+    (out / "table.md").write_text(table)
+    results["wall_s"] = wall_s
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+
+    try:
+        scalars = A.load_sweep(study)
+        fig = A.plot_bands(scalars, ["val/srcc", "train/reward_total_mean", "train/parse_fail_rate"], by="arm")
+        fig.savefig(out / "curves.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        fig = A.plot_bands(scalars, ["train/score_std_per_image"], by="arm", smooth=0.6)
+        fig.savefig(out / "score_std.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        fig = A.plot_error_hists(study, by="arm")
+        fig.savefig(out / "errors.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    except FileNotFoundError as e:  # nothing logged yet: the table still says what is missing
+        log.warning("figures skipped: %s", e)
+    return table
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--study-dir", default=str(ROOT / "multirun" / "ablations"))
+    p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "ablations"))
+    p.add_argument("--arms", nargs="+", default=list(ARMS))
+    p.add_argument("--folds", nargs="+", type=int, default=list(FOLDS))
+    p.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    p.add_argument("--steps", type=int, default=STEPS, help="RL steps of every run (trainer.max_steps)")
+    p.add_argument("--max-time", default=MAX_TIME, help="safety cap per RL run (trainer.max_time)")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--smoke", action="store_true", help="1 fold x 1 seed x rl2r + control, 20 steps, tiny warm-up")
+    p.add_argument("--summary-only", action="store_true")
+    p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    study, out = Path(a.study_dir).resolve(), Path(a.out).resolve()
+    clock = study / "study_wall.json"
+    spent = json.loads(clock.read_text())["wall_s"] if clock.is_file() else 0.0
+    codes: list[int] = []
+    if not a.summary_only:
+        if a.smoke:
+            a.folds, a.seeds, a.steps = a.folds[:1], a.seeds[:1], min(a.steps, 20)
+            a.arms = [DEFAULT_ARM, "shuffled_mos"] if a.arms == list(ARMS) else a.arms
+        unknown = [arm for arm in a.arms if not (ROOT / "conf" / "arm" / f"{arm}.yaml").is_file()]
+        if unknown:
+            raise SystemExit(f"unknown arm(s) {unknown}: each arm is a file conf/arm/<arm>.yaml")
+        overrides = [
+            *COMMON,
+            f"trainer.max_steps={a.steps}",
+            f"trainer.max_time={a.max_time}",
+            *(SMOKE if a.smoke else ()),
+            *a.overrides,
+        ]
+        start = time.perf_counter()
+        prepare(overrides)
+        codes = launch(study, shards(a.folds, a.seeds, a.arms, a.jobs), overrides)
+        spent += time.perf_counter() - start
+        study.mkdir(parents=True, exist_ok=True)
+        clock.write_text(json.dumps({"wall_s": round(spent, 1)}))
+        if any(codes):
+            log.warning("some jobs failed (exit codes %s): see %s/logs and the runs' study_run.json", codes, study)
+    print(summarize(study, out, spent or None))
+    if not a.summary_only and any(codes):
+        raise SystemExit(f"runs failed (job exit codes {codes}); re-run the same command to retry only those")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["job"]:
+        sys.argv.pop(1)
+        job_main()
+    else:
+        main()
