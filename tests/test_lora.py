@@ -350,6 +350,14 @@ def test_one_step_changes_only_adapters_and_resume_is_exact(tmp_path, cache_dir)
         assert part.loc[last] == pytest.approx(full.loc[last], rel=1e-4, abs=1e-9), column
     assert _logged(tmp_path / "full", "train/kl").iloc[-1] > 0  # the adapters moved away from the reference
 
+    # prresq.eval / prresq.infer load a LoRA run's .ckpt with its adapters (model.lora from its hyperparameters).
+    last = tmp_path / "part" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+    scorer, _ = load_scoring_model({"dtype": "float32", "attn_implementation": "sdpa"}, checkpoint=last)
+    loaded = scorer.state_dict()
+    assert loaded.keys() == {k[len("policy.") :] for k in state if k.startswith("policy.")}
+    assert all(torch.equal(v, state[f"policy.{k}"]) for k, v in loaded.items())
+    assert any("lora_B" in k and v.abs().max() > 0 for k, v in loaded.items())
     as_full = [o for o in LORA_RUN if not o.startswith("model.lora")]
     wrong = compose_train([*as_full, "trainer.max_steps=3", "ckpt_path=last"], tmp_path / "part", cache_dir)
     with pytest.raises(ValueError, match="the checkpoint is from a LoRA run .* this run is a full fine-tune"):
