@@ -39,6 +39,9 @@ class LoraConfig:
     """The `model.lora` block: one default for every key.
 
     r, alpha, dropout: the adapter rank, scale numerator (update scaled by alpha / r) and input dropout.
+        dropout defaults to 0: the policy's log-probs stay deterministic (the ratio and KL of Eq. 5-6 compare
+        like with like), and each adapted projection does not keep a dropped-out copy of its input for
+        backward (measured: with 0.05 the small model's LoRA step peaked at 0.72x the full step's RSS).
     target_modules: leaf names of the language model's linear layers that get adapters (attention and MLP).
     vision: the vision tower is `frozen`, gets `adapters` on `vision_target_modules`, or is trained in `full`
         (a trainable copy; the reference keeps the original tower).
@@ -47,7 +50,7 @@ class LoraConfig:
 
     r: int = 16
     alpha: float = 32.0
-    dropout: float = 0.05
+    dropout: float = 0.0
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     vision: str = "frozen"
     vision_target_modules: tuple[str, ...] = ("qkv", "proj", "gate_proj", "up_proj", "down_proj")

@@ -182,7 +182,7 @@ def test_at_init_policy_and_reference_agree_and_the_kl_is_exactly_zero(tiny_mode
     Also pins the shared-prefix path for the reference: one vision encoding per rollout pass (generation
     prefill, reference) for the whole batch, not one per completion.
     """
-    module = _module(tiny_model_dir, tmp_path, {"r": 8})  # default dropout 0.05: B = 0 makes it exact anyway
+    module = _module(tiny_model_dir, tmp_path, {"r": 8, "dropout": 0.05})  # dropout on: B = 0 keeps it exact
     assert module.reference is None and module.loss_fn.beta == 0.04
     _decisive(module.policy)
     batch = _batch(module.processor)
