@@ -47,7 +47,16 @@ B, K, NEW_TOKENS, IMAGE = 4, 4, 24, 112
 
 
 def rss_mib() -> float:
+    """Peak RSS of this process so far (MiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def current_rss_mib() -> float:
+    """Resident set size now (MiB), from /proc/self/status."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
 
 
 def build_module(model_dir: Path, mode: str, cache: Path) -> Any:
@@ -122,6 +131,7 @@ def worker(size: str, mode: str, steps: int, cache: Path) -> dict[str, Any]:
     rss_imports = rss_mib()
     torch.manual_seed(0)
     module = build_module(model_dir, mode, cache)
+    rss_loaded = current_rss_mib()  # policy (+ reference copy) in memory, before any step
     opt = torch.optim.AdamW([p for p in module.policy.parameters() if p.requires_grad], lr=1e-4)
     batch = make_batch(module.processor, 0)
     grpo_step(module, opt, batch)  # warm-up (also allocates the optimiser state)
@@ -140,6 +150,8 @@ def worker(size: str, mode: str, steps: int, cache: Path) -> dict[str, Any]:
         "step_s": times,
         "peak_rss_mib": rss_mib(),
         "rss_after_imports_mib": rss_imports,
+        "rss_loaded_mib": rss_loaded,
+        "rss_after_steps_mib": current_rss_mib(),
         "params_total": total,
         "params_trainable": trainable,
         "reference_copy_params": copies,
@@ -177,8 +189,8 @@ def main() -> None:
             )
     lines = [
         "| model | policy | params | trainable | reference copy | step (s, median) | peak RSS (MiB) "
-        "| RSS above imports (MiB) | LoRA / full peak RSS |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| RSS above imports (MiB) | RSS loaded / after steps (MiB) | LoRA / full peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         full = next(r for r in rows if r["size"] == row["size"] and r["mode"] == "full")
@@ -186,7 +198,8 @@ def main() -> None:
         lines.append(
             f"| {row['size']} | {row['mode']} | {row['params_total'] / 1e6:.2f} M | {row['params_trainable'] / 1e6:.3f} M "
             f"| {row['reference_copy_params'] / 1e6:.2f} M | {row['step_s_median']:.2f} | {row['peak_rss_mib']:.0f} "
-            f"| {row['peak_rss_mib'] - row['rss_after_imports_mib']:.0f} | {ratio:.2f}x |"
+            f"| {row['peak_rss_mib'] - row['rss_after_imports_mib']:.0f} "
+            f"| {row['rss_loaded_mib']:.0f} / {row['rss_after_steps_mib']:.0f} | {ratio:.2f}x |"
         )
     table = "\n".join(lines)
     print(table)
