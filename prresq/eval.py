@@ -48,6 +48,7 @@ from prresq.data.benchmarks import Benchmark, load_benchmark_config
 from prresq.data.collate import PromptCollator
 from prresq.data.dataflow import Flow, build_flow
 from prresq.data.records import Record
+from prresq.lora import is_adapter_dir
 from prresq.metrics import correlation_table, summary_table, write_results
 from prresq.models import ensure_model_dir, load_policy, load_processor
 from prresq.scoring import ScoringConfig, score_loader
@@ -109,11 +110,11 @@ def load_scoring_model(
     """
     dtype = model_cfg.get("dtype", "float32")
     attn = model_cfg.get("attn_implementation", "sdpa")
-    state = None
+    state, hp_model = None, {}
     if checkpoint is None:
         model_dir = ensure_model_dir(model_cfg["name_or_path"], model_cfg.get("tiny"))
-    elif Path(checkpoint).is_dir() and (Path(checkpoint) / "config.json").exists():
-        model_dir = Path(checkpoint)
+    elif Path(checkpoint).is_dir() and (is_adapter_dir(checkpoint) or (Path(checkpoint) / "config.json").exists()):
+        model_dir = Path(checkpoint)  # a full export, or a LoRA adapter export (loaded onto its base model)
     else:
         hparams, state = read_lightning_checkpoint(checkpoint)
         hp_model = dict(hparams.get("model") or {})
@@ -126,7 +127,8 @@ def load_scoring_model(
         min_pixels = min_pixels if min_pixels is not None else hparams.get("min_pixels")
         max_pixels = max_pixels if max_pixels is not None else hparams.get("max_pixels")
     processor = load_processor(model_dir, min_pixels, max_pixels)
-    model = load_policy(model_dir, dtype=dtype, attn_implementation=attn)
+    lora = hp_model.get("lora") if state is not None else None  # a LoRA run's .ckpt holds its adapters
+    model = load_policy(model_dir, dtype=dtype, attn_implementation=attn, lora=lora)
     if state is not None:
         missing, unexpected = model.load_state_dict(state, strict=False)
         tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()

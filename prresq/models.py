@@ -275,10 +275,32 @@ def load_policy(
     gradient_checkpointing: bool = False,
     freeze_vision: bool = False,
     tiny: dict[str, Any] | None = None,
+    lora: Any = None,
 ) -> nn.Module:
-    """Load a Qwen2.5-VL policy from a local directory (Eq. 5's pi_theta)."""
+    """Load a Qwen2.5-VL policy from a local directory (Eq. 5's pi_theta).
+
+    `lora` (the `model.lora` block, see `prresq.lora.LoraConfig`) injects fresh adapters. A directory
+    written by an adapter export is loaded as its base model plus those adapters.
+    """
     from transformers import AutoModelForImageTextToText
 
+    from prresq.lora import LoraConfig, adapter_base, apply_lora, is_adapter_dir, load_adapter
+
+    spec = LoraConfig.from_mapping(lora)
+    if spec is not None and freeze_vision and spec.vision != "frozen":
+        raise ValueError(f"model.freeze_vision=true contradicts model.lora.vision={spec.vision!r}; set one of them")
+    if is_adapter_dir(name_or_path):
+        if spec is not None:
+            raise ValueError(
+                f"{name_or_path} is a LoRA adapter export; model.lora must be null to load it "
+                "(new adapters go on a full model directory)"
+            )
+        base = load_policy(adapter_base(name_or_path), dtype, attn_implementation, gradient_checkpointing=False)
+        model = load_adapter(base, name_or_path)
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+        return model
     path = ensure_model_dir(name_or_path, tiny)
     if dtype not in _DTYPES:
         raise ValueError(f"model.dtype={dtype!r}: expected one of {sorted(_DTYPES)}")
@@ -288,10 +310,12 @@ def load_policy(
     model = AutoModelForImageTextToText.from_pretrained(
         str(path), dtype=_DTYPES[dtype], attn_implementation=attn_implementation
     )
+    if spec is not None:
+        apply_lora(model, spec, base_dir=path)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
-    if freeze_vision:
+    if freeze_vision and spec is None:  # with LoRA, model.lora.vision decides
         for p in model.model.visual.parameters():
             p.requires_grad_(False)
     return model

@@ -9,7 +9,8 @@ One training step, top to bottom:
    (`reward.scope=local`, released) or, gathered under DDP, of the global step (`global`) (Eq. 1-3);
    each process keeps its own rows. The reward mix (Hydra `reward` group) returns per-term rewards and their weighted sum.
 3. **Advantages** (Eq. 4): group-standardised over the K completions of each image.
-4. **Log-probs**. Reference log-probs (frozen copy, only when beta > 0) and, with
+4. **Log-probs**. Reference log-probs (only when beta > 0: a frozen copy, or with LoRA the policy
+   with its adapters disabled) and, with
    `num_iterations` > 1, the old policy's log-probs at sampling time.
 5. **Policy update**. `num_iterations` optimiser steps on this rollout, each over micro-batches
    of completions, minimising the clipped GRPO objective with the k3 KL (Eq. 5-6). One rollout
@@ -33,6 +34,7 @@ from lightning.pytorch.core.optimizer import do_nothing_closure
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from prresq.lora import check_checkpoint_kind, has_adapters, merge_adapters, reference_model, save_adapter
 from prresq.loss import GRPOLoss, micro_batched_backward
 from prresq.metrics import plcc, srcc
 from prresq.models import load_policy, load_processor, load_reference, vision_token_ids
@@ -80,6 +82,7 @@ class GRPOModule(L.LightningModule):
             gradient_checkpointing=model_cfg.get("gradient_checkpointing", False),
             freeze_vision=model_cfg.get("freeze_vision", False),
             tiny=model_cfg.get("tiny"),
+            lora=model_cfg.get("lora"),
         )
         loss_cfg = dict(hp.loss)
         self.loss_fn = GRPOLoss(
@@ -89,8 +92,10 @@ class GRPOModule(L.LightningModule):
             aggregation=loss_cfg.get("aggregation", "sequence"),
             max_tokens=loss_cfg.get("max_tokens") or self.grpo["max_new_tokens"],
         )
-        # beta = 0 loads no reference model at all (no second copy in memory).
-        self.reference = load_reference(self.policy) if self.loss_fn.beta != 0.0 else None
+        # beta = 0 loads no reference model at all (no second copy in memory); with LoRA the reference is
+        # the policy with its adapters disabled (prresq.lora.reference_model).
+        copy_reference = self.loss_fn.beta != 0.0 and not has_adapters(self.policy)
+        self.reference = load_reference(self.policy) if copy_reference else None
         self.policy.train()
         self.rewards = build_reward_mix(dict(hp.reward))
         self.scoring = ScoringConfig(**{**dict(hp.scoring), "num_aspects": num_aspects})
@@ -141,8 +146,9 @@ class GRPOModule(L.LightningModule):
         old_logp = ref_logp = None
         if int(self.grpo.get("num_iterations", 1)) > 1:
             old_logp = self._logprobs(self.policy, expanded, completion, mask)
-        if self.reference is not None:
-            ref_logp = self._logprobs(self.reference, expanded, completion, mask)
+        if self.loss_fn.beta != 0.0:
+            with reference_model(self.policy, self.reference) as reference:
+                ref_logp = self._logprobs(reference, expanded, completion, mask)
         return dict(
             inputs=expanded,
             completion=completion,
@@ -351,6 +357,7 @@ class GRPOModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Applied at the first training batch after resuming: creating the data iterator in between
         # draws from the global RNG, which the uninterrupted run did before the checkpoint was taken.
+        check_checkpoint_kind(checkpoint.get("state_dict") or {}, has_adapters(self.policy), "ckpt_path")
         self._pending_rng = checkpoint.get("rng_states")
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -365,7 +372,16 @@ class GRPOModule(L.LightningModule):
         self._shuffle_gen.set_state(states["shuffle_mos"])
 
     def export(self, out_dir: str) -> None:
-        """Write the policy + processor with `save_pretrained`, loadable by `prresq.models.load_policy`."""
+        """Write the policy + processor with `save_pretrained`, loadable by `prresq.models.load_policy`.
+
+        With LoRA, `model.lora.export` chooses the adapter alone or the merged model (merged in place: last step).
+        """
+        if has_adapters(self.policy):
+            if self.policy.prresq_lora.export == "adapter":
+                save_adapter(self.policy, out_dir)
+                self.processor.save_pretrained(out_dir)
+                return
+            merge_adapters(self.policy)
         self.policy.save_pretrained(out_dir)
         self.processor.save_pretrained(out_dir)
 
