@@ -23,6 +23,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from prresq.checkpointing import LocalCheckpointIO
 from prresq.models import ensure_model_dir, load_policy, load_processor
 from prresq.module import GRPOModule
 from prresq.scoring import ScoringConfig, correlations, score_loader
@@ -56,7 +57,10 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         spec.pop("enabled")
         callbacks.append(instantiate(spec))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    return instantiate(cfg.trainer, strategy=build_strategy(cfg), callbacks=callbacks, logger=loggers or False)
+    strategy = build_strategy(cfg)
+    # Checkpoint files are written beside their target and read with weights_only=True (prresq.checkpointing).
+    plugins = [] if type(strategy).__name__.startswith("DeepSpeed") else [LocalCheckpointIO()]
+    return instantiate(cfg.trainer, strategy=strategy, callbacks=callbacks, logger=loggers or False, plugins=plugins)
 
 
 def scoring_config(cfg: DictConfig) -> ScoringConfig:
