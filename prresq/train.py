@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from prresq.checkpointing import LocalCheckpointIO
+from prresq.config_checks import check_train_config
 from prresq.models import ensure_model_dir, load_policy, load_processor
 from prresq.module import GRPOModule
 from prresq.scoring import ScoringConfig, correlations, score_loader
@@ -128,6 +129,7 @@ def resolve_ckpt(cfg: DictConfig) -> str | None:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Everything `python -m prresq.train` does; returns the before/after held-out metrics."""
+    check_train_config(cfg)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     L.seed_everything(cfg.seed, workers=True)
