@@ -27,6 +27,7 @@ from prresq.checkpointing import LocalCheckpointIO
 from prresq.config_checks import check_train_config
 from prresq.models import ensure_model_dir, load_policy, load_processor
 from prresq.module import GRPOModule
+from prresq.run_dir import claim_run_dir, is_global_rank_zero, is_resume
 from prresq.scoring import ScoringConfig, correlations, score_loader
 
 log = logging.getLogger("prresq.train")
@@ -117,19 +118,39 @@ def evaluate(module: GRPOModule, loader: Any, scoring: ScoringConfig, desc: str)
 
 
 def resolve_ckpt(cfg: DictConfig) -> str | None:
+    """`ckpt_path=last`: the newest `last*.ckpt` of this run directory (`last-vN.ckpt` of older layouts too)."""
     ckpt = cfg.get("ckpt_path")
     if ckpt == "last":
-        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-        if not path.exists():
-            log.warning("ckpt_path=last: no %s yet, starting from scratch", path)
+        folder = Path(cfg.paths.output_dir) / "checkpoints"
+        candidates = sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+        if not candidates:
+            log.warning("ckpt_path=last: no %s yet, starting from scratch", folder / "last.ckpt")
             return None
-        return str(path)
+        if len(candidates) > 1:
+            log.warning("ckpt_path=last: %s; resuming the newest, %s", [p.name for p in candidates], candidates[-1])
+        return str(candidates[-1])
     return ckpt
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Everything `python -m prresq.train` does; returns the before/after held-out metrics."""
+    """Everything `python -m prresq.train` does; returns the before/after held-out metrics.
+
+    The config is checked first (`prresq.config_checks`), then the run directory is claimed
+    (`prresq.run_dir`: one run per directory, resume or `overwrite_run_dir=true` into a used one).
+    """
     check_train_config(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    claim = None
+    if is_global_rank_zero():
+        claim = claim_run_dir(out_dir, is_resume(cfg.get("ckpt_path"), out_dir), bool(cfg.get("overwrite_run_dir")))
+    try:
+        return _train(cfg)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     L.seed_everything(cfg.seed, workers=True)
