@@ -315,8 +315,8 @@ class UnsafeCheckpointError(ValueError):
 def load_checkpoint_file(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
     """`torch.load(weights_only=True)` of a `.ckpt` (tensors, numbers, strings, containers only).
 
-    Anything else is refused with `UnsafeCheckpointError` naming the file and the object that asked
-    to be unpickled: a crafted checkpoint can run arbitrary code through the full unpickler, and
+    A truncated or corrupt file is a `ValueError` naming it. Anything else is refused with
+    `UnsafeCheckpointError` naming the file and the object that asked to be unpickled: a crafted checkpoint can run arbitrary code through the full unpickler, and
     `prresq.train` never writes such objects (its RNG states are stored as plain tensors and tuples).
     """
     path = Path(path)
@@ -331,6 +331,12 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu", mmap: bool
             f"refusing to load checkpoint {path}: it holds objects that only the full unpickler can build, "
             f"which could run code ({reason}). Checkpoints written by prresq.train load with "
             "weights_only=True; do not load files from untrusted sources."
+        ) from None
+    except (EOFError, OSError, RuntimeError) as err:
+        size = path.stat().st_size
+        raise ValueError(
+            f"checkpoint {path} ({size} bytes) is not a readable torch checkpoint: truncated or corrupt "
+            f"({type(err).__name__}: {str(err) or 'unexpected end of file'})"
         ) from None
 
 

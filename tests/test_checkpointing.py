@@ -193,3 +193,14 @@ def test_resume_after_kill_during_validation_equals_the_uninterrupted_run(tmp_pa
     pd.testing.assert_frame_equal(got, want, rtol=1e-6, atol=1e-9)
     val = "val/parse_fail_rate"
     assert sorted(resumed.dropna(subset=[val])["step"]) == sorted(full.dropna(subset=[val])["step"]) == [3, 7, 11]
+
+
+@pytest.mark.parametrize("size", [0, 5000])
+def test_truncated_checkpoint_is_a_named_error(tmp_path, size):
+    """A zero-byte or cut-off .ckpt gives a ValueError naming the file (before: a bare EOFError / OSError)."""
+    whole = tmp_path / "whole.ckpt"
+    torch.save({"state_dict": {"policy.w": torch.zeros(4096)}, "hyper_parameters": {}}, whole)
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(whole.read_bytes()[:size])
+    with pytest.raises(ValueError, match=rf"cut\.ckpt \({size} bytes\) is not a readable torch checkpoint"):
+        read_lightning_checkpoint(cut)
