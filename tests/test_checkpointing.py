@@ -193,6 +193,10 @@ def test_resume_after_kill_during_validation_equals_the_uninterrupted_run(tmp_pa
     pd.testing.assert_frame_equal(got, want, rtol=1e-6, atol=1e-9)
     val = "val/parse_fail_rate"
     assert sorted(resumed.dropna(subset=[val])["step"]) == sorted(full.dropna(subset=[val])["step"]) == [3, 7, 11]
+    val_columns = [c for c in full.columns if c.startswith("val/")]
+    want_val = full.dropna(subset=[val]).set_index("step")[val_columns]
+    got_val = resumed.dropna(subset=[val]).set_index("step")[val_columns]
+    pd.testing.assert_frame_equal(got_val, want_val, rtol=1e-6, atol=1e-9)  # the re-run step-8 validation too
 
 
 @pytest.mark.parametrize("size", [0, 5000])
