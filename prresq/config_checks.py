@@ -58,8 +58,9 @@ def _check_k(key: str, k: Any, problems: list[str]) -> int | None:
         return None
     if int(k) < 2:
         problems.append(
-            f"{key}={k}: K < 2 completions per image; the group-standardised advantage (r - mean) / std "
-            "over one completion is 0, so every loss and gradient would be 0. Use K >= 2"
+            f"{key}={k}: K < 2 completions per image; the group-standardised advantage (r - mean) / std needs "
+            f"at least 2 completions of an image, so with K = {k} every advantage, loss and gradient would be 0 "
+            "(or the rollout fails). Use K >= 2"
         )
         return None
     return int(k)
