@@ -50,7 +50,7 @@ from prresq.data.dataflow import Flow, build_flow
 from prresq.data.records import Record
 from prresq.lora import is_adapter_dir
 from prresq.metrics import correlation_table, summary_table, write_results
-from prresq.models import ensure_model_dir, load_policy, load_processor
+from prresq.models import ensure_model_dir, load_checkpoint_file, load_policy, load_processor
 from prresq.scoring import ScoringConfig, score_loader
 
 log = logging.getLogger("prresq.eval")
@@ -86,7 +86,7 @@ def read_lightning_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[st
             "first (lightning.pytorch.utilities.deepspeed.convert_zero_checkpoint_to_fp32_state_dict); an "
             "exported model directory needs a config.json"
         )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    ckpt = load_checkpoint_file(path, mmap=True)
     state = ckpt.get("state_dict") or {}
     policy = {k[len("policy.") :]: v for k, v in state.items() if k.startswith("policy.")}
     if not policy:

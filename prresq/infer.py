@@ -1,14 +1,16 @@
 """Batch inference: `python -m prresq.infer input=... [output=...] [checkpoint=...]` (Hydra).
 
     python -m prresq.infer input=photos/ output=scores.csv                      # a folder, recursively
+    python -m prresq.infer input=photo.png                                      # one image (or video)
     python -m prresq.infer input=list.txt output=scores.jsonl scoring.mode=both scoring.n=8
     python -m prresq.infer input=items.jsonl checkpoint=outputs/train/RUN/checkpoints/last.ckpt \
         model=qwen2_5_vl_7b prompt=preresq_iqa
     python -m prresq.infer input=clips/ dataflow@video_dataflow=video_native output=clips.csv
 
-Inputs: a folder (every file below it with an image or video extension, sorted), a text file with
-one path per line (blank lines and `#` comments ignored), or a JSONL whose rows name the file in
-`path`, `media`, `image` or `video` (a list: its first entry). Relative paths in a list or JSONL
+Inputs: a folder (every file below it with an image or video extension, sorted), one image or video
+file, a text file with one path per line (blank lines and `#` comments ignored), or a JSONL whose
+rows name the file in `path`, `media`, `image` or `video` (a list: its first entry). A file is
+recognised by its extension, else by its content (`input_kind`); anything else is a clear error. Relative paths in a list or JSONL
 are relative to that file's folder. Images go through the `dataflow` flow, videos (by extension)
 through `video_dataflow`; both use the prompt group's evaluation text and the shared scoring path
 (`prresq.scoring.score_batch`).
@@ -65,7 +67,11 @@ def is_video(path: str | Path) -> bool:
 
 def _jsonl_paths(path: Path) -> list[str]:
     out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"input={path}: a JSONL must be UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -81,19 +87,78 @@ def _jsonl_paths(path: Path) -> list[str]:
     return out
 
 
+LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list"})
+SNIFF_BYTES = 8192
+
+
+def _is_image_file(path: Path) -> bool:
+    """Whether PIL recognises the file's header (an image without a known extension)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def input_kind(src: Path) -> str:
+    """`media`, `jsonl` or `list` for an input file: by extension, else by content; `DataError` otherwise.
+
+    A known image or video extension is one media file, `.jsonl` a JSONL, `.txt`/`.lst`/`.list` a text
+    list. Any other file: an image PIL recognises is one media file; UTF-8 text whose first entry
+    starts with `{` is a JSONL, other UTF-8 text a list; anything else is refused.
+    """
+    suffix = src.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS:
+        return "media"
+    if suffix == ".jsonl":
+        return "jsonl"
+    if suffix in LIST_EXTENSIONS:
+        return "list"
+    if _is_image_file(src):
+        return "media"
+    with src.open("rb") as f:
+        head = f.read(SNIFF_BYTES)
+    try:
+        text = head.decode("utf-8") if b"\0" not in head else None
+    except UnicodeDecodeError as exc:  # a multi-byte character cut at the end of the sample is still text
+        text = head[: exc.start].decode("utf-8") if exc.start > len(head) - 4 else None
+    if text is None:
+        raise DataError(
+            f"input={src}: neither an image or video (extensions {sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)}) "
+            "nor a text list of paths or a .jsonl: it is binary and PIL does not recognise it as an image"
+        )
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")), "")
+    return "jsonl" if first.startswith("{") else "list"
+
+
+def _text_lines(src: Path) -> list[str]:
+    try:
+        text = src.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"input={src}: a list of paths must be UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    lines = (ln.strip() for ln in text.splitlines())
+    return [ln for ln in lines if ln and not ln.startswith("#")]
+
+
 def list_inputs(source: str | Path) -> list[str]:
-    """The media paths named by a folder (recursive, by extension), a text list or a JSONL, in order, deduplicated."""
+    """The media paths named by a folder (recursive, by extension), one media file, a text list or a JSONL.
+
+    In order, deduplicated; how a file is recognised: `input_kind`.
+    """
     src = Path(source).expanduser()
     if src.is_dir():
         exts = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
         return sorted(str(f) for f in src.rglob("*") if f.is_file() and f.suffix.lower() in exts)
     if not src.is_file():
-        raise FileNotFoundError(f"input={source}: no such folder or file (a folder, a .txt list or a .jsonl)")
-    if src.suffix.lower() == ".jsonl":
-        names = _jsonl_paths(src)
-    else:
-        lines = (ln.strip() for ln in src.read_text(encoding="utf-8").splitlines())
-        names = [ln for ln in lines if ln and not ln.startswith("#")]
+        raise FileNotFoundError(
+            f"input={source}: no such folder or file (a folder, an image or video, a .txt list or a .jsonl)"
+        )
+    kind = input_kind(src)
+    if kind == "media":
+        return [str(src)]
+    names = _jsonl_paths(src) if kind == "jsonl" else _text_lines(src)
     paths = [n if Path(n).expanduser().is_absolute() else str(src.parent / n) for n in names]
     return list(dict.fromkeys(paths))
 

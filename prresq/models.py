@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -329,6 +330,38 @@ def load_reference(policy: nn.Module) -> nn.Module:
     ref.requires_grad_(False)
     ref.eval()
     return ref
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint file that would need to run pickled code to load; it is never unpickled."""
+
+
+def load_checkpoint_file(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """`torch.load(weights_only=True)` of a `.ckpt` (tensors, numbers, strings, containers only).
+
+    A truncated or corrupt file is a `ValueError` naming it. Anything else is refused with
+    `UnsafeCheckpointError` naming the file and the object that asked to be unpickled: a crafted checkpoint can run arbitrary code through the full unpickler, and
+    `prresq.train` never writes such objects (its RNG states are stored as plain tensors and tuples).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist or is not a file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        parts = [p.strip() for p in str(err).split("\n") if p.strip()]
+        reason = next((p for p in parts if "GLOBAL" in p or "Unsupported" in p), parts[-1] if parts else "")
+        raise UnsafeCheckpointError(
+            f"refusing to load checkpoint {path}: it holds objects that only the full unpickler can build, "
+            f"which could run code ({reason}). Checkpoints written by prresq.train load with "
+            "weights_only=True; do not load files from untrusted sources."
+        ) from None
+    except (EOFError, OSError, RuntimeError) as err:
+        size = path.stat().st_size
+        raise ValueError(
+            f"checkpoint {path} ({size} bytes) is not a readable torch checkpoint: truncated or corrupt "
+            f"({type(err).__name__}: {str(err) or 'unexpected end of file'})"
+        ) from None
 
 
 def vision_token_ids(tokenizer: Any) -> list[int]:

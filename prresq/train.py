@@ -23,8 +23,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from prresq.checkpointing import LocalCheckpointIO
+from prresq.config_checks import check_train_config
 from prresq.models import ensure_model_dir, load_policy, load_processor
 from prresq.module import GRPOModule
+from prresq.run_dir import claim_run_dir, is_global_rank_zero, is_resume
 from prresq.scoring import ScoringConfig, correlations, score_loader
 
 log = logging.getLogger("prresq.train")
@@ -56,7 +59,10 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         spec.pop("enabled")
         callbacks.append(instantiate(spec))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    return instantiate(cfg.trainer, strategy=build_strategy(cfg), callbacks=callbacks, logger=loggers or False)
+    strategy = build_strategy(cfg)
+    # Checkpoint files are written beside their target and read with weights_only=True (prresq.checkpointing).
+    plugins = [] if type(strategy).__name__.startswith("DeepSpeed") else [LocalCheckpointIO()]
+    return instantiate(cfg.trainer, strategy=strategy, callbacks=callbacks, logger=loggers or False, plugins=plugins)
 
 
 def scoring_config(cfg: DictConfig) -> ScoringConfig:
@@ -130,18 +136,39 @@ def evaluate(
 
 
 def resolve_ckpt(cfg: DictConfig) -> str | None:
+    """`ckpt_path=last`: the newest `last*.ckpt` of this run directory (`last-vN.ckpt` of older layouts too)."""
     ckpt = cfg.get("ckpt_path")
     if ckpt == "last":
-        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-        if not path.exists():
-            log.warning("ckpt_path=last: no %s yet, starting from scratch", path)
+        folder = Path(cfg.paths.output_dir) / "checkpoints"
+        candidates = sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+        if not candidates:
+            log.warning("ckpt_path=last: no %s yet, starting from scratch", folder / "last.ckpt")
             return None
-        return str(path)
+        if len(candidates) > 1:
+            log.warning("ckpt_path=last: %s; resuming the newest, %s", [p.name for p in candidates], candidates[-1])
+        return str(candidates[-1])
     return ckpt
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Everything `python -m prresq.train` does; returns the before/after held-out metrics."""
+    """Everything `python -m prresq.train` does; returns the before/after held-out metrics.
+
+    The config is checked first (`prresq.config_checks`), then the run directory is claimed
+    (`prresq.run_dir`: one run per directory, resume or `overwrite_run_dir=true` into a used one).
+    """
+    check_train_config(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    claim = None
+    if is_global_rank_zero():
+        claim = claim_run_dir(out_dir, is_resume(cfg.get("ckpt_path"), out_dir), bool(cfg.get("overwrite_run_dir")))
+    try:
+        return _train(cfg)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     L.seed_everything(cfg.seed, workers=True)

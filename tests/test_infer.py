@@ -145,3 +145,35 @@ def test_images_and_videos_in_one_folder(tmp_path, synthetic_iqa, tiny_model_dir
     assert list(rows) == ["a.png", "b.mp4", "c.mp4"]
     assert not rows["a.png"]["status"].startswith("error") and not rows["b.mp4"]["status"].startswith("error")
     assert rows["c.mp4"]["status"].startswith("error: ") and summary["error"] == 1
+
+
+def test_single_image_file_is_scored(tmp_path, synthetic_iqa, tiny_model_dir):
+    """`input=photo.png` scores that one file (it raised UnicodeDecodeError: read as a text list)."""
+    photo = tmp_path / "photo.png"
+    shutil.copy(sorted((synthetic_iqa / "images").rglob("*.png"))[0], photo)
+    out = tmp_path / "one.csv"
+    summary = run(compose_infer([f"input={photo}", f"output={out}"], tmp_path, tiny_model_dir))
+    rows = _read_csv(out)
+    assert summary["inputs"] == 1 and summary["ok"] + summary["no_answer"] == 1
+    assert [r["path"] for r in rows] == [str(photo)] and not rows[0]["status"].startswith("error")
+
+
+def test_input_files_recognised_by_extension_or_content(tmp_path):
+    """Media by extension or by its header, lists by extension or content; binary junk is a clear DataError."""
+    from prresq.data.records import DataError
+
+    for name in ("clip.MP4", "photo.png"):
+        (tmp_path / name).write_bytes(b"")
+        assert list_inputs(tmp_path / name) == [str(tmp_path / name)]
+    Image.new("RGB", (8, 8)).save(tmp_path / "scan.img", format="PNG")  # an image under an unknown extension
+    assert list_inputs(tmp_path / "scan.img") == [str(tmp_path / "scan.img")]
+    (tmp_path / "paths.dat").write_text("a.png\n# note\nb.jpg\n")
+    assert list_inputs(tmp_path / "paths.dat") == [str(tmp_path / "a.png"), str(tmp_path / "b.jpg")]
+    (tmp_path / "rows.json").write_text('{"path": "c.png"}\n{"media": ["d.mp4"]}\n')
+    assert list_inputs(tmp_path / "rows.json") == [str(tmp_path / "c.png"), str(tmp_path / "d.mp4")]
+    (tmp_path / "junk.bin").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(DataError, match=r"junk\.bin: neither an image or video .* binary"):
+        list_inputs(tmp_path / "junk.bin")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9.png\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1\.txt: a list of paths must be UTF-8"):
+        list_inputs(tmp_path / "latin1.txt")

@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from PIL import Image
 
-from prresq.data.media import load_image
+from prresq.data.media import DEFAULT_MAX_PIXELS, load_image
 
 
 @dataclass
@@ -56,16 +56,22 @@ def register_flow(name: str) -> Callable[[type], type]:
 
 @register_flow("image")
 class ImageFlow:
-    """IQA: the image, then the prompt text (VisualQuality-R1 and PreResQ-R1 IQA)."""
+    """IQA: the image, then the prompt text (VisualQuality-R1 and PreResQ-R1 IQA).
+
+    `max_image_pixels` (width x height, None = no limit) refuses larger images as bad samples.
+    """
+
+    def __init__(self, max_image_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+        self.max_image_pixels = max_image_pixels
 
     def __call__(self, media_path: Path, prompt: str) -> FlowOutput:
         return FlowOutput(
             content=[{"type": "image"}, {"type": "text", "text": prompt}],
-            images=[load_image(media_path)],
+            images=[load_image(media_path, self.max_image_pixels)],
         )
 
     def __repr__(self) -> str:
-        return "ImageFlow()"
+        return f"ImageFlow(max_image_pixels={self.max_image_pixels})"
 
 
 def _resolve(target: str | Callable[..., Flow]) -> Callable[..., Flow]:

@@ -1,0 +1,171 @@
+"""Start-up checks of a training config: settings that would train nothing, or fail deep inside a step.
+
+`check_train_config(cfg)` runs before any data or model is built (`prresq.train.run`) and raises
+one `ConfigError` listing every problem, each as `<config key>=<value>: <reason>`. What it catches:
+
+- `grpo.k` < 2: the group advantage (VisualQuality-R1 Eq. 4, (r_k - mean) / std over the K
+  completions of an image) is 0 for a single completion, so the loss and gradient are 0 at every step
+  (K = 0 fails later in a reshape). The same for every `schedule.stage*.k` of an enabled schedule.
+- An all-zero reward mix (every `reward.<term>.weight` is 0, or no term): the total reward, hence every
+  advantage, is 0.
+- `grpo.micro_batch_size` that does not divide B*K (B = `data.batch_size`, completions per step and
+  process), or, on the shared-prefix path, is not a whole number of groups of K (it would be rounded).
+- `grpo.num_iterations` < 1, `grpo.max_new_tokens` < 1, `grpo.temperature` <= 0, `grpo.top_p` outside
+  (0, 1], `data.batch_size` < 1, `optim.lr` <= 0, `loss.beta` < 0, `loss.eps_low` / `loss.eps_high` < 0,
+  `scoring.score_low` >= `scoring.score_high`, `scoring.n` < 1 when sampling, `trainer.max_steps` = 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A training config that cannot train; the message lists every offending key and why."""
+
+
+def _plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def _section(cfg: DictConfig | Mapping[str, Any], key: str) -> dict[str, Any]:
+    """One top-level group as plain data (only this part is resolved: paths may need a Hydra run)."""
+    node = cfg.get(key)
+    return dict(_plain(node) or {}) if node is not None else {}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _is_int(value: Any) -> bool:
+    number = _number(value)
+    return number is not None and math.isfinite(number) and number == int(number)
+
+
+def _check_k(key: str, k: Any, problems: list[str]) -> int | None:
+    if not _is_int(k):
+        problems.append(f"{key}={k!r}: must be an integer >= 2 (completions per image)")
+        return None
+    if int(k) < 2:
+        problems.append(
+            f"{key}={k}: K < 2 completions per image; the group-standardised advantage (r - mean) / std needs "
+            f"at least 2 completions of an image, so with K = {k} every advantage, loss and gradient would be 0 "
+            "(or the rollout fails). Use K >= 2"
+        )
+        return None
+    return int(k)
+
+
+def _reward_weights(reward: Mapping[str, Any]) -> dict[str, float]:
+    """`{term: weight}` of the reward mix (mapping entries only: other keys are not reward terms)."""
+    weights = {}
+    for key, node in reward.items():
+        if isinstance(node, Mapping):
+            number = _number(node.get("weight", 1.0))
+            weights[str(key)] = float("nan") if number is None else number
+    return weights
+
+
+def _check_micro_batch(grpo: Mapping[str, Any], batch_size: int | None, k: int, problems: list[str]) -> None:
+    micro = grpo.get("micro_batch_size")
+    if micro is None:
+        return
+    if not _is_int(micro) or int(micro) < 1:
+        problems.append(f"grpo.micro_batch_size={micro!r}: must be a positive integer (completions) or null")
+        return
+    micro = int(micro)
+    if batch_size is not None and (batch_size * k) % micro:
+        problems.append(
+            f"grpo.micro_batch_size={micro}: must divide B*K = data.batch_size*grpo.k = {batch_size}*{k} = "
+            f"{batch_size * k} (completions per step and process)"
+        )
+    elif grpo.get("shared_prefix", True) and micro % k:
+        problems.append(
+            f"grpo.micro_batch_size={micro}: with grpo.shared_prefix=true a micro-batch holds whole groups of "
+            f"grpo.k={k} completions; use a multiple of {k}"
+        )
+
+
+def check_train_config(cfg: DictConfig | Mapping[str, Any]) -> None:
+    """Raise `ConfigError` naming every key of `cfg` that would make training a no-op or fail mid-step."""
+    problems: list[str] = []
+    grpo = _section(cfg, "grpo")
+    batch_size = (cfg.get("data") or {}).get("batch_size")
+    if not _is_int(batch_size) or int(batch_size) < 1:
+        problems.append(f"data.batch_size={batch_size!r}: must be an integer >= 1 (images per step and process)")
+        batch_size = None
+    else:
+        batch_size = int(batch_size)
+    k = _check_k("grpo.k", grpo.get("k"), problems)
+    if k is not None:
+        _check_micro_batch(grpo, batch_size, k, problems)
+    schedule = _section(cfg, "schedule")
+    if schedule.get("enabled", False):
+        for stage in ("stage1", "stage2"):
+            if isinstance(schedule.get(stage), Mapping) and "k" in schedule[stage]:
+                stage_k = _check_k(f"schedule.{stage}.k", schedule[stage]["k"], problems)
+                if stage_k is not None:
+                    _check_micro_batch(grpo, batch_size, stage_k, problems)
+
+    reward = _section(cfg, "reward")
+    weights = _reward_weights(reward)
+    if not weights:
+        problems.append("reward: no reward term; every reward and advantage would be 0")
+    elif all(w == 0 for w in weights.values()):
+        listed = ", ".join(f"reward.{key}.weight=0" for key in weights)
+        problems.append(f"{listed}: all reward weights are 0; every reward and advantage would be 0")
+    for key, weight in weights.items():
+        if not math.isfinite(weight):
+            problems.append(f"reward.{key}.weight={reward[key].get('weight')!r}: must be a finite number")
+
+    for key, low, why in (
+        ("num_iterations", 1, "optimiser steps per rollout batch"),
+        ("max_new_tokens", 1, "tokens per completion"),
+    ):
+        value = grpo.get(key)
+        if value is not None and (not _is_int(value) or int(value) < low):
+            problems.append(f"grpo.{key}={value!r}: must be an integer >= {low} ({why})")
+    temperature = _number(grpo.get("temperature", 1.0))
+    if temperature is None or not temperature > 0:
+        problems.append(f"grpo.temperature={grpo.get('temperature')!r}: must be > 0 (sampling divides logits by it)")
+    top_p = _number(grpo.get("top_p", 1.0))
+    if top_p is None or not 0 < top_p <= 1:
+        problems.append(f"grpo.top_p={grpo.get('top_p')!r}: must be in (0, 1]")
+
+    optim = _section(cfg, "optim")
+    lr = _number(optim.get("lr", 1.0))
+    if lr is None or not lr > 0:
+        problems.append(f"optim.lr={optim.get('lr')!r}: must be > 0, or the policy never changes")
+    loss = _section(cfg, "loss")
+    for key in ("beta", "eps_low", "eps_high"):
+        value = loss.get(key)
+        if value is not None and not (_number(value) is not None and _number(value) >= 0):
+            problems.append(f"loss.{key}={value!r}: must be a number >= 0")
+
+    scoring = _section(cfg, "scoring")
+    low, high = _number(scoring.get("score_low", 1.0)), _number(scoring.get("score_high", 5.0))
+    if low is None or high is None or not low < high:
+        problems.append(
+            f"scoring.score_low={scoring.get('score_low')!r}, scoring.score_high={scoring.get('score_high')!r}: "
+            "score_low must be below score_high"
+        )
+    n = scoring.get("n")
+    if scoring.get("mode", "both") in ("sample", "both") and n is not None and (not _is_int(n) or int(n) < 1):
+        problems.append(f"scoring.n={n!r}: must be an integer >= 1 with scoring.mode={scoring.get('mode')}")
+
+    max_steps = (cfg.get("trainer") or {}).get("max_steps")
+    if _is_int(max_steps) and int(max_steps) == 0:
+        problems.append("trainer.max_steps=0: trains nothing (-1 = no step limit)")
+
+    if problems:
+        raise ConfigError("invalid training config:\n  - " + "\n  - ".join(problems))

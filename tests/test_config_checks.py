@@ -1,0 +1,111 @@
+"""Start-up config checks on the real composed training config: no silent no-op run, no error deep in a step."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+from prresq.config_checks import ConfigError, check_train_config
+from prresq.train import run
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def _compose(overrides: list[str], tmp_path: Path) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.root_dir = cfg.paths.output_dir = str(tmp_path)
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+    return cfg
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_shipped_experiment_passes(experiment, tmp_path):
+    """The checks reject no shipped experiment (their K, micro-batches and reward mixes are valid)."""
+    check_train_config(_compose([f"experiment={experiment}"], tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["grpo.k=1"], r"grpo\.k=1: K < 2 .*advantage"),
+        (["grpo.k=0"], r"grpo\.k=0: K < 2"),
+        (
+            ["reward.fidelity.weight=0", "reward.format.weight=0"],
+            r"reward\.fidelity\.weight=0, reward\.format\.weight=0: all reward weights are 0",
+        ),
+        (
+            ["grpo.k=3", "data.batch_size=4", "grpo.micro_batch_size=5"],
+            r"grpo\.micro_batch_size=5: must divide B\*K .*4\*3 = 12",
+        ),
+        (
+            ["grpo.k=3", "data.batch_size=4", "grpo.micro_batch_size=4"],
+            r"grpo\.micro_batch_size=4: .*whole groups of grpo\.k=3",
+        ),
+        (["grpo.micro_batch_size=0"], r"grpo\.micro_batch_size=0: must be a positive integer"),
+        (["grpo.num_iterations=0"], r"grpo\.num_iterations=0: must be an integer >= 1"),
+        (["grpo.temperature=0"], r"grpo\.temperature=0: must be > 0"),
+        (["grpo.top_p=1.5"], r"grpo\.top_p=1\.5: must be in \(0, 1\]"),
+        (["optim.lr=0"], r"optim\.lr=0: must be > 0"),
+        (["loss.beta=-0.1"], r"loss\.beta=-0\.1: must be a number >= 0"),
+        (["data.batch_size=0"], r"data\.batch_size=0: must be an integer >= 1"),
+        (["scoring.score_low=5"], r"scoring\.score_low=5\.?0?, scoring\.score_high=5\.0: score_low must be below"),
+        (["trainer.max_steps=0"], r"trainer\.max_steps=0: trains nothing"),
+        (["experiment=tiny_preresq", "schedule=two_stage", "schedule.stage2.k=1"], r"schedule\.stage2\.k=1: K < 2"),
+    ],
+)
+def test_a_config_that_cannot_train_names_the_key_and_reason(overrides, message, tmp_path):
+    """Each bad setting fails at start-up with `<key>=<value>: <reason>`."""
+    cfg = _compose(["experiment=tiny_synthetic", *overrides], tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        check_train_config(cfg)
+
+
+def test_every_problem_is_listed_at_once(tmp_path):
+    """Two bad keys give one error that lists both."""
+    cfg = _compose(["grpo.k=1", "optim.lr=0"], tmp_path)
+    with pytest.raises(ConfigError, match=r"(?s)grpo\.k=1.*optim\.lr=0"):
+        check_train_config(cfg)
+
+
+def test_train_stops_before_building_anything(tmp_path):
+    """`run` refuses K = 1 before writing the tiny model or the data cache (nothing under cache_dir)."""
+    cfg = _compose(["experiment=tiny_synthetic", "grpo.k=1", "warmup=none"], tmp_path)
+    with pytest.raises(ConfigError, match="grpo.k=1"):
+        run(cfg)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_command_line_exits_nonzero_with_the_message(tmp_path):
+    """`python -m prresq.train grpo.k=1 reward...weight=0` exits 1 (it exited 0 after logging zero loss)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prresq.train",
+            "experiment=tiny_synthetic",
+            "grpo.k=1",
+            "reward.fidelity.weight=0",
+            "reward.format.weight=0",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode != 0
+    assert "grpo.k=1: K < 2" in out.stderr and "all reward weights are 0" in out.stderr
+    assert not (tmp_path / "cache").exists()
