@@ -115,9 +115,18 @@ def run_warmup(cfg: DictConfig, model_dir: Path) -> Path:
 def evaluate(
     module: GRPOModule, loader: Any, scoring: ScoringConfig, desc: str, save_dir: Path | None = None
 ) -> dict[str, float]:
-    """Held-out correlations; with `save_dir`, also `predictions_test.csv` + `results.csv` (CONTRACTS.md)."""
+    """Held-out correlations; with `save_dir`, also `predictions_test.csv` + `results.csv` (CONTRACTS.md).
+
+    The policy is scored in eval mode and handed back in the mode it came in: Lightning keeps the modes it
+    finds at the start of fit, so a policy left in eval mode would train without dropout and without
+    gradient checkpointing (transformers checkpoints only in train mode).
+    """
+    was_training = module.policy.training
     module.policy.eval()
-    scored = score_loader(module.policy, module.processor, loader, scoring, progress=desc)
+    try:
+        scored = score_loader(module.policy, module.processor, loader, scoring, progress=desc)
+    finally:
+        module.policy.train(was_training)
     metrics = correlations(scored)
     if save_dir is not None:
         import pandas as pd

@@ -161,3 +161,32 @@ def test_warmup_phases_run_and_export_a_loadable_model(tmp_path, cache_dir):
     exported = list((cache_dir / "warmup").glob("*/warmup_history.json"))
     assert len(exported) == 1 and (exported[0].parent / "config.json").exists()
     assert results["warmup_final_val"]["step"] == 2  # the supervised phase stopped at max_steps
+
+
+class ModeProbe(L.Callback):
+    """Records whether the policy is in train mode at every training batch."""
+
+    modes: ClassVar[list[bool]] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        ModeProbe.modes.append(pl_module.policy.training)
+
+
+def test_policy_trains_in_train_mode_after_the_held_out_score_before(tmp_path):
+    """Pins: the held-out score before RL (`eval_before_after=true`) hands the policy back in train mode,
+    so RL updates run with dropout and gradient checkpointing as configured (Lightning keeps the module
+    modes it finds at the start of fit; a policy left in eval mode silently turns checkpointing off)."""
+    ModeProbe.modes.clear()
+    overrides = [
+        *[o for o in TINY if o != "eval_before_after=false"],
+        "eval_before_after=true",
+        "data.synthetic.crops_per_photo=1",
+        "trainer.max_steps=2",
+        "trainer.limit_val_batches=0",
+        "export_dir=null",
+        "+callbacks.probe={_target_: test_train.ModeProbe}",
+    ]
+    cfg = compose_train(overrides, tmp_path / "run", tmp_path / "cache")
+    results = run(cfg)
+    assert "before" in results and "after" in results
+    assert ModeProbe.modes == [True, True]
