@@ -13,6 +13,8 @@ one `ConfigError` listing every problem, each as `<config key>=<value>: <reason>
 - `grpo.num_iterations` < 1, `grpo.max_new_tokens` < 1, `grpo.temperature` <= 0, `grpo.top_p` outside
   (0, 1], `data.batch_size` < 1, `optim.lr` <= 0, `loss.beta` < 0, `loss.eps_low` / `loss.eps_high` < 0,
   `scoring.score_low` >= `scoring.score_high`, `scoring.n` < 1 when sampling, `trainer.max_steps` = 0.
+- `strategy=single` with `trainer.devices` other than 1 (the paper recipes ask for 8 devices; on a
+  CPU, Lightning would start 8 processes that hang at the rendezvous).
 """
 
 from __future__ import annotations
@@ -162,6 +164,15 @@ def check_train_config(cfg: DictConfig | Mapping[str, Any]) -> None:
     n = scoring.get("n")
     if scoring.get("mode", "both") in ("sample", "both") and n is not None and (not _is_int(n) or int(n) < 1):
         problems.append(f"scoring.n={n!r}: must be an integer >= 1 with scoring.mode={scoring.get('mode')}")
+
+    strategy = _section(cfg, "strategy")
+    devices = (cfg.get("trainer") or {}).get("devices", 1)
+    if "_target_" not in strategy and strategy.get("name", "auto") == "auto" and str(devices) not in ("1", "auto"):
+        problems.append(
+            f"trainer.devices={devices}: strategy=single trains in one process on one device (on a CPU, "
+            "more devices start as many processes, which hang); use trainer.devices=1, or strategy=ddp or a "
+            "DeepSpeed strategy for several devices"
+        )
 
     max_steps = (cfg.get("trainer") or {}).get("max_steps")
     if _is_int(max_steps) and int(max_steps) == 0:

@@ -61,6 +61,10 @@ def test_every_shipped_experiment_passes(experiment, tmp_path):
         (["data.batch_size=0"], r"data\.batch_size=0: must be an integer >= 1"),
         (["scoring.score_low=5"], r"scoring\.score_low=5\.?0?, scoring\.score_high=5\.0: score_low must be below"),
         (["trainer.max_steps=0"], r"trainer\.max_steps=0: trains nothing"),
+        (
+            ["experiment=preresq_iqa_kadid", "model=tiny", "strategy=single"],
+            r"trainer\.devices=8: strategy=single trains in one process",
+        ),
         (["experiment=tiny_preresq", "schedule=two_stage", "schedule.stage2.k=1"], r"schedule\.stage2\.k=1: K < 2"),
     ],
 )
