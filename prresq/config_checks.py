@@ -8,7 +8,7 @@ one `ConfigError` listing every problem, each as `<config key>=<value>: <reason>
   (K = 0 fails later in a reshape). The same for every `schedule.stage*.k` of an enabled schedule.
 - An all-zero reward mix (every `reward.<term>.weight` is 0, or no term): the total reward, hence every
   advantage, is 0.
-- `grpo.micro_batch_size` that does not divide B*K (B = `data.batch_size`, completions per step and
+- `grpo.micro_batch_size` below B*K that does not divide B*K (B = `data.batch_size`, completions per step and
   process), or, on the shared-prefix path, is not a whole number of groups of K (it would be rounded).
 - `grpo.num_iterations` < 1, `grpo.max_new_tokens` < 1, `grpo.temperature` <= 0, `grpo.top_p` outside
   (0, 1], `data.batch_size` < 1, `optim.lr` <= 0, `loss.beta` < 0, `loss.eps_low` / `loss.eps_high` < 0,
@@ -86,6 +86,8 @@ def _check_micro_batch(grpo: Mapping[str, Any], batch_size: int | None, k: int, 
         problems.append(f"grpo.micro_batch_size={micro!r}: must be a positive integer (completions) or null")
         return
     micro = int(micro)
+    if batch_size is not None and micro >= batch_size * k:
+        return  # one micro-batch holds the whole batch (a recipe's setting at smaller sizes)
     if batch_size is not None and (batch_size * k) % micro:
         problems.append(
             f"grpo.micro_batch_size={micro}: must divide B*K = data.batch_size*grpo.k = {batch_size}*{k} = "

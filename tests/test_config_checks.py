@@ -113,3 +113,13 @@ def test_command_line_exits_nonzero_with_the_message(tmp_path):
     assert out.returncode != 0
     assert "grpo.k=1: K < 2" in out.stderr and "all reward weights are 0" in out.stderr
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_micro_batch_larger_than_the_batch_is_one_micro_batch(tmp_path):
+    """Pins: `grpo.micro_batch_size` >= B*K means one micro-batch of the whole batch (the paper recipe's 12 at
+    the smaller B and K of a CPU run), not an error; below B*K it must still divide it."""
+    cfg = _compose(["experiment=tiny_synthetic", "grpo.k=3", "data.batch_size=2", "grpo.micro_batch_size=12"], tmp_path)
+    check_train_config(cfg)
+    cfg = _compose(["experiment=tiny_synthetic", "grpo.k=3", "data.batch_size=4", "grpo.micro_batch_size=9"], tmp_path)
+    with pytest.raises(ConfigError, match=r"grpo\.micro_batch_size=9: must divide B\*K"):
+        check_train_config(cfg)
