@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
+	# DeepSpeed without its compiled ops (they build just in time on a GPU): lets the CPU tests check the
+	# config Lightning's DeepSpeed strategy receives (gradient clipping). No build isolation: it needs our torch.
+	DS_BUILD_OPS=0 $(PY) -m pip install -q --no-build-isolation "deepspeed>=0.16"
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install prresq with the dev extra (CPU; pinned torch)
