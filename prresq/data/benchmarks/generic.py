@@ -14,8 +14,6 @@ from typing import Any
 from prresq.data.benchmarks.readers import _name_mos_labels, _require
 from prresq.data.benchmarks.registry import Task, _Labels, _register, _Rows
 
-# ----------------------------------------------------------------------------- generic adapters
-
 
 @_register("text", task="iqa", mos_range=None)
 def read_text(
