@@ -91,10 +91,8 @@ CASES = [
     ("spaq", "spaq", None, 3, "00001.jpg", 42.65, None, (0, 100), "iqa"),
     ("clive", "clive", None, 3, "10.bmp", 61.2, 12.5, (0, 100), "iqa"),
     ("bid", "bid", None, 3, "DatabaseImage0001.JPG", 4.3182, None, (0, 5), "iqa"),
-    ("liu13", "liu13", None, 3, "blur01_cho.png", 5.12, None, (3.48, 7.9), "iqa"),
     ("sriqa_bench", "sriqa_bench", None, 3, "img001_bicubic.png", 2.10, 0.40, (2.10, 4.20), "iqa"),
     ("agiqa3k", "agiqa3k", None, 3, "AttnGAN_normal_000.jpg", 1.6185, 0.6049, (0, 5), "iqa"),
-    ("min19", "min19", None, 3, "haze01_dcp.png", 3.61, None, (2.95, 4.02), "iqa"),
     ("jsonl", "synthetic_iqa/test.jsonl", None, 3, "syn-000", 4.25, None, (1, 5), "iqa"),
     ("konvid1k", "konvid1k", None, 3, "3339962845", 4.64, None, (1, 5), "vqa"),
     ("live_vqc", "live_vqc", None, 3, "A001.mp4", 80.2, None, (0, 100), "vqa"),
@@ -425,6 +423,27 @@ def test_config_loads_fixture(hydra_conf, data, name):
     assert node.root == str(data / Path(node.root).name)
     bench = load_benchmark_config(node)
     assert bench.name == name and bench.task == node.task and len(bench) > 0
+
+
+# (config, n, first id, its MOS, observed mos_range): benchmarks shipped only as a `name mos [std]` list
+TEXT_LIST_CONFIGS = [
+    ("liu13", 3, "blur01_cho.png", 5.12, (3.48, 7.9)),
+    ("min19", 3, "haze01_dcp.png", 3.61, (2.95, 4.02)),
+]
+
+
+@pytest.mark.parametrize(("name", "n", "first", "mos", "rng"), TEXT_LIST_CONFIGS, ids=[c[0] for c in TEXT_LIST_CONFIGS])
+def test_text_list_benchmarks_are_configs_of_the_text_adapter(hydra_conf, data, name, n, first, mos, rng):
+    """Liu13 and Min19 have no adapter of their own: their conf/benchmark yaml names the generic `text` adapter,
+    its label file and media folder, and reads the items (ids, MOS, observed range) of the fixture list."""
+    cfg = compose(config_name=None, overrides=[f"+benchmark={name}", f"+paths.data_dir={data}"])
+    node = cfg.benchmark[name]
+    assert node.adapter == "text" and name not in BENCHMARKS
+    bench = load_benchmark_config(node)
+    assert bench.name == name and bench.adapter == "text" and bench.task == "iqa" and len(bench) == n
+    assert bench.items[0].id == first and bench.items[0].mos == pytest.approx(mos) and bench.items[0].std is None
+    assert bench.mos_range == pytest.approx(rng) and not bench.flipped and bench.skipped == []
+    assert all(it.media.is_file() for it in bench.items)
 
 
 def test_configs_cover_the_benchmark_list():

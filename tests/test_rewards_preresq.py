@@ -6,6 +6,14 @@ import math
 
 import pytest
 import torch
+from preresq_reference import (
+    pairwise_score_rank_ref,
+    preresq_reward_ref,
+    rank_reward_ref,
+    response_penalty_ref,
+    triplet_rank_ref,
+    triplet_response_balance_ref,
+)
 
 from prresq.rewards import preresq_reward
 from prresq.rewards.preresq import (
@@ -14,14 +22,6 @@ from prresq.rewards.preresq import (
     response_penalty,
     triplet_rank,
     triplet_response_balance,
-)
-from prresq.rewards.preresq_reference import (
-    pairwise_score_rank_ref,
-    preresq_reward_ref,
-    rank_reward_ref,
-    response_penalty_ref,
-    triplet_rank_ref,
-    triplet_response_balance_ref,
 )
 
 

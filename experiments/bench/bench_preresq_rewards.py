@@ -1,10 +1,11 @@
 """Benchmark: vectorised PreResQ-R1 reward terms vs the Python-loop reference.
 
 Times every term of :mod:`prresq.rewards.preresq` and the combined :func:`preresq_reward` against
-:mod:`prresq.rewards.preresq_reference` on random IQA batches (D = 5 aspects, two-decimal values like
-the model writes, so ties and exact-tolerance gaps occur), checks that the values agree within 1e-6,
-and prints a Markdown table. CPU, one thread. The loop reference is timed on a single call (it takes
-seconds at B = 64, K = 12); the vectorised one on the median of repeated calls.
+the loop reference ``tests/preresq_reference.py`` (the tests' oracle) on random IQA batches (D = 5
+aspects, two-decimal values like the model writes, so ties and exact-tolerance gaps occur), checks
+that the values agree within 1e-6, and prints a Markdown table. CPU, one thread. The loop reference
+is timed on a single call (it takes seconds at B = 64, K = 12); the vectorised one on the median of
+repeated calls.
 
 Run: ``.venv/bin/python experiments/bench/bench_preresq_rewards.py [--device cuda]``
 """
@@ -13,14 +14,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import torch
 
 from prresq.rewards import preresq as vec
-from prresq.rewards import preresq_reference as ref
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # the loop reference lives with the tests
+import preresq_reference as ref  # noqa: E402
 
 BATCHES = (8, 32, 64)
 SAMPLES = (6, 8, 12)

@@ -1,4 +1,6 @@
-"""Plain Python-loop reference of the PreResQ-R1 terms, for tests and benchmarks only.
+"""Plain Python-loop reference of the PreResQ-R1 terms: the test oracle of `prresq.rewards.preresq`.
+
+Imported by tests/test_rewards_preresq.py and experiments/bench/bench_preresq_rewards.py; not part of the package.
 
 Written independently of :mod:`prresq.rewards.preresq`, in the style of the released training code:
 per image, per completion, per pair / triplet, on Python floats (the per-completion mean and std use

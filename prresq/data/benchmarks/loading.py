@@ -1,0 +1,158 @@
+"""Load a benchmark by adapter name or from a `conf/benchmark/*.yaml` node: checks options and
+splits, applies `on_bad_sample`, the MOS range and direction.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from prresq.data.benchmarks.registry import (
+    ALL_SPLITS,
+    BENCHMARKS,
+    MAX_LISTED_MISSING,
+    Benchmark,
+    BenchmarkItem,
+    LabelFormatError,
+    MissingMediaError,
+    Rejected,
+    log,
+)
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_benchmark(
+    name: str,
+    root: str | Path,
+    split: str | None = None,
+    *,
+    adapter: str | None = None,
+    on_bad_sample: str = "raise",
+    skip_missing: bool = False,
+    check_media: bool = True,
+    limit: int | None = None,
+    **options: Any,
+) -> Benchmark:
+    """Load benchmark `name` from `root` with its registered adapter (or `adapter`, a BENCHMARKS key).
+
+    `split`: None uses the adapter's default (all items for most). `options` go to the adapter
+    (see `BENCHMARKS[key].options()` and its docstring). Bad rows (media missing when
+    `check_media`, MOS not a number or outside the adapter's fixed range) raise, naming the label
+    file and row, unless `on_bad_sample="skip"` (`skip_missing=True` is the older spelling): then
+    they are dropped, logged and kept in `Benchmark.rejected`. `limit` keeps the first N items.
+    """
+    if on_bad_sample not in ("raise", "skip"):
+        raise ValueError(f"on_bad_sample={on_bad_sample!r}: expected 'raise' or 'skip'")
+    skip = on_bad_sample == "skip" or skip_missing
+    key = adapter or name
+    if key not in BENCHMARKS:
+        raise KeyError(f"unknown benchmark adapter {key!r}; known: {sorted(BENCHMARKS)}")
+    spec = BENCHMARKS[key]
+    where = f"benchmark {name!r} (adapter {key!r})"
+    bad = sorted(set(options) - set(spec.options()))
+    if bad:
+        raise TypeError(f"{where}: unknown option(s) {bad}; accepted: {spec.options()}")
+    split = split if split is not None else spec.default_split
+    if split not in ALL_SPLITS and split not in spec.splits:
+        accepted = ["all", *spec.splits] if spec.splits else ["all (no splits)"]
+        raise ValueError(f"{where}: unknown split {split!r}; accepted: {accepted}")
+    root = Path(root).expanduser()
+    try:
+        labels = spec.read(root, split, **options)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{where}: {err}") from err
+    except LabelFormatError as err:
+        raise LabelFormatError(f"{where}: {err}") from err
+    items = labels.items
+    rejected: list[Rejected] = list(labels.bad)
+    fixed_range = labels.mos_range or spec.mos_range
+    if fixed_range is not None:
+        lo, hi = fixed_range
+        outside = [it for it in items if not lo <= it.mos <= hi]
+        rejected += [
+            Rejected(it.id, it.media, it.mos, f"{it.source}: MOS {it.mos} of {it.id!r} outside the range [{lo}, {hi}]")
+            for it in outside
+        ]
+        items = [it for it in items if lo <= it.mos <= hi]
+    missing: list[tuple[str, Path]] = []
+    if check_media:
+        missing = [(it.id, it.media) for it in items if not it.media.is_file()]
+        rejected += [
+            Rejected(it.id, it.media, it.mos, f"{it.source}: media file not found: {it.media}")
+            for it in items
+            if not it.media.is_file()
+        ]
+        items = [it for it in items if it.media.is_file()]
+    if rejected:
+        total = len(items) + len(rejected)
+        listed = "\n  ".join(r.reason for r in rejected[:MAX_LISTED_MISSING])
+        more = f"\n  ... and {len(rejected) - MAX_LISTED_MISSING} more" if len(rejected) > MAX_LISTED_MISSING else ""
+        kind = "media files referenced by" if len(missing) == len(rejected) else "rows of"
+        msg = f"{where}: {len(rejected)} of {total} {kind} {labels.label_file} are bad:\n  {listed}{more}"
+        if not skip:
+            hint = "\n(set on_bad_sample=skip to leave them out; they are then listed with their reason)"
+            if len(missing) == len(rejected):
+                raise MissingMediaError(msg + hint, missing)
+            raise LabelFormatError(msg + hint)
+        log.warning("%s\n(skipped)", msg)
+        warnings.warn(msg + "\n(skipped)", stacklevel=2)
+    if not items:
+        warnings.warn(f"{where}: no items in {labels.label_file} (split {split!r})", stacklevel=2)
+
+    mos_range = fixed_range
+    if mos_range is None:
+        values = [it.mos for it in items]
+        mos_range = (min(values), max(values)) if values else (math.nan, math.nan)
+    lower_is_better = options.get("lower_is_better", not spec.higher_is_better)
+    if lower_is_better:
+        lo, hi = mos_range
+        items = [BenchmarkItem(it.id, it.media, lo + hi - it.mos, it.std, it.source) for it in items]
+
+    ids = [it.id for it in items]
+    if len(set(ids)) != len(ids):
+        warnings.warn(f"{where}: {len(ids) - len(set(ids))} duplicate id(s) in {labels.label_file}", stacklevel=2)
+    if limit is not None:
+        items = items[:limit]
+    return Benchmark(
+        name=name,
+        items=items,
+        mos_range=(float(mos_range[0]), float(mos_range[1])),
+        task=labels.task or spec.task,
+        adapter=key,
+        split=split,
+        label_file=labels.label_file,
+        flipped=bool(lower_is_better),
+        skipped=[r.id for r in rejected],
+        rejected=rejected,
+    )
+
+
+def load_benchmark_config(cfg: Mapping[str, Any], **overrides: Any) -> Benchmark:
+    """Load from one `conf/benchmark/<name>.yaml` node: name, adapter, root, task, split, options.
+
+    `overrides` update `options` (e.g. skip_missing=True, limit=8). The node's `task` must match
+    the adapter's (the JSONL and text adapters take it as an option).
+    """
+    try:
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(cfg):
+            cfg = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    cfg = dict(cfg)
+    name = cfg["name"]
+    key = cfg.get("adapter") or name
+    opts = dict(cfg.get("options") or {})
+    opts.update(overrides)
+    task = cfg.get("task")
+    if task is not None and key in BENCHMARKS and "task" in BENCHMARKS[key].options():
+        opts.setdefault("task", task)
+    bench = load_benchmark(name, cfg["root"], cfg.get("split"), adapter=key, **opts)
+    if task is not None and bench.task != task:
+        raise ValueError(f"benchmark {name!r}: config says task {task!r} but adapter {key!r} gives {bench.task!r}")
+    return bench

@@ -1,0 +1,244 @@
+"""Shared label-file readers of the adapters: required files, media resolution, columns, sheets,
+MATLAB files, the generic `name mos [std]` list and the reference-image split.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from prresq.data.benchmarks.registry import LabelFormatError, _Labels, _rownums, _Rows, log
+
+# ----------------------------------------------------------------------------- shared readers
+
+
+def _require(path: Path, root: Path, what: str = "label file") -> Path:
+    """Return `path` if it is a file, else raise FileNotFoundError naming the full expected path."""
+    if path.is_file():
+        return path
+    note = f" (the dataset root {root} does not exist)" if not root.exists() else ""
+    raise FileNotFoundError(f"expected {what} {path} not found{note}")
+
+
+def _first_existing(root: Path, candidates: Sequence[str], what: str = "label file") -> Path:
+    """The first of `candidates` (relative to root) that exists; else an error naming them all."""
+    paths = [root / c for c in candidates]
+    for p in paths:
+        if p.is_file():
+            return p
+    if len(paths) == 1:
+        return _require(paths[0], root, what)
+    note = f" (the dataset root {root} does not exist)" if not root.exists() else ""
+    listed = ", ".join(str(p) for p in paths)
+    raise FileNotFoundError(f"expected {what} not found; looked for: {listed}{note}")
+
+
+def _as_list(x: str | Sequence[str]) -> list[str]:
+    return [x] if isinstance(x, str) else list(x)
+
+
+class _MediaResolver:
+    """Map a name from a label file to its file under `root/<dir>` for the first matching dir.
+
+    Tries each candidate folder and suffix, then a case-insensitive match (TID2013 ships
+    `i25_*.bmp` next to upper-case names; Windows-made label files mix cases). `recursive=True`
+    indexes every file below each folder by lower-case basename (PIPAL's Distortion_1..4,
+    YouTube-UGC's category folders). Unresolved names map to their first expected path, which
+    `load_benchmark` then reports as missing.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        dirs: str | Sequence[str] = "",
+        suffixes: Sequence[str] = ("",),
+        recursive: bool = False,
+    ):
+        self.bases = [root / d if d else root for d in _as_list(dirs)]
+        self.suffixes = list(suffixes)
+        self.recursive = recursive
+        self._flat: dict[Path, dict[str, str]] = {}
+        self._deep: dict[Path, dict[str, Path]] = {}
+
+    def _listing(self, folder: Path) -> dict[str, str]:
+        if folder not in self._flat:
+            try:
+                self._flat[folder] = {n.lower(): n for n in os.listdir(folder)}
+            except OSError:
+                self._flat[folder] = {}
+        return self._flat[folder]
+
+    def _tree(self, base: Path) -> dict[str, Path]:
+        if base not in self._deep:
+            index: dict[str, Path] = {}
+            for dirpath, _, files in os.walk(base):
+                for f in files:
+                    index.setdefault(f.lower(), Path(dirpath) / f)
+            self._deep[base] = index
+        return self._deep[base]
+
+    def __call__(self, name: str) -> Path:
+        names = [name + s for s in self.suffixes]
+        for base in self.bases:
+            for n in names:
+                if (base / n).is_file():
+                    return base / n
+        for base in self.bases:
+            for n in names:
+                p = base / n
+                hit = self._listing(p.parent).get(p.name.lower())
+                if hit is not None:
+                    return p.parent / hit
+                if self.recursive:
+                    deep = self._tree(base).get(Path(n).name.lower())
+                    if deep is not None:
+                        return deep
+        return self.bases[0] / names[0]
+
+
+def _col(df: pd.DataFrame, *names: str, required: bool = True, where: Path | None = None) -> str | None:
+    """The column of `df` matching one of `names` (case- and space-insensitive)."""
+    norm = {str(c).strip().lower().replace(" ", "_"): c for c in df.columns}
+    for n in names:
+        c = norm.get(n.lower().replace(" ", "_"))
+        if c is not None:
+            return c
+    if required:
+        raise LabelFormatError(
+            f"{where or 'table'}: unexpected header: expected a column named one of {list(names)}; "
+            f"columns found: {[str(c) for c in df.columns]}"
+        )
+    return None
+
+
+def _std(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _read_sheet(
+    root: Path, xlsx: str, csv: Sequence[str], sheet: str | int = 0, header: int | None = 0
+) -> tuple[pd.DataFrame, Path]:
+    """Read an Excel label sheet, preferring a CSV export of it (same columns) when present.
+
+    Reading .xlsx needs `openpyxl`; without it, a clear ImportError says which CSV export to add.
+    """
+    for c in csv:
+        if (root / c).is_file():
+            return pd.read_csv(root / c, header=header), root / c
+    path = _first_existing(root, [xlsx, *csv])
+    try:
+        import openpyxl  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            f"{path} is an Excel file and reading it needs openpyxl (pip install openpyxl); "
+            f"or export that sheet ({sheet!r}) to CSV with the same columns at {root / csv[0]}"
+        ) from err
+    return pd.read_excel(path, sheet_name=sheet, header=header), path
+
+
+def _drop_empty(df: pd.DataFrame, columns: Sequence[Any], path: Path) -> pd.DataFrame:
+    """Drop rows with an empty name or score cell (unrated entries of a sheet), logging how many."""
+    kept = df.dropna(subset=list(columns))
+    if len(kept) < len(df):
+        rows = _rownums(df.loc[df.index.difference(kept.index)])
+        log.warning(
+            "%s: %d row(s) with an empty name or score left out (rows %s)", path, len(df) - len(kept), rows[:10]
+        )
+    return kept
+
+
+def _loadmat(path: Path) -> dict[str, Any]:
+    from scipy.io import loadmat
+
+    return loadmat(path)
+
+
+def _sqrt(variance: Any) -> float | None:
+    v = _std(variance)
+    return math.sqrt(v) if v is not None and v >= 0 else None
+
+
+def _mat_strings(arr: Any) -> list[str]:
+    """Flatten a MATLAB cell array of strings (as scipy.io.loadmat returns it) to a list of str."""
+    out = []
+    for x in np.asarray(arr, dtype=object).reshape(-1):
+        while isinstance(x, np.ndarray):
+            x = x.reshape(-1)[0] if x.size else ""
+        out.append(str(x).strip())
+    return out
+
+
+def _mat_key(mat: Mapping[str, Any], path: Path, *keys: str) -> Any:
+    for k in keys:
+        if k in mat:
+            return mat[k]
+    found = [k for k in mat if not k.startswith("__")]
+    raise KeyError(f"{path}: none of the variables {list(keys)} found (has {found})")
+
+
+def reference_split(
+    refs: Iterable[str], seed: int = 42, ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
+) -> dict[str, str]:
+    """Assign each reference (content) id to "train"/"val"/"test": the anchors' KADID-10K protocol.
+
+    Both anchors split KADID-10K 6:2:2 by reference image with seed 42; the exact shuffle was not
+    released, so this is the project's definition (use it for training data too): unique ids
+    sorted, shuffled with `random.Random(seed)`, first round(0.6 n) train, next round(0.2 n) val,
+    the rest test. 81 references -> 49 / 16 / 16.
+    """
+    uniq = sorted(set(refs))
+    random.Random(seed).shuffle(uniq)
+    total = sum(ratios)
+    n_train = round(len(uniq) * ratios[0] / total)
+    n_val = round(len(uniq) * ratios[1] / total)
+    out = {r: "train" for r in uniq[:n_train]}
+    out.update({r: "val" for r in uniq[n_train : n_train + n_val]})
+    out.update({r: "test" for r in uniq[n_train + n_val :]})
+    return out
+
+
+def _parse_name_mos(path: Path) -> list[tuple[str, float, float | None, int]]:
+    """Parse `name mos [std]` lines (whitespace- or comma-separated); '#' comments and one header line are skipped."""
+    rows: list[tuple[str, float, float | None, int]] = []
+    header_seen = False
+    for i, raw in enumerate(path.read_text().splitlines()):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split(",")] if "," in line else line.split()
+        try:
+            mos = float(parts[1])
+        except (IndexError, ValueError):
+            if not rows and not header_seen and len(parts) >= 2:
+                header_seen = True
+                continue
+            raise LabelFormatError(f"{path} row {i + 1}: expected 'name mos [std]', got {raw!r}") from None
+        rows.append((parts[0], mos, _std(parts[2]) if len(parts) > 2 else None, i + 1))
+    return rows
+
+
+def _name_mos_labels(
+    root: Path,
+    labels: str,
+    media_dir: str | Sequence[str],
+    mos_range: Sequence[float] | None,
+    suffixes: Sequence[str] = ("",),
+) -> _Labels:
+    path = _require(root / labels, root)
+    resolve = _MediaResolver(root, media_dir, suffixes)
+    rows = _Rows(path)
+    for n, m, s, line in _parse_name_mos(path):
+        rows.add(n, resolve(n), m, s, line)
+    rng = (float(mos_range[0]), float(mos_range[1])) if mos_range is not None else None
+    return rows.labels(mos_range=rng)
