@@ -138,7 +138,7 @@ def main() -> None:
     }
     result = {
         "command": "python experiments/bench/bench_scoring.py "
-        + " ".join([f"--repeats {args.repeats}", *args.overrides]),
+        + " ".join([f"--repeats {args.repeats}", f"--out {args.out}", *args.overrides]),
         "eval_overrides": [*BASE_OVERRIDES, *args.overrides],
         "items": n_items,
         "batch_size": int(sc.get("batch_size", 8)),
