@@ -8,6 +8,10 @@ Modes (`ScoringConfig.mode`):
 
 - ``greedy``: one greedy answer, parsed (`prresq.rewards.parse_answers`).
 - ``sample``: N answers at `temperature`, the mean of those that parse; `n_parsed` counts them.
+  With `shared_prefix` (the default) the N answers continue one vision encoding and one prompt
+  prefill per item (`prresq.prefix.generate_completions_shared`, as in training); with
+  ``shared_prefix=False`` the plain path encodes the media and prefills the prompt N times. Same
+  seed, same sampled tokens (`tests/test_prefix.py::test_scoring_samples_identical`).
 - ``both``: greedy and sample; the sample mean is the prediction.
 - ``expected``: greedy decoding, then the expected score read from the answer-token
   probabilities (single-number answers only). The rule, exactly:
@@ -43,6 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from prresq.models import vision_token_ids
+from prresq.prefix import generate_completions_shared
 from prresq.rewards import parse_answers
 from prresq.rollout import TOKEN_KEYS, generate_completions
 
@@ -62,6 +67,7 @@ class ScoringConfig:
     num_aspects: int = 1
     score_low: float = 1.0
     score_high: float = 5.0
+    shared_prefix: bool = True  # N samples on one prefill per item (False: the plain path, N prefills)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], **overrides: Any) -> ScoringConfig:
@@ -246,7 +252,8 @@ def score_batch(model: nn.Module, processor: Any, inputs: dict[str, Tensor], cfg
         if cfg.mode == "expected":
             out.expected, out.expected_mass, _ = expected_scores(model, processor, inputs, ids, cfg)
     if cfg.mode in ("sample", "both"):
-        ids, _ = generate_completions(model, inputs, cfg.n, temperature=cfg.temperature, **gen)
+        sample = generate_completions_shared if cfg.shared_prefix else generate_completions
+        ids, _ = sample(model, inputs, cfg.n, temperature=cfg.temperature, **gen)
         texts = decode(processor, ids)
         scores, aspects = parse_answers(texts, cfg.num_aspects, *rng)
         scores = scores.view(b, cfg.n)

@@ -94,6 +94,26 @@ def test_two_runs_give_identical_results(tmp_path, tiny_model_dir, synthetic_iqa
     assert frames[0]["text"].tolist() != frames[2]["text"].tolist()
 
 
+@pytest.mark.filterwarnings("ignore::prresq.metrics.DegenerateInputWarning")
+def test_shared_prefix_switch_gives_the_plain_path_predictions(tmp_path, tiny_model_dir, synthetic_iqa, monkeypatch):
+    """`scoring.shared_prefix` (default true) picks the N-sample engine; both engines give the same predictions."""
+    import prresq.scoring as scoring
+
+    calls: list[int] = []
+    shared = scoring.generate_completions_shared
+    monkeypatch.setattr(scoring, "generate_completions_shared", lambda *a, **kw: calls.append(1) or shared(*a, **kw))
+    common = ["scoring.mode=sample", "scoring.n=3", "limit=4", "scoring.max_new_tokens=6"]  # text: a sampled answer
+    frames, used = [], []
+    for name, extra in (("shared", []), ("plain", ["+scoring.shared_prefix=false"])):
+        calls.clear()
+        run(compose_eval([*common, *extra], tmp_path / name, tiny_model_dir, synthetic_iqa))
+        used.append(len(calls))
+        frames.append(pd.read_csv(tmp_path / name / "eval" / "predictions_synthetic_iqa.csv", keep_default_na=False))
+    assert used == [1, 0]  # one batch of 4 items: one shared-prefix generation, none with the switch off
+    pd.testing.assert_frame_equal(frames[0], frames[1])
+    assert frames[0]["text"].nunique() == 4  # sampled answers differ between items
+
+
 SMALL_GRID = [
     "video_dataflow.rows=2",
     "video_dataflow.cols=2",

@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import Tensor
 
 from prresq.loss import GRPOLoss
 from prresq.models import load_policy, load_processor, vision_token_ids
 from prresq.prefix import completion_logprobs_shared, generate_completions_shared, micro_batches
 from prresq.rollout import VisionIds, completion_logprobs, expand_inputs, generate_completions, slice_inputs
+from prresq.scoring import ScoringConfig, score_batch
 
 K = 3
 T = 12
@@ -187,6 +189,53 @@ def test_sampled_generation_identical(model, processor, batch):
     assert (shared[~shared_mask.bool()] == pad).all()
     suppressed = torch.tensor(vision_token_ids(processor.tokenizer))
     assert not torch.isin(shared, suppressed).any()
+
+
+@pytest.mark.parametrize("batch", ["images", "mixed"])
+def test_scoring_samples_identical(model, processor, batch, monkeypatch):
+    """`score_batch` N-sample scoring: shared prefix and plain path draw the same tokens and scores for a seed.
+
+    Images of different sizes, and two images + a video. The shared path prefills each prompt once (B rows,
+    all but the last column); the plain path prefills B*N rows. Both encode the media once (transformers'
+    `generate` expands the encoder outputs, not the pixels).
+    """
+    import prresq.scoring as scoring
+
+    inputs = _images(processor, [(112, 112), (56, 84), (84, 56)]) if batch == "images" else _mixed(processor)
+    b, p = inputs["input_ids"].shape
+    drawn: list[Tensor] = []
+    real_decode = scoring.decode
+    monkeypatch.setattr(scoring, "decode", lambda proc, ids: drawn.append(ids) or real_decode(proc, ids))
+    vision: list[int] = []
+    prefill: list[tuple[int, int]] = []  # (rows, columns) of decoder calls over more than one new token
+
+    def on_decoder(_m, args, kwargs):
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is not None and embeds.shape[1] > 1:
+            prefill.append(tuple(embeds.shape[:2]))
+
+    hooks = [
+        model.model.visual.register_forward_pre_hook(lambda _m, args: vision.append(args[0].shape[0])),
+        model.model.language_model.register_forward_pre_hook(on_decoder, with_kwargs=True),
+    ]
+    out, seen = {}, {}
+    try:
+        for shared in (True, False):
+            cfg = ScoringConfig(mode="sample", n=K, temperature=0.8, max_new_tokens=T, shared_prefix=shared)
+            drawn.clear(), vision.clear(), prefill.clear()
+            torch.manual_seed(7)
+            out[shared] = score_batch(model, processor, inputs, cfg)
+            seen[shared] = (drawn[-1], sum(vision), list(prefill))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert torch.equal(seen[True][0], seen[False][0])
+    assert len({tuple(r) for r in seen[True][0].tolist()}) > seen[True][0].shape[0] // 2  # samples differ
+    torch.testing.assert_close(out[True].sample_mean, out[False].sample_mean, equal_nan=True, rtol=0, atol=0)
+    assert torch.equal(out[True].n_parsed, out[False].n_parsed) and out[True].texts == out[False].texts
+    media_rows = sum(int(inputs[k].shape[0]) for k in ("pixel_values", "pixel_values_videos") if k in inputs)
+    assert seen[True][1] == seen[False][1] == media_rows
+    assert seen[True][2] == [(b, p - 1)] and seen[False][2] == [(b * K, p)]
 
 
 def test_micro_batches_of_whole_prompts(model, processor):

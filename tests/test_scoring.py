@@ -55,6 +55,7 @@ def fixed_answers(monkeypatch: pytest.MonkeyPatch):
         return [texts[int(i)] for i in ids[:, 0]]
 
     monkeypatch.setattr(scoring, "generate_completions", fake_generate)
+    monkeypatch.setattr(scoring, "generate_completions_shared", fake_generate)
     monkeypatch.setattr(scoring, "decode", fake_decode)
     return answers, calls
 
