@@ -104,7 +104,7 @@ def test_shared_prefix_switch_gives_the_plain_path_predictions(tmp_path, tiny_mo
     monkeypatch.setattr(scoring, "generate_completions_shared", lambda *a, **kw: calls.append(1) or shared(*a, **kw))
     common = ["scoring.mode=sample", "scoring.n=3", "limit=4", "scoring.max_new_tokens=6"]  # text: a sampled answer
     frames, used = [], []
-    for name, extra in (("shared", []), ("plain", ["+scoring.shared_prefix=false"])):
+    for name, extra in (("shared", []), ("plain", ["scoring.shared_prefix=false"])):
         calls.clear()
         run(compose_eval([*common, *extra], tmp_path / name, tiny_model_dir, synthetic_iqa))
         used.append(len(calls))
