@@ -12,9 +12,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from prresq.eval import load_scoring_model, read_lightning_checkpoint, run
+from prresq.eval import run
 from prresq.metrics import correlation_table
-from prresq.models import load_policy
+from prresq.models import load_policy, load_scoring_model, read_lightning_checkpoint
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 RESULT_COLUMNS = ["benchmark", "n", "n_failed", "parse_fail_rate", "srcc", "plcc", "plcc_logistic"]
