@@ -45,12 +45,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from prresq.data.benchmarks import Benchmark, load_benchmark_config
-from prresq.data.collate import PromptCollator
-from prresq.data.dataflow import Flow, build_flow
+from prresq.data.collate import PromptCollator, prompt_of
+from prresq.data.dataflow import Flow, build_flows
 from prresq.data.records import Record
-from prresq.lora import is_adapter_dir
 from prresq.metrics import correlation_table, summary_table, write_results
-from prresq.models import ensure_model_dir, load_checkpoint_file, load_policy, load_processor
+from prresq.models import load_scoring_model
 from prresq.scoring import ScoringConfig, score_loader
 
 log = logging.getLogger("prresq.eval")
@@ -67,104 +66,7 @@ def _container(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-# ----------------------------------------------------------------------------- model loading
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """`auto` (or None): CUDA when available, else CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def read_lightning_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """A `prresq.train` checkpoint -> (hyperparameters, policy state dict without the `policy.` prefix)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(
-            f"{path} is a directory, not a Lightning .ckpt file. A DeepSpeed checkpoint must be consolidated "
-            "first (lightning.pytorch.utilities.deepspeed.convert_zero_checkpoint_to_fp32_state_dict); an "
-            "exported model directory needs a config.json"
-        )
-    ckpt = load_checkpoint_file(path, mmap=True)
-    state = ckpt.get("state_dict") or {}
-    policy = {k[len("policy.") :]: v for k, v in state.items() if k.startswith("policy.")}
-    if not policy:
-        raise KeyError(f"{path}: no 'policy.*' weights in the checkpoint's state_dict (is it a GRPOModule checkpoint?)")
-    return dict(ckpt.get("hyper_parameters") or {}), policy
-
-
-def load_scoring_model(
-    model_cfg: Mapping[str, Any],
-    checkpoint: str | Path | None = None,
-    base_model: str | Path | None = None,
-    min_pixels: int | None = None,
-    max_pixels: int | None = None,
-    device: str | None = "auto",
-) -> tuple[nn.Module, Any]:
-    """(policy in eval mode on `device`, processor) from the model group, an export dir or a `.ckpt`.
-
-    For a `.ckpt` the policy is built from `base_model` or the checkpoint's `model.name_or_path`
-    hyperparameter, then its `policy.*` weights are loaded (strictly); pixel caps default to the
-    checkpoint's. dtype and attention implementation always come from `model_cfg`.
-    """
-    dtype = model_cfg.get("dtype", "float32")
-    attn = model_cfg.get("attn_implementation", "sdpa")
-    state, hp_model = None, {}
-    if checkpoint is None:
-        model_dir = ensure_model_dir(model_cfg["name_or_path"], model_cfg.get("tiny"))
-    elif Path(checkpoint).is_dir() and (is_adapter_dir(checkpoint) or (Path(checkpoint) / "config.json").exists()):
-        model_dir = Path(checkpoint)  # a full export, or a LoRA adapter export (loaded onto its base model)
-    else:
-        hparams, state = read_lightning_checkpoint(checkpoint)
-        hp_model = dict(hparams.get("model") or {})
-        if base_model is not None:
-            model_dir = ensure_model_dir(base_model)
-        elif "name_or_path" in hp_model:
-            model_dir = ensure_model_dir(hp_model["name_or_path"], hp_model.get("tiny"))
-        else:
-            raise KeyError(f"{checkpoint}: no model.name_or_path in its hyperparameters; pass base_model=")
-        min_pixels = min_pixels if min_pixels is not None else hparams.get("min_pixels")
-        max_pixels = max_pixels if max_pixels is not None else hparams.get("max_pixels")
-    processor = load_processor(model_dir, min_pixels, max_pixels)
-    lora = hp_model.get("lora") if state is not None else None  # a LoRA run's .ckpt holds its adapters
-    model = load_policy(model_dir, dtype=dtype, attn_implementation=attn, lora=lora)
-    if state is not None:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
-        missing = [k for k in missing if k not in tied]
-        if missing or unexpected:
-            raise RuntimeError(
-                f"{checkpoint}: policy weights do not match {model_dir}: missing {missing[:5]}, "
-                f"unexpected {unexpected[:5]} (set base_model= to the model the run trained)"
-            )
-        log.info("loaded %d policy tensors from %s onto %s", len(state), checkpoint, model_dir)
-    model.to(resolve_device(device))
-    model.eval()
-    return model, processor
-
-
 # ----------------------------------------------------------------------------- data
-
-
-def prompt_of(prompt_cfg: Mapping[str, Any]) -> str:
-    """The evaluation prompt: the prompt group's `text` (the first entry of a training pool)."""
-    text = prompt_cfg.get("text")
-    if not text:
-        pool = prompt_cfg.get("pool") or []
-        if not pool:
-            raise ValueError(f"prompt config {dict(prompt_cfg)} has no text")
-        text = pool[0]
-    return str(text)
-
-
-def build_flows(cfg: DictConfig) -> dict[str, Flow]:
-    """{"iqa": the `dataflow` group's flow, "vqa": the `video_dataflow` flow (VideoGridFlow when unset)}."""
-    video = cfg.get("video_dataflow")
-    return {
-        "iqa": build_flow(_container(cfg.dataflow)),
-        "vqa": build_flow(_container(video) if video is not None else "video_grid"),
-    }
 
 
 def benchmark_records(bench: Benchmark) -> list[Record]:
@@ -313,7 +215,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
         sc.get("max_pixels"),
         cfg.get("device", "auto"),
     )
-    flows = build_flows(cfg)
+    flows = build_flows(_container(cfg.dataflow), _container(cfg.get("video_dataflow")))
     prompt = prompt_of(_container(cfg.prompt))
     logistic = bool(sc.get("logistic", True))
     on_bad_sample = str(cfg.get("on_bad_sample", "raise"))

@@ -41,10 +41,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from prresq.data.collate import PromptCollator
-from prresq.data.dataflow import Flow, FlowOutput
+from prresq.data.collate import PromptCollator, prompt_of
+from prresq.data.dataflow import Flow, FlowOutput, build_flows
 from prresq.data.records import DataError, Record
-from prresq.eval import build_flows, load_scoring_model, prompt_of
+from prresq.models import load_scoring_model
 from prresq.scoring import ScoringConfig, score_batch
 
 log = logging.getLogger("prresq.infer")
@@ -386,7 +386,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             sc.get("max_pixels"),
             cfg.get("device", "auto"),
         )
-        flows = build_flows(cfg)
+        flows = build_flows(_container(cfg.dataflow), _container(cfg.get("video_dataflow")))
         flow = MediaFlow(flows["iqa"], flows["vqa"])
         scorer = Scorer(model, processor, flow, prompt_of(prompt_cfg), scoring, aspects, seed=seed)
         size = int(sc.get("batch_size", 8))

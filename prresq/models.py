@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import pickle
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -362,6 +363,85 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu", mmap: bool
             f"checkpoint {path} ({size} bytes) is not a readable torch checkpoint: truncated or corrupt "
             f"({type(err).__name__}: {str(err) or 'unexpected end of file'})"
         ) from None
+
+
+# ----------------------------------------------------------------------------- scoring model (eval, infer)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """`auto` (or None): CUDA when available, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def read_lightning_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A `prresq.train` checkpoint -> (hyperparameters, policy state dict without the `policy.` prefix)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(
+            f"{path} is a directory, not a Lightning .ckpt file. A DeepSpeed checkpoint must be consolidated "
+            "first (lightning.pytorch.utilities.deepspeed.convert_zero_checkpoint_to_fp32_state_dict); an "
+            "exported model directory needs a config.json"
+        )
+    ckpt = load_checkpoint_file(path, mmap=True)
+    state = ckpt.get("state_dict") or {}
+    policy = {k[len("policy.") :]: v for k, v in state.items() if k.startswith("policy.")}
+    if not policy:
+        raise KeyError(f"{path}: no 'policy.*' weights in the checkpoint's state_dict (is it a GRPOModule checkpoint?)")
+    return dict(ckpt.get("hyper_parameters") or {}), policy
+
+
+def load_scoring_model(
+    model_cfg: Mapping[str, Any],
+    checkpoint: str | Path | None = None,
+    base_model: str | Path | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    device: str | None = "auto",
+) -> tuple[nn.Module, Any]:
+    """(policy in eval mode on `device`, processor) from the model group, an export dir or a `.ckpt`.
+
+    For a `.ckpt` the policy is built from `base_model` or the checkpoint's `model.name_or_path`
+    hyperparameter, then its `policy.*` weights are loaded (strictly); pixel caps default to the
+    checkpoint's. dtype and attention implementation always come from `model_cfg`.
+    """
+    from prresq.lora import is_adapter_dir
+
+    dtype = model_cfg.get("dtype", "float32")
+    attn = model_cfg.get("attn_implementation", "sdpa")
+    state, hp_model = None, {}
+    if checkpoint is None:
+        model_dir = ensure_model_dir(model_cfg["name_or_path"], model_cfg.get("tiny"))
+    elif Path(checkpoint).is_dir() and (is_adapter_dir(checkpoint) or (Path(checkpoint) / "config.json").exists()):
+        model_dir = Path(checkpoint)  # a full export, or a LoRA adapter export (loaded onto its base model)
+    else:
+        hparams, state = read_lightning_checkpoint(checkpoint)
+        hp_model = dict(hparams.get("model") or {})
+        if base_model is not None:
+            model_dir = ensure_model_dir(base_model)
+        elif "name_or_path" in hp_model:
+            model_dir = ensure_model_dir(hp_model["name_or_path"], hp_model.get("tiny"))
+        else:
+            raise KeyError(f"{checkpoint}: no model.name_or_path in its hyperparameters; pass base_model=")
+        min_pixels = min_pixels if min_pixels is not None else hparams.get("min_pixels")
+        max_pixels = max_pixels if max_pixels is not None else hparams.get("max_pixels")
+    processor = load_processor(model_dir, min_pixels, max_pixels)
+    lora = hp_model.get("lora") if state is not None else None  # a LoRA run's .ckpt holds its adapters
+    model = load_policy(model_dir, dtype=dtype, attn_implementation=attn, lora=lora)
+    if state is not None:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
+        missing = [k for k in missing if k not in tied]
+        if missing or unexpected:
+            raise RuntimeError(
+                f"{checkpoint}: policy weights do not match {model_dir}: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]} (set base_model= to the model the run trained)"
+            )
+        log.info("loaded %d policy tensors from %s onto %s", len(state), checkpoint, model_dir)
+    model.to(resolve_device(device))
+    model.eval()
+    return model, processor
 
 
 def vision_token_ids(tokenizer: Any) -> list[int]:

@@ -63,7 +63,7 @@ class ScoringConfig:
     mode: str = "greedy"  # "greedy" | "sample" | "both" | "expected"
     n: int = 8  # samples per item in "sample" mode
     temperature: float = 1.0
-    max_new_tokens: int = 64
+    max_new_tokens: int = 256
     num_aspects: int = 1
     score_low: float = 1.0
     score_high: float = 5.0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     (`prresq.run_dir`: one run per directory, resume or `overwrite_run_dir=true` into a used one).
     """
     check_train_config(cfg)
+    check_optimized_metric(cfg)
     out_dir = Path(cfg.paths.output_dir)
     claim = None
     if is_global_rank_zero():
@@ -239,10 +241,52 @@ def _report(results: dict[str, Any], out_dir: Path) -> None:
         (out_dir / "heldout_metrics.md").write_text(table + "\n")
 
 
+def _metric_sources(cfg: DictConfig) -> dict[str, str | None]:
+    """Result keys of `run` that can hold `optimized_metric`: None when this config fills it, else why not."""
+    scored = cfg.get("eval_before_after", False) and not cfg.trainer.get("fast_dev_run")
+    held_out = None if scored else "needs eval_before_after=true and no trainer.fast_dev_run"
+    before = held_out or (None if cfg.get("ckpt_path") is None else "is not scored on resume (ckpt_path is set)")
+    warmup = None if cfg.warmup.get("enabled", False) else "needs the warm-up (warmup.enabled)"
+    return {"before": before, "after": held_out, "warmup_final_val": warmup}
+
+
+def check_optimized_metric(cfg: DictConfig) -> None:
+    """Refuse, before training, an `optimized_metric` this run will not produce."""
+    name = cfg.get("optimized_metric")
+    if name is None:
+        return
+    root = str(name).split(".")[0]
+    sources = _metric_sources(cfg)
+    if root not in sources or "." not in str(name):
+        raise ValueError(
+            f"optimized_metric={name!r}: expected <result>.<metric> with <result> one of {sorted(sources)}, "
+            "e.g. after.srcc_mean"
+        )
+    if sources[root] is not None:
+        raise ValueError(f"optimized_metric={name!r}: the {root!r} result {sources[root]}")
+
+
+def optimized_metric(results: Mapping[str, Any], name: str | None) -> float | None:
+    """The value named by `optimized_metric` (a dotted path into `run`'s results, e.g. `after.srcc_mean`).
+
+    None when `name` is None, or on a process that computed no results (not global rank zero).
+    """
+    if name is None or (not results and not is_global_rank_zero()):
+        return None
+    node: Any = results
+    for part in str(name).split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            known = sorted(node) if isinstance(node, Mapping) else []
+            raise KeyError(f"optimized_metric={name!r}: no {part!r} in this run's results (there: {known})")
+        node = node[part]
+    return float(node)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """Train; return the `optimized_metric` value (None when unset) so Hydra sweepers can optimise it."""
     torch.set_float32_matmul_precision("high")
-    run(cfg)
+    return optimized_metric(run(cfg), cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

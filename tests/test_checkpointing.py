@@ -15,8 +15,7 @@ import pytest
 import torch
 
 from prresq.checkpointing import LocalCheckpointIO, StepCheckpoint
-from prresq.eval import load_scoring_model, read_lightning_checkpoint
-from prresq.models import UnsafeCheckpointError
+from prresq.models import UnsafeCheckpointError, load_scoring_model, read_lightning_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPERS = ROOT / "tests" / "helpers"

@@ -101,3 +101,33 @@ def test_sweep_configs_compose_as_multirun(name):
     assert cfg.hydra.sweeper.params, "a sweep without parameters"
     for key, values in cfg.hydra.sweeper.params.items():
         assert "," in str(values), f"{key}: a sweep axis needs several values"
+
+
+def test_scoring_group_matches_dataclass():
+    """conf/scoring/default.yaml holds exactly ScoringConfig's fields (num_aspects comes from the prompt) with
+    the dataclass's defaults, so the yaml and `ScoringConfig()` never disagree."""
+    import dataclasses
+
+    from prresq.scoring import ScoringConfig
+
+    group = OmegaConf.to_container(OmegaConf.load(CONF / "scoring" / "default.yaml"))
+    defaults = {f.name: f.default for f in dataclasses.fields(ScoringConfig) if f.name != "num_aspects"}
+    assert group == defaults
+
+
+@pytest.mark.parametrize("entry", ["train", "eval", "infer"])
+def test_scoring_group_composes_into_each_entry_point(entry):
+    """Each entry point takes `scoring` from the group with only its deltas (train: mode=both, max_new_tokens from
+    grpo; eval: logistic), and `scoring.shared_prefix=false` overrides it without a `+`."""
+    GlobalHydra.instance().clear()
+    extra = ["input=x"] if entry == "infer" else []
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(entry, overrides=[*extra, "scoring.shared_prefix=false"])
+        plain = compose(entry, overrides=extra)
+    assert cfg.scoring.shared_prefix is False and plain.scoring.shared_prefix is True
+    expected_mode = "both" if entry == "train" else "greedy"
+    assert plain.scoring.mode == expected_mode
+    assert plain.scoring.max_new_tokens == (plain.grpo.max_new_tokens if entry == "train" else 256)
+    offline = {"seed", "batch_size", "min_pixels", "max_pixels"}
+    assert offline.isdisjoint(plain.scoring) if entry == "train" else offline <= set(plain.scoring)
+    assert ("logistic" in plain.scoring) == (entry == "eval")

@@ -12,9 +12,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from prresq.eval import load_scoring_model, read_lightning_checkpoint, run
+from prresq.eval import run
 from prresq.metrics import correlation_table
-from prresq.models import load_policy
+from prresq.models import load_policy, load_scoring_model, read_lightning_checkpoint
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 RESULT_COLUMNS = ["benchmark", "n", "n_failed", "parse_fail_rate", "srcc", "plcc", "plcc_logistic"]
@@ -104,7 +104,7 @@ def test_shared_prefix_switch_gives_the_plain_path_predictions(tmp_path, tiny_mo
     monkeypatch.setattr(scoring, "generate_completions_shared", lambda *a, **kw: calls.append(1) or shared(*a, **kw))
     common = ["scoring.mode=sample", "scoring.n=3", "limit=4", "scoring.max_new_tokens=6"]  # text: a sampled answer
     frames, used = [], []
-    for name, extra in (("shared", []), ("plain", ["+scoring.shared_prefix=false"])):
+    for name, extra in (("shared", []), ("plain", ["scoring.shared_prefix=false"])):
         calls.clear()
         run(compose_eval([*common, *extra], tmp_path / name, tiny_model_dir, synthetic_iqa))
         used.append(len(calls))

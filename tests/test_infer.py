@@ -177,3 +177,16 @@ def test_input_files_recognised_by_extension_or_content(tmp_path):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9.png\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"latin1\.txt: a list of paths must be UTF-8"):
         list_inputs(tmp_path / "latin1.txt")
+
+
+def test_infer_does_not_import_eval():
+    """Pins the module seam: `prresq.infer` gets model loading from `prresq.models` and the prompt and flows
+    from `prresq.data`, never from the `prresq.eval` entry point."""
+    import subprocess
+    import sys
+
+    code = "import sys, prresq.infer; print('prresq.eval' in sys.modules)"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"

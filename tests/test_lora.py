@@ -20,7 +20,6 @@ from omegaconf import OmegaConf, open_dict
 from test_prefix import _gen_kwargs, _images
 from test_train import TINY, _logged, compose_train
 
-from prresq.eval import load_scoring_model
 from prresq.lora import (
     LoraConfig,
     adapters_disabled,
@@ -29,7 +28,7 @@ from prresq.lora import (
     is_adapter_parameter,
     trainable_parameters,
 )
-from prresq.models import load_policy, load_processor, load_reference
+from prresq.models import load_policy, load_processor, load_reference, load_scoring_model
 from prresq.module import GRPOModule
 from prresq.prefix import completion_logprobs_shared
 from prresq.rollout import generate_completions

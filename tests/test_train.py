@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,6 +13,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from prresq.rewards import register_reward
@@ -190,3 +192,55 @@ def test_policy_trains_in_train_mode_after_the_held_out_score_before(tmp_path):
     results = run(cfg)
     assert "before" in results and "after" in results
     assert ModeProbe.modes == [True, True]
+
+
+class JobReturnProbe(Callback):
+    """A Hydra callback recording each job's return value, the value a Hydra sweeper optimises."""
+
+    values: ClassVar[list[Any]] = []
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **_: Any) -> None:
+        JobReturnProbe.values.append(job_return.return_value)
+
+
+def _hydra_multirun(monkeypatch: pytest.MonkeyPatch, overrides: list[str]) -> None:
+    import sys
+
+    from prresq.train import main
+
+    GlobalHydra.instance().clear()
+    # In-process, Hydra would look for `conf` as a Python package; `python -m prresq.train` finds it by path.
+    monkeypatch.setattr(sys, "argv", ["prresq.train", f"--config-path={CONF}", "--multirun", *overrides])
+    try:
+        main()
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_hydra_main_returns_the_optimized_metric(tmp_path, cache_dir, monkeypatch):
+    """Pins: `python -m prresq.train --multirun optimized_metric=after.<metric>` hands that held-out metric after
+    RL (the value `run` writes to heldout_metrics.json) to Hydra as the job's return value, which is what a
+    sweeper optimises; a metric this config cannot produce is refused before training. (The random tiny model
+    parses few answers, so its SRCC may be NaN; the failure rate is always a number.)"""
+    JobReturnProbe.values.clear()
+    common = [
+        *[o for o in TINY if o != "eval_before_after=false"],
+        "data.synthetic.crops_per_photo=1",
+        "trainer.max_steps=1",
+        "trainer.limit_val_batches=0",
+        "export_dir=null",
+        f"paths.root_dir={tmp_path}",
+        f"paths.cache_dir={cache_dir}",
+        f"paths.data_dir={cache_dir / 'data'}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        "hydra.sweep.subdir=job0",
+        "+hydra.callbacks.job_return={_target_: test_train.JobReturnProbe}",
+    ]
+    _hydra_multirun(monkeypatch, [*common, "eval_before_after=true", "optimized_metric=after.fail_mean"])
+    saved = json.loads((tmp_path / "multirun" / "job0" / "heldout_metrics.json").read_text())
+    (value,) = JobReturnProbe.values
+    assert isinstance(value, float) and 0.0 <= value <= 1.0
+    assert value == saved["after"]["fail_mean"]
+    with pytest.raises(ValueError, match="optimized_metric='after.srcc_mean'.*eval_before_after"):
+        run(compose_train([*TINY, "optimized_metric=after.srcc_mean"], tmp_path / "refused", cache_dir))
+    assert not (tmp_path / "refused" / "checkpoints").exists()

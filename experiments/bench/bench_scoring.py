@@ -79,14 +79,10 @@ def main() -> None:
     import lightning as L
 
     from prresq.data.benchmarks import load_benchmark_config
-    from prresq.eval import (
-        _container,
-        build_flows,
-        evaluate_benchmark,
-        load_scoring_model,
-        prepare_synthetic,
-        prompt_of,
-    )
+    from prresq.data.collate import prompt_of
+    from prresq.data.dataflow import build_flows
+    from prresq.eval import _container, evaluate_benchmark, prepare_synthetic
+    from prresq.models import load_scoring_model
     from prresq.scoring import ScoringConfig
 
     cfg = compose_eval(args.overrides)
@@ -97,7 +93,8 @@ def main() -> None:
     model, processor = load_scoring_model(
         _container(cfg.model), None, None, sc.get("min_pixels"), sc.get("max_pixels"), cfg.get("device", "auto")
     )
-    flows, prompt = build_flows(cfg), prompt_of(_container(cfg.prompt))
+    flows = build_flows(_container(cfg.dataflow), _container(cfg.get("video_dataflow")))
+    prompt = prompt_of(_container(cfg.prompt))
     bcfg = _container(cfg.benchmark)["synthetic_iqa"]
     prepare_synthetic("synthetic_iqa", bcfg)
     options = {"limit": int(cfg.limit)} if cfg.get("limit") else {}

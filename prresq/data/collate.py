@@ -211,3 +211,14 @@ class PromptCollator:
                 )
             labels[i, -n:] = ans
         return labels
+
+
+def prompt_of(prompt_cfg: Mapping[str, Any]) -> str:
+    """The evaluation prompt: the prompt group's `text` (the first entry of a training pool)."""
+    text = prompt_cfg.get("text")
+    if not text:
+        pool = prompt_cfg.get("pool") or []
+        if not pool:
+            raise ValueError(f"prompt config {dict(prompt_cfg)} has no text")
+        text = pool[0]
+    return str(text)

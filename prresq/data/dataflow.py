@@ -101,3 +101,10 @@ def build_flow(spec: str | Mapping[str, Any] | Flow | None = None) -> Flow:
     if callable(spec):
         return spec
     raise TypeError(f"cannot build a data flow from {spec!r}")
+
+
+def build_flows(
+    image: str | Mapping[str, Any] | Flow | None, video: str | Mapping[str, Any] | Flow | None = None
+) -> dict[str, Flow]:
+    """{"iqa": the `dataflow` group's flow, "vqa": the `video_dataflow` flow (VideoGridFlow when unset)}."""
+    return {"iqa": build_flow(image), "vqa": build_flow(video if video is not None else "video_grid")}
