@@ -14,8 +14,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from conftest import compose_config
 from omegaconf import OmegaConf, open_dict
 from test_prefix import _gen_kwargs, _images
 from test_train import TINY, _logged, compose_train
@@ -72,10 +71,8 @@ def test_every_model_config_defaults_to_full_fine_tuning_and_the_override_fills_
     """`model.lora` is null in every conf/model file; `'model.lora={r:16}'` gives r=16, other keys from LoraConfig."""
     for path in sorted((CONF / "model").glob("*.yaml")):
         assert "lora" in OmegaConf.load(path) and OmegaConf.load(path).lora is None, path.name
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["model=qwen2_5_vl_7b", "model.lora={r:16}", "strategy=deepspeed_zero3"])
-        tiny = compose("train", overrides=["experiment=tiny_lora"])
+    cfg = compose_config("train", ["model=qwen2_5_vl_7b", "model.lora={r:16}", "strategy=deepspeed_zero3"])
+    tiny = compose_config("train", ["experiment=tiny_lora"])
     spec = LoraConfig.from_mapping(OmegaConf.to_container(cfg.model.lora))
     assert spec == dataclasses.replace(LoraConfig(), r=16)
     assert spec.target_modules == ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -155,12 +152,9 @@ def test_reference_with_adapters_disabled_equals_a_frozen_copy(tiny_model_dir, p
 
 
 def _module(tiny_model_dir, tmp_path, lora: dict, beta: float = 0.04) -> GRPOModule:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=tiny_synthetic", "grpo.k=3", "grpo.max_new_tokens=8"])
+    overrides = ["experiment=tiny_synthetic", "grpo.k=3", "grpo.max_new_tokens=8"]
+    cfg = compose_config("train", overrides, model_dir=tiny_model_dir, root_dir=tmp_path, output_dir=tmp_path)
     with open_dict(cfg):
-        cfg.paths.root_dir = cfg.paths.output_dir = str(tmp_path)
-        cfg.model.name_or_path = str(tiny_model_dir)
         cfg.model.tiny = None
         cfg.model.lora = lora
         cfg.loss.beta = beta
@@ -369,19 +363,8 @@ def test_ddp_two_processes_with_lora(tmp_path):
     """A real 2-process gloo DDP step with LoRA: same all-reduced adapter gradient on both ranks, base untouched."""
     import test_scaleout as so
 
-    GlobalHydra.instance().clear()
     root = tmp_path / "root"
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=tiny_synthetic"])
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(root)
-        cfg.paths.cache_dir = str(root / ".cache")
-        cfg.paths.data_dir = str(root / ".cache" / "data")
-    from prresq.data.synthetic import generate_synthetic_iqa
-    from prresq.models import ensure_model_dir
-
-    model_dir = ensure_model_dir(cfg.model.name_or_path, OmegaConf.to_container(cfg.model.tiny, resolve=True))
-    generate_synthetic_iqa(**OmegaConf.to_container(cfg.data.synthetic, resolve=True), progress=False)
+    model_dir = so.prepare_root(root)
     run_dir, cache = tmp_path / "run", root / ".cache"
     proc, _ = so._train(
         [

@@ -26,10 +26,9 @@ import lightning as L
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from conftest import compose_config
 from hydra.experimental.callback import Callback as HydraCallback
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from prresq.data.synthetic import generate_synthetic_iqa
 from prresq.models import ensure_model_dir
@@ -116,16 +115,22 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Written here once, in-process, so that the timed subprocesses (and concurrent sweep jobs) only read it.
     """
     root = tmp_path_factory.mktemp("scaleout")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=tiny_synthetic"])
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(root)
-        cfg.paths.cache_dir = str(root / ".cache")
-        cfg.paths.data_dir = str(root / ".cache" / "data")
-    ensure_model_dir(cfg.model.name_or_path, OmegaConf.to_container(cfg.model.tiny, resolve=True))
-    generate_synthetic_iqa(**OmegaConf.to_container(cfg.data.synthetic, resolve=True), progress=False)
+    prepare_root(root)
     return root
+
+
+def prepare_root(root: Path) -> Path:
+    """Write `experiment=tiny_synthetic`'s tiny model and synthetic set under `root`/.cache; the model directory."""
+    cfg = compose_config(
+        "train",
+        ["experiment=tiny_synthetic"],
+        root_dir=root,
+        cache_dir=root / ".cache",
+        data_dir=root / ".cache" / "data",
+    )
+    model_dir = ensure_model_dir(cfg.model.name_or_path, OmegaConf.to_container(cfg.model.tiny, resolve=True))
+    generate_synthetic_iqa(**OmegaConf.to_container(cfg.data.synthetic, resolve=True), progress=False)
+    return model_dir
 
 
 def _train(args: list[str], root: Path, cwd: Path) -> tuple[subprocess.CompletedProcess[str], float]:

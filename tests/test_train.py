@@ -10,9 +10,8 @@ import lightning as L
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from conftest import compose_config
+from omegaconf import DictConfig, OmegaConf
 
 from prresq.rewards import register_reward
 from prresq.rewards.registry import reward_term_keys
@@ -22,15 +21,9 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose_train(overrides: list[str], out_dir: Path, cache_dir: Path) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(out_dir)
-        cfg.paths.cache_dir = str(cache_dir)
-        cfg.paths.data_dir = str(cache_dir / "data")
-        cfg.paths.output_dir = str(out_dir)
-    return cfg
+    return compose_config(
+        "train", overrides, root_dir=out_dir, cache_dir=cache_dir, data_dir=cache_dir / "data", output_dir=out_dir
+    )
 
 
 TINY = [
