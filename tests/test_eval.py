@@ -15,7 +15,6 @@ from prresq.eval import load_scoring_model, read_lightning_checkpoint, run
 from prresq.metrics import correlation_table
 from prresq.models import load_policy
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 RESULT_COLUMNS = ["benchmark", "n", "n_failed", "parse_fail_rate", "srcc", "plcc", "plcc_logistic"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -14,7 +14,6 @@ from PIL import Image
 
 from prresq.infer import list_inputs, run
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 FAST = ["scoring.max_new_tokens=4", "scoring.batch_size=3"]
 
 

@@ -8,8 +8,6 @@ different token counts (where a completion-share weighting goes wrong for `token
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -22,7 +20,6 @@ from prresq.data.records import Record
 from prresq.loss import GRPOLoss, micro_batched_backward
 from prresq.module import GRPOModule
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 K, T = 3, 6
 
 

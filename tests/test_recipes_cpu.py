@@ -28,7 +28,6 @@ from prresq.data.mirrors import generate_mirrors
 pytestmark = pytest.mark.slow
 BUILD_TRAINER = train.build_trainer  # the unpatched builder (a test may run several recipes)
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 CPU = ["model=tiny", "strategy=single", "trainer.precision=32", "trainer.devices=1"]
 SMALL = [
     "grpo.max_new_tokens=8",

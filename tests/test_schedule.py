@@ -25,8 +25,6 @@ from prresq.models import load_processor
 from prresq.rewards import build_reward_mix
 from prresq.schedule import TwoStageSchedule
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
 
 def _schedule(cfg: DictConfig) -> TwoStageSchedule:
     spec = OmegaConf.to_container(cfg.schedule, resolve=True)
