@@ -17,7 +17,7 @@ import torch
 from conftest import compose_config
 from omegaconf import OmegaConf, open_dict
 from test_prefix import _gen_kwargs, _images
-from test_train import TINY, _logged, compose_train
+from test_train import TINY, _logged, assert_last_step_logged_alike, compose_train
 
 from prresq.eval import load_scoring_model
 from prresq.lora import (
@@ -337,11 +337,7 @@ def test_one_step_changes_only_adapters_and_resume_is_exact(tmp_path, cache_dir)
     assert len(ckpt["optimizer_states"][0]["state"]) == n_adapters
     resumed = compose_train([*LORA_RUN, "trainer.max_steps=3", "ckpt_path=last"], tmp_path / "part", cache_dir)
     run(resumed)
-    for column in ("train/loss", "train/kl", "train/completion_len", "train/advantage_std"):
-        full, part = _logged(tmp_path / "full", column), _logged(tmp_path / "part", column)
-        last = full.index.max()
-        assert last in part.index, column
-        assert part.loc[last] == pytest.approx(full.loc[last], rel=1e-4, abs=1e-9), column
+    assert_last_step_logged_alike(tmp_path / "full", tmp_path / "part")
     assert _logged(tmp_path / "full", "train/kl").iloc[-1] > 0  # the adapters moved away from the reference
 
     # prresq.eval / prresq.infer load a LoRA run's .ckpt with its adapters (model.lora from its hyperparameters).
@@ -365,31 +361,8 @@ def test_ddp_two_processes_with_lora(tmp_path):
 
     root = tmp_path / "root"
     model_dir = so.prepare_root(root)
-    run_dir, cache = tmp_path / "run", root / ".cache"
-    proc, _ = so._train(
-        [
-            *so.TINY,
-            "model.lora={r: 4}",
-            "strategy=ddp",
-            "trainer.devices=2",
-            "trainer.accelerator=cpu",
-            "trainer.max_steps=1",
-            "grpo.k=2",
-            "trainer.limit_val_batches=0",
-            "export_dir=null",
-            f"hydra.run.dir={run_dir}",
-            f"paths.cache_dir={cache}",
-            f"paths.data_dir={cache / 'data'}",
-            "+reward.length={name: scaleout_chars, weight: 1.0}",
-            "+hydra.callbacks.scaleout_rewards={_target_: test_scaleout.RegisterTestRewards}",
-            so.PROBE,
-        ],
-        root,
-        tmp_path,
-    )
-    so._check(proc)
-    assert "All distributed processes registered. Starting with 2 processes" in proc.stdout + proc.stderr
-    rank0, rank1 = sorted(so._probes(run_dir), key=lambda p: p["rank"])
+    probes, _ = so.ddp_step(root, tmp_path, ["model.lora={r: 4}"])
+    rank0, rank1 = sorted(probes, key=lambda p: p["rank"])
     assert (rank0["world_size"], rank1["world_size"]) == (2, 2) and not set(rank0["ids"]) & set(rank1["ids"])
     names = [n for n, _ in load_policy(model_dir, lora={"r": 4}).named_parameters()]
     sizes = [p.numel() for p in load_policy(model_dir, lora={"r": 4}).parameters()]

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -200,12 +201,14 @@ TINY = [
 ]
 
 
-def test_ddp_two_processes_take_one_synchronised_step(root: Path, tmp_path: Path) -> None:
+def ddp_step(root: Path, tmp_path: Path, extra: Sequence[str] = ()) -> tuple[list[dict[str, Any]], float]:
+    """One 2-process gloo DDP training step of TINY (plus `extra`) in `tmp_path`/run: the ranks' probes, wall s."""
     run_dir = tmp_path / "run"
     cache = root / ".cache"
     proc, wall = _train(
         [
             *TINY,
+            *extra,
             "strategy=ddp",
             "trainer.devices=2",
             "trainer.accelerator=cpu",
@@ -223,12 +226,17 @@ def test_ddp_two_processes_take_one_synchronised_step(root: Path, tmp_path: Path
         root,
         tmp_path,
     )
-    print(f"DDP subprocess: {wall:.1f} s")
     _check(proc)
     assert "All distributed processes registered. Starting with 2 processes" in proc.stdout + proc.stderr
+    return _probes(run_dir), wall
+
+
+def test_ddp_two_processes_take_one_synchronised_step(root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    probes, wall = ddp_step(root, tmp_path)
+    print(f"DDP subprocess: {wall:.1f} s")
 
     # Both ranks ran step 1 of the same 2-process job, each on its own shard of the global batch.
-    probes = _probes(run_dir)
     assert sorted((p["rank"], p["world_size"], p["global_step"]) for p in probes) == [(0, 2, 1), (1, 2, 1)]
     rank0, rank1 = sorted(probes, key=lambda p: p["rank"])
     assert len(rank0["ids"]) == len(rank1["ids"]) == 2

@@ -17,8 +17,6 @@ from prresq.rewards import register_reward
 from prresq.rewards.registry import reward_term_keys
 from prresq.train import run
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
 
 def compose_train(overrides: list[str], out_dir: Path, cache_dir: Path) -> DictConfig:
     return compose_config(
@@ -114,6 +112,16 @@ def _logged(out_dir: Path, column: str) -> pd.Series:
     return rows.set_index("step")[column]
 
 
+def assert_last_step_logged_alike(full_dir: Path, part_dir: Path) -> None:
+    """The last step of the uninterrupted run in `full_dir` logs the same loss, KL, lengths and advantage spread
+    in the resumed run in `part_dir`."""
+    for column in ("train/loss", "train/kl", "train/completion_len", "train/advantage_std"):
+        full, part = _logged(full_dir, column), _logged(part_dir, column)
+        last = full.index.max()
+        assert last in part.index, column
+        assert part.loc[last] == pytest.approx(full.loc[last], rel=1e-4, abs=1e-9), column
+
+
 def test_resume_continues_at_the_same_step(tmp_path, cache_dir):
     common = [
         *TINY,
@@ -132,11 +140,7 @@ def test_resume_continues_at_the_same_step(tmp_path, cache_dir):
     run(resumed)
     # The resumed step samples the same completions (RNG state), from the same batch (sampler state),
     # with the same weights and optimiser state: its loss, KL and completion lengths are the same.
-    for column in ("train/loss", "train/kl", "train/completion_len", "train/advantage_std"):
-        full, part = _logged(tmp_path / "full", column), _logged(tmp_path / "part", column)
-        last = full.index.max()
-        assert last in part.index, column
-        assert part.loc[last] == pytest.approx(full.loc[last], rel=1e-4, abs=1e-9), column
+    assert_last_step_logged_alike(tmp_path / "full", tmp_path / "part")
 
 
 def test_warmup_phases_run_and_export_a_loadable_model(tmp_path, cache_dir):
