@@ -1,14 +1,24 @@
-"""Shared fixtures: the tiny Qwen2.5-VL directory and a small synthetic IQA set (built once per run)."""
+"""Shared fixtures: the tiny Qwen2.5-VL directory and a small synthetic IQA set (built once per run).
+
+`compose_config` composes a real `conf/` config with a test's overrides and points its paths at the
+test's directories; test files import it (`from conftest import compose_config`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
 
 from prresq.data.synthetic import generate_synthetic_iqa
 from prresq.models import build_tiny_model
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 # Tiny models are latency-bound; spin-waiting OpenMP threads on a busy 2-core machine cost 10-50x.
 torch.set_num_threads(1)
@@ -34,3 +44,29 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def synthetic_iqa(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic IQA set (56 px, 3 distortion types, 2 crops per photo, a 2-photo prior split)."""
     return generate_synthetic_iqa(tmp_path_factory.mktemp("synthetic_iqa") / "set", **SYNTHETIC_TEST_OPTIONS)
+
+
+def compose_config(
+    name: str | None = "train",
+    overrides: Sequence[str] = (),
+    *,
+    model_dir: str | Path | None = None,
+    return_hydra_config: bool = False,
+    **paths: str | Path,
+) -> DictConfig:
+    """Compose `conf/<name>.yaml` with `overrides`, as `python -m prresq.<name>` would.
+
+    Each keyword in `paths` (`root_dir`, `cache_dir`, `data_dir`, `output_dir`) replaces that `cfg.paths` entry,
+    and `model_dir` replaces `model.name_or_path`; entries not given keep the composed value.
+    """
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(name, overrides=list(overrides), return_hydra_config=return_hydra_config)
+    with open_dict(cfg):
+        for key, value in paths.items():
+            if key not in cfg.paths:
+                raise KeyError(f"compose_config: conf/{name}.yaml has no paths.{key} (has {sorted(cfg.paths)})")
+            cfg.paths[key] = str(value)
+        if model_dir is not None:
+            cfg.model.name_or_path = str(model_dir)
+    return cfg

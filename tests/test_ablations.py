@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 
 from prresq import analysis as A
 
@@ -43,11 +43,9 @@ def test_shards_partition_the_runs_and_keep_a_warm_up_in_one_job(ablations):
 
 
 def _cfg(arm: str, fold: int = 0, seed: int = 0):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[f"+arm={arm}", f"data.synthetic.fold={fold}", f"seed={seed}", f"paths.root_dir={ROOT}"],
-        )
+    return compose_config(
+        "train", [f"+arm={arm}", f"data.synthetic.fold={fold}", f"seed={seed}", f"paths.root_dir={ROOT}"]
+    )
 
 
 def test_rl2r_arms_share_one_warm_up_per_fold_and_seed(ablations):

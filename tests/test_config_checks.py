@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from conftest import compose_config
+from omegaconf import DictConfig
 
 from prresq.config_checks import ConfigError, check_train_config
 from prresq.train import run
@@ -20,13 +19,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
 def _compose(overrides: list[str], tmp_path: Path) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.root_dir = cfg.paths.output_dir = str(tmp_path)
-        cfg.paths.cache_dir = str(tmp_path / "cache")
-    return cfg
+    return compose_config("train", overrides, root_dir=tmp_path, output_dir=tmp_path, cache_dir=tmp_path / "cache")
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from conftest import compose_config
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from prresq.rewards.registry import reward_term_keys
 from prresq.train import build_strategy
@@ -21,15 +20,16 @@ STRATEGIES = sorted(p.stem for p in (CONF / "strategy").glob("*.yaml"))
 
 
 def _compose(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.root_dir = "/tmp/prresq-root"
-        cfg.paths.cache_dir = "/tmp/prresq-root/.cache"
-        cfg.paths.data_dir = "/tmp/prresq-root/.cache/data"
-        cfg.paths.output_dir = "/tmp/prresq-root/out"
-    return cfg
+    root = "/tmp/prresq-root"
+    return compose_config(
+        "train",
+        overrides,
+        return_hydra_config=True,
+        root_dir=root,
+        cache_dir=f"{root}/.cache",
+        data_dir=f"{root}/.cache/data",
+        output_dir=f"{root}/out",
+    )
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from conftest import compose_config
 
 from prresq.data.benchmarks import load_benchmark, load_benchmark_config, reference_split
 from prresq.data.datamodule import QualityDataModule
@@ -21,7 +20,6 @@ from prresq.data.mirrors import generate_mirrors
 from prresq.data.records import DataError, load_dataset
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def _native(root: Path, split: str | None, name: str = "kadid10k", **kw) -> dict:
@@ -50,9 +48,7 @@ def test_native_entry_reads_through_the_eval_adapter():
 def test_reference_images_never_cross_splits_and_eval_sees_the_same_test_split(mirror):
     """Splits are 6:2:2 by reference image (seed 42): the train / val / test entries of the data
     config partition KADID's references, and the eval benchmark's test split is the datamodule's."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["data=kadid", "+benchmark=[kadid10k]", f"paths.data_dir={mirror}"])
+    cfg = compose_config("train", ["data=kadid", "+benchmark=[kadid10k]", f"paths.data_dir={mirror}"])
     specs = {s: list(cfg.data[s]) for s in ("train", "val", "test")}
     dm = QualityDataModule(**specs)
     dm.setup()

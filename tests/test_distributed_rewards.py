@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 from omegaconf import OmegaConf
 
 from prresq.rewards import build_reward_mix, compute_rewards
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 MIX = {"fidelity": {"weight": 1.0, "variant": "mean"}, "format": {"weight": 0.5}}
 PAPER_RECIPES = ("vq_r1_kadid", "preresq_iqa_kadid", "preresq_vqa_lsvq")
 
 
 def _reward_node(overrides: list[str]) -> dict:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
+    cfg = compose_config("train", overrides)
     return OmegaConf.to_container(cfg.reward, resolve=True)
 
 

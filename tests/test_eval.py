@@ -8,30 +8,27 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from conftest import compose_config
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from prresq.eval import run
 from prresq.metrics import correlation_table
 from prresq.models import load_policy, load_scoring_model, read_lightning_checkpoint
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 RESULT_COLUMNS = ["benchmark", "n", "n_failed", "parse_fail_rate", "srcc", "plcc", "plcc_logistic"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def compose_app(name: str, overrides: list[str], out_dir: Path, model_dir: Path) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(name, overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(out_dir)
-        cfg.paths.cache_dir = str(out_dir / "cache")
-        cfg.paths.data_dir = str(out_dir / "data")
-        cfg.paths.output_dir = str(out_dir)
-        cfg.model.name_or_path = str(model_dir)
-    return cfg
+    return compose_config(
+        name,
+        overrides,
+        model_dir=model_dir,
+        root_dir=out_dir,
+        cache_dir=out_dir / "cache",
+        data_dir=out_dir / "data",
+        output_dir=out_dir,
+    )
 
 
 def compose_eval(overrides: list[str], out_dir: Path, model_dir: Path, data: Path) -> DictConfig:
@@ -161,12 +158,11 @@ def grpo_checkpoint(tmp_path_factory, tiny_model_dir) -> tuple[Path, dict[str, t
     """A GRPOModule checkpoint in Lightning's layout (state_dict with policy.* and reference.*, hyper_parameters)."""
     from prresq.module import GRPOModule
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["model=tiny", "loss.beta=0.04"])
+    root = tmp_path_factory.mktemp("root")
+    cfg = compose_config(
+        "train", ["model=tiny", "loss.beta=0.04"], model_dir=tiny_model_dir, root_dir=root, output_dir=root
+    )
     with open_dict(cfg):
-        cfg.paths.root_dir = cfg.paths.output_dir = str(tmp_path_factory.mktemp("root"))
-        cfg.model.name_or_path = str(tiny_model_dir)
         cfg.model.tiny = None
     plain = OmegaConf.to_container(cfg, resolve=True)
     module = GRPOModule(**{k: plain[k] for k in ("model", "grpo", "loss", "reward", "optim", "scoring")})

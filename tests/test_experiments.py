@@ -21,9 +21,8 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from conftest import compose_config
+from omegaconf import DictConfig, OmegaConf
 
 import prresq.train as train
 from prresq.data.mirrors import generate_mirrors
@@ -38,10 +37,8 @@ K = 2
 CPU_OVERRIDES = ["model=tiny", "strategy=single", "trainer.precision=32"]
 
 
-def _compose(name: str, overrides: list[str] = ()) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=[f"experiment={name}", *overrides])
+def _compose(name: str, overrides: list[str] = (), **paths: Any) -> DictConfig:
+    return compose_config("train", [f"experiment={name}", *overrides], **paths)
 
 
 def gpu_reason(cfg: DictConfig) -> str | None:
@@ -120,17 +117,15 @@ def test_experiment_fast_dev_run(name: str, tmp_path: Path, cache_dir: Path, mon
     on_gpu = gpu_reason(base) is not None and torch.cuda.is_available()
     paper_recipe_on_cpu = gpu_reason(base) is not None and not on_gpu
     cpu = CPU_OVERRIDES if paper_recipe_on_cpu else []
-    cfg = _compose(name, [*cpu, *_tiny_overrides(_compose(name, cpu))])
-    with open_dict(cfg):
-        if on_gpu:  # real weights and data live under PRRESQ_ROOT; only the outputs go to tmp
-            cfg.paths.root_dir = os.environ.get("PRRESQ_ROOT", str(CONF.parent))
-        else:
-            cfg.paths.root_dir = str(tmp_path)
-            cfg.paths.cache_dir = str(cache_dir)
-            cfg.paths.data_dir = str(_mirror(cache_dir) if paper_recipe_on_cpu else cache_dir / "data")
-            if paper_recipe_on_cpu:  # the tiny model; preresq_vqa_lsvq names its IQA checkpoint here
-                cfg.model.name_or_path = str(cache_dir / "tiny-qwen2.5-vl")
-        cfg.paths.output_dir = str(tmp_path / "out")
+    if on_gpu:  # real weights and data live under PRRESQ_ROOT; only the outputs go to tmp
+        paths = {"root_dir": os.environ.get("PRRESQ_ROOT", str(CONF.parent))}
+    else:
+        data_dir = _mirror(cache_dir) if paper_recipe_on_cpu else cache_dir / "data"
+        paths = {"root_dir": tmp_path, "cache_dir": cache_dir, "data_dir": data_dir}
+    # the tiny model on CPU; preresq_vqa_lsvq names its IQA checkpoint here
+    model_dir = cache_dir / "tiny-qwen2.5-vl" if paper_recipe_on_cpu else None
+    overrides = [*cpu, *_tiny_overrides(_compose(name, cpu))]
+    cfg = _compose(name, overrides, model_dir=model_dir, output_dir=tmp_path / "out", **paths)
     if on_gpu:
         if "deepspeed" in str(cfg.strategy.get("_target_", "")).lower() and not importlib.util.find_spec("deepspeed"):
             pytest.skip(f"experiment={name}: deepspeed is not installed (pip install -e .[gpu])")

@@ -8,27 +8,25 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from conftest import compose_config
+from omegaconf import DictConfig
 from PIL import Image
 
 from prresq.infer import list_inputs, run
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 FAST = ["scoring.max_new_tokens=4", "scoring.batch_size=3"]
 
 
 def compose_infer(overrides: list[str], out_dir: Path, model_dir: Path) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("infer", overrides=[*FAST, *overrides])
-    with open_dict(cfg):
-        cfg.paths.root_dir = cfg.paths.output_dir = str(out_dir)
-        cfg.paths.cache_dir = str(out_dir / "cache")
-        cfg.paths.data_dir = str(out_dir / "data")
-        cfg.model.name_or_path = str(model_dir)
-    return cfg
+    return compose_config(
+        "infer",
+        [*FAST, *overrides],
+        model_dir=model_dir,
+        root_dir=out_dir,
+        output_dir=out_dir,
+        cache_dir=out_dir / "cache",
+        data_dir=out_dir / "data",
+    )
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

@@ -14,11 +14,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from conftest import compose_config
 from omegaconf import OmegaConf, open_dict
 from test_prefix import _gen_kwargs, _images
-from test_train import TINY, _logged, compose_train
+from test_train import TINY, _logged, assert_last_step_logged_alike, compose_train
 
 from prresq.lora import (
     LoraConfig,
@@ -71,10 +70,8 @@ def test_every_model_config_defaults_to_full_fine_tuning_and_the_override_fills_
     """`model.lora` is null in every conf/model file; `'model.lora={r:16}'` gives r=16, other keys from LoraConfig."""
     for path in sorted((CONF / "model").glob("*.yaml")):
         assert "lora" in OmegaConf.load(path) and OmegaConf.load(path).lora is None, path.name
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["model=qwen2_5_vl_7b", "model.lora={r:16}", "strategy=deepspeed_zero3"])
-        tiny = compose("train", overrides=["experiment=tiny_lora"])
+    cfg = compose_config("train", ["model=qwen2_5_vl_7b", "model.lora={r:16}", "strategy=deepspeed_zero3"])
+    tiny = compose_config("train", ["experiment=tiny_lora"])
     spec = LoraConfig.from_mapping(OmegaConf.to_container(cfg.model.lora))
     assert spec == dataclasses.replace(LoraConfig(), r=16)
     assert spec.target_modules == ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -154,12 +151,9 @@ def test_reference_with_adapters_disabled_equals_a_frozen_copy(tiny_model_dir, p
 
 
 def _module(tiny_model_dir, tmp_path, lora: dict, beta: float = 0.04) -> GRPOModule:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=tiny_synthetic", "grpo.k=3", "grpo.max_new_tokens=8"])
+    overrides = ["experiment=tiny_synthetic", "grpo.k=3", "grpo.max_new_tokens=8"]
+    cfg = compose_config("train", overrides, model_dir=tiny_model_dir, root_dir=tmp_path, output_dir=tmp_path)
     with open_dict(cfg):
-        cfg.paths.root_dir = cfg.paths.output_dir = str(tmp_path)
-        cfg.model.name_or_path = str(tiny_model_dir)
         cfg.model.tiny = None
         cfg.model.lora = lora
         cfg.loss.beta = beta
@@ -342,11 +336,7 @@ def test_one_step_changes_only_adapters_and_resume_is_exact(tmp_path, cache_dir)
     assert len(ckpt["optimizer_states"][0]["state"]) == n_adapters
     resumed = compose_train([*LORA_RUN, "trainer.max_steps=3", "ckpt_path=last"], tmp_path / "part", cache_dir)
     run(resumed)
-    for column in ("train/loss", "train/kl", "train/completion_len", "train/advantage_std"):
-        full, part = _logged(tmp_path / "full", column), _logged(tmp_path / "part", column)
-        last = full.index.max()
-        assert last in part.index, column
-        assert part.loc[last] == pytest.approx(full.loc[last], rel=1e-4, abs=1e-9), column
+    assert_last_step_logged_alike(tmp_path / "full", tmp_path / "part")
     assert _logged(tmp_path / "full", "train/kl").iloc[-1] > 0  # the adapters moved away from the reference
 
     # prresq.eval / prresq.infer load a LoRA run's .ckpt with its adapters (model.lora from its hyperparameters).
@@ -368,44 +358,10 @@ def test_ddp_two_processes_with_lora(tmp_path):
     """A real 2-process gloo DDP step with LoRA: same all-reduced adapter gradient on both ranks, base untouched."""
     import test_scaleout as so
 
-    GlobalHydra.instance().clear()
     root = tmp_path / "root"
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=tiny_synthetic"])
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(root)
-        cfg.paths.cache_dir = str(root / ".cache")
-        cfg.paths.data_dir = str(root / ".cache" / "data")
-    from prresq.data.synthetic import generate_synthetic_iqa
-    from prresq.models import ensure_model_dir
-
-    model_dir = ensure_model_dir(cfg.model.name_or_path, OmegaConf.to_container(cfg.model.tiny, resolve=True))
-    generate_synthetic_iqa(**OmegaConf.to_container(cfg.data.synthetic, resolve=True), progress=False)
-    run_dir, cache = tmp_path / "run", root / ".cache"
-    proc, _ = so._train(
-        [
-            *so.TINY,
-            "model.lora={r: 4}",
-            "strategy=ddp",
-            "trainer.devices=2",
-            "trainer.accelerator=cpu",
-            "trainer.max_steps=1",
-            "grpo.k=2",
-            "trainer.limit_val_batches=0",
-            "export_dir=null",
-            f"hydra.run.dir={run_dir}",
-            f"paths.cache_dir={cache}",
-            f"paths.data_dir={cache / 'data'}",
-            "+reward.length={name: scaleout_chars, weight: 1.0}",
-            "+hydra.callbacks.scaleout_rewards={_target_: test_scaleout.RegisterTestRewards}",
-            so.PROBE,
-        ],
-        root,
-        tmp_path,
-    )
-    so._check(proc)
-    assert "All distributed processes registered. Starting with 2 processes" in proc.stdout + proc.stderr
-    rank0, rank1 = sorted(so._probes(run_dir), key=lambda p: p["rank"])
+    model_dir = so.prepare_root(root)
+    probes, _ = so.ddp_step(root, tmp_path, ["model.lora={r: 4}"])
+    rank0, rank1 = sorted(probes, key=lambda p: p["rank"])
     assert (rank0["world_size"], rank1["world_size"]) == (2, 2) and not set(rank0["ids"]) & set(rank1["ids"])
     names = [n for n, _ in load_policy(model_dir, lora={"r": 4}).named_parameters()]
     sizes = [p.numel() for p in load_policy(model_dir, lora={"r": 4}).parameters()]

@@ -8,13 +8,10 @@ different token counts (where a completion-share weighting goes wrong for `token
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from conftest import compose_config
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
@@ -23,18 +20,15 @@ from prresq.data.records import Record
 from prresq.loss import GRPOLoss, micro_batched_backward
 from prresq.module import GRPOModule
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 K, T = 3, 6
 
 
 @pytest.fixture(scope="module")
 def module_and_rollout(tiny_model_dir, tmp_path_factory):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["model=tiny", f"grpo.k={K}", f"grpo.max_new_tokens={T}", "prompt=tiny"])
+    root = tmp_path_factory.mktemp("root")
+    overrides = ["model=tiny", f"grpo.k={K}", f"grpo.max_new_tokens={T}", "prompt=tiny"]
+    cfg = compose_config("train", overrides, model_dir=tiny_model_dir, root_dir=root, output_dir=root)
     with open_dict(cfg):
-        cfg.paths.root_dir = cfg.paths.output_dir = str(tmp_path_factory.mktemp("root"))
-        cfg.model.name_or_path = str(tiny_model_dir)
         cfg.model.tiny = None
     plain = OmegaConf.to_container(cfg, resolve=True)
     module = GRPOModule(**{k: plain[k] for k in ("model", "grpo", "loss", "reward", "optim", "scoring")})

@@ -8,11 +8,9 @@ of its training script ``src/grpo_preres_r1.py``.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
@@ -21,7 +19,6 @@ from prresq.data.dataflow import ImageFlow
 from prresq.data.records import Record
 from prresq.models import load_processor
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 # The released question template (both PreResQ-R1 inference scripts; VisualQuality-R1 README).
 TEMPLATE = (
     " First output the thinking process in <think> </think> tags and then output the final answer"
@@ -51,8 +48,7 @@ PRERESQ_IQA_POOL = [  # src/grpo_preres_r1.py, `prompts`
 
 
 def _prompt(name: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"prompt={name}"])
+    cfg = compose_config("train", [f"prompt={name}"])
     return cfg.prompt
 
 
@@ -134,8 +130,7 @@ def test_tiny_prompt_and_tiny_preresq_wording_unchanged():
         "Rate the quality of this image from 1 to 5. Think in <think> </think>, then give the score in "
         "<answer> </answer>."
     )
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["experiment=tiny_preresq"])
+    cfg = compose_config("train", ["experiment=tiny_preresq"])
     assert OmegaConf.to_container(cfg.prompt, resolve=True) == OmegaConf.to_container(
         _prompt("preresq_iqa_ours"), resolve=True
     )

@@ -19,9 +19,8 @@ import lightning as L
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from conftest import compose_config
+from omegaconf import DictConfig, OmegaConf
 
 import prresq.train as train
 from prresq.data.mirrors import generate_mirrors
@@ -29,7 +28,6 @@ from prresq.data.mirrors import generate_mirrors
 pytestmark = pytest.mark.slow
 BUILD_TRAINER = train.build_trainer  # the unpatched builder (a test may run several recipes)
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 CPU = ["model=tiny", "strategy=single", "trainer.precision=32", "trainer.devices=1"]
 SMALL = [
     "grpo.max_new_tokens=8",
@@ -95,13 +93,13 @@ def run_recipe(
     monkeypatch: pytest.MonkeyPatch,
     shift_policy: float = 0.0,
 ) -> tuple[DictConfig, Probe, float]:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={name}", *CPU, f"paths.data_dir={mirror}", *SMALL, *overrides])
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(out)
-        cfg.paths.output_dir = str(out / "run")
-        cfg.model.name_or_path = str(tiny)
+    cfg = compose_config(
+        "train",
+        [f"experiment={name}", *CPU, f"paths.data_dir={mirror}", *SMALL, *overrides],
+        model_dir=tiny,
+        root_dir=out,
+        output_dir=out / "run",
+    )
     probe = Probe(shift_policy)
 
     def with_probe(c: DictConfig) -> L.Trainer:

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,9 @@ import lightning as L
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from conftest import compose_config
 from hydra.experimental.callback import Callback as HydraCallback
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from prresq.data.synthetic import generate_synthetic_iqa
 from prresq.models import ensure_model_dir
@@ -116,16 +116,22 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Written here once, in-process, so that the timed subprocesses (and concurrent sweep jobs) only read it.
     """
     root = tmp_path_factory.mktemp("scaleout")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=tiny_synthetic"])
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(root)
-        cfg.paths.cache_dir = str(root / ".cache")
-        cfg.paths.data_dir = str(root / ".cache" / "data")
-    ensure_model_dir(cfg.model.name_or_path, OmegaConf.to_container(cfg.model.tiny, resolve=True))
-    generate_synthetic_iqa(**OmegaConf.to_container(cfg.data.synthetic, resolve=True), progress=False)
+    prepare_root(root)
     return root
+
+
+def prepare_root(root: Path) -> Path:
+    """Write `experiment=tiny_synthetic`'s tiny model and synthetic set under `root`/.cache; the model directory."""
+    cfg = compose_config(
+        "train",
+        ["experiment=tiny_synthetic"],
+        root_dir=root,
+        cache_dir=root / ".cache",
+        data_dir=root / ".cache" / "data",
+    )
+    model_dir = ensure_model_dir(cfg.model.name_or_path, OmegaConf.to_container(cfg.model.tiny, resolve=True))
+    generate_synthetic_iqa(**OmegaConf.to_container(cfg.data.synthetic, resolve=True), progress=False)
+    return model_dir
 
 
 def _train(args: list[str], root: Path, cwd: Path) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -195,12 +201,14 @@ TINY = [
 ]
 
 
-def test_ddp_two_processes_take_one_synchronised_step(root: Path, tmp_path: Path) -> None:
+def ddp_step(root: Path, tmp_path: Path, extra: Sequence[str] = ()) -> tuple[list[dict[str, Any]], float]:
+    """One 2-process gloo DDP training step of TINY (plus `extra`) in `tmp_path`/run: the ranks' probes, wall s."""
     run_dir = tmp_path / "run"
     cache = root / ".cache"
     proc, wall = _train(
         [
             *TINY,
+            *extra,
             "strategy=ddp",
             "trainer.devices=2",
             "trainer.accelerator=cpu",
@@ -218,12 +226,17 @@ def test_ddp_two_processes_take_one_synchronised_step(root: Path, tmp_path: Path
         root,
         tmp_path,
     )
-    print(f"DDP subprocess: {wall:.1f} s")
     _check(proc)
     assert "All distributed processes registered. Starting with 2 processes" in proc.stdout + proc.stderr
+    return _probes(run_dir), wall
+
+
+def test_ddp_two_processes_take_one_synchronised_step(root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    probes, wall = ddp_step(root, tmp_path)
+    print(f"DDP subprocess: {wall:.1f} s")
 
     # Both ranks ran step 1 of the same 2-process job, each on its own shard of the global batch.
-    probes = _probes(run_dir)
     assert sorted((p["rank"], p["world_size"], p["global_step"]) for p in probes) == [(0, 2, 1), (1, 2, 1)]
     rank0, rank1 = sorted(probes, key=lambda p: p["rank"])
     assert len(rank0["ids"]) == len(rank1["ids"]) == 2

@@ -14,9 +14,8 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from conftest import compose_config
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 import prresq.train as train
@@ -25,14 +24,6 @@ from prresq.data.records import Record
 from prresq.models import load_processor
 from prresq.rewards import build_reward_mix
 from prresq.schedule import TwoStageSchedule
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
-def _compose(overrides: list[str]) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=overrides)
 
 
 def _schedule(cfg: DictConfig) -> TwoStageSchedule:
@@ -57,7 +48,7 @@ def test_stage_weights_follow_the_task_reward_config(task, penalty, collate):
     Released PreResQ-R1 combinations (docs/design rewards.md): IQA (... - P ...) / 3, so -1/3; VQA ... - P ..., so -1.
     A hard-coded -1/3 would replace the VQA weight in stage 1.
     """
-    cfg = _compose(["experiment=preresq_iqa_kadid", f"reward=[preresq_{task},preresq_format]"])
+    cfg = compose_config("train", ["experiment=preresq_iqa_kadid", f"reward=[preresq_{task},preresq_format]"])
     reward = OmegaConf.to_container(cfg.reward, resolve=True)
     module = _module(reward)
     others = {k: v for k, v in module.rewards.weights.items() if k != "response_penalty"}
@@ -95,7 +86,7 @@ def test_resume_after_the_switch_starts_in_stage_two(collate):
 
 def test_a_mix_without_the_scheduled_term_is_a_clear_error(collate):
     """Pins: the combined `preresq` reward (penalty inside) cannot be scheduled: a ValueError naming the key, not KeyError."""
-    cfg = _compose(["experiment=preresq_iqa_kadid", "reward=[preresq,preresq_format]"])
+    cfg = compose_config("train", ["experiment=preresq_iqa_kadid", "reward=[preresq,preresq_format]"])
     module = _module(OmegaConf.to_container(cfg.reward, resolve=True))
     trainer = SimpleNamespace(
         global_step=0, estimated_stepping_batches=10, train_dataloader=SimpleNamespace(collate_fn=collate)
@@ -143,7 +134,8 @@ class Probe(L.Callback):
 
 
 def _run_tiny_preresq(overrides: list[str], tmp_path: Path, cache_dir: Path, monkeypatch) -> tuple[Probe, DictConfig]:
-    cfg = _compose(
+    cfg = compose_config(
+        "train",
         [
             "experiment=tiny_preresq",
             "warmup=none",
@@ -159,12 +151,12 @@ def _run_tiny_preresq(overrides: list[str], tmp_path: Path, cache_dir: Path, mon
             "trainer.limit_val_batches=0",
             "callbacks.checkpoint.every_n_train_steps=1000",
             *overrides,
-        ]
+        ],
+        root_dir=tmp_path,
+        output_dir=tmp_path,
+        cache_dir=cache_dir,
+        data_dir=cache_dir / "data",
     )
-    with open_dict(cfg):
-        cfg.paths.root_dir = cfg.paths.output_dir = str(tmp_path)
-        cfg.paths.cache_dir = str(cache_dir)
-        cfg.paths.data_dir = str(cache_dir / "data")
     probe = Probe(list(cfg.prompt.pool))
     build_trainer = train.build_trainer
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
@@ -18,7 +16,6 @@ from prresq.module import GRPOModule
 from prresq.rewards import register_reward
 from prresq.rewards.registry import REWARDS, RewardInputs
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 MOS = [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5]
 
 if "test_mos_seen" not in REWARDS:
@@ -33,20 +30,16 @@ if "test_mos_seen" not in REWARDS:
 
 @pytest.fixture(scope="module")
 def batch_and_config(tiny_model_dir, tmp_path_factory):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "experiment=tiny_synthetic",
-                "reward=[format]",
-                "+reward.mos_seen={name: test_mos_seen, weight: 0.0}",
-                "grpo.k=2",
-                "grpo.max_new_tokens=3",
-                "loss.beta=0",
-            ],
-        )
+    overrides = [
+        "experiment=tiny_synthetic",
+        "reward=[format]",
+        "+reward.mos_seen={name: test_mos_seen, weight: 0.0}",
+        "grpo.k=2",
+        "grpo.max_new_tokens=3",
+        "loss.beta=0",
+    ]
+    cfg = compose_config("train", overrides, model_dir=tiny_model_dir)
     with open_dict(cfg):
-        cfg.model.name_or_path = str(tiny_model_dir)
         cfg.model.tiny = None
     keys = ("model", "grpo", "loss", "reward", "optim", "scoring", "prompt")
     plain = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in keys}

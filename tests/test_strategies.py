@@ -12,8 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from conftest import compose_config
 
 from prresq.strategies import deepspeed_strategy
 from prresq.train import build_strategy
@@ -45,11 +44,9 @@ def _formatted_config(strategy) -> dict:
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_deepspeed_config_clips_at_grpo_max_grad_norm(name):
     """Pins: DeepSpeed's `gradient_clipping` is grpo.max_grad_norm (Lightning alone would put 0.0: no clipping)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train", overrides=[f"strategy={name}", "grpo.max_grad_norm=0.5", "+strategy.logging_batch_size_per_gpu=2"]
-        )
+    cfg = compose_config(
+        "train", [f"strategy={name}", "grpo.max_grad_norm=0.5", "+strategy.logging_batch_size_per_gpu=2"]
+    )
     config = _formatted_config(build_strategy(cfg))
     assert config["gradient_clipping"] == 0.5
     assert config["zero_optimization"]["stage"] == int(cfg.strategy.stage)

@@ -11,28 +11,20 @@ import lightning as L
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import CONF, compose_config
 from hydra.core.global_hydra import GlobalHydra
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from prresq.rewards import register_reward
 from prresq.rewards.registry import reward_term_keys
 from prresq.train import run
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
 
 def compose_train(overrides: list[str], out_dir: Path, cache_dir: Path) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(out_dir)
-        cfg.paths.cache_dir = str(cache_dir)
-        cfg.paths.data_dir = str(cache_dir / "data")
-        cfg.paths.output_dir = str(out_dir)
-    return cfg
+    return compose_config(
+        "train", overrides, root_dir=out_dir, cache_dir=cache_dir, data_dir=cache_dir / "data", output_dir=out_dir
+    )
 
 
 TINY = [
@@ -123,6 +115,16 @@ def _logged(out_dir: Path, column: str) -> pd.Series:
     return rows.set_index("step")[column]
 
 
+def assert_last_step_logged_alike(full_dir: Path, part_dir: Path) -> None:
+    """The last step of the uninterrupted run in `full_dir` logs the same loss, KL, lengths and advantage spread
+    in the resumed run in `part_dir`."""
+    for column in ("train/loss", "train/kl", "train/completion_len", "train/advantage_std"):
+        full, part = _logged(full_dir, column), _logged(part_dir, column)
+        last = full.index.max()
+        assert last in part.index, column
+        assert part.loc[last] == pytest.approx(full.loc[last], rel=1e-4, abs=1e-9), column
+
+
 def test_resume_continues_at_the_same_step(tmp_path, cache_dir):
     common = [
         *TINY,
@@ -141,11 +143,7 @@ def test_resume_continues_at_the_same_step(tmp_path, cache_dir):
     run(resumed)
     # The resumed step samples the same completions (RNG state), from the same batch (sampler state),
     # with the same weights and optimiser state: its loss, KL and completion lengths are the same.
-    for column in ("train/loss", "train/kl", "train/completion_len", "train/advantage_std"):
-        full, part = _logged(tmp_path / "full", column), _logged(tmp_path / "part", column)
-        last = full.index.max()
-        assert last in part.index, column
-        assert part.loc[last] == pytest.approx(full.loc[last], rel=1e-4, abs=1e-9), column
+    assert_last_step_logged_alike(tmp_path / "full", tmp_path / "part")
 
 
 def test_warmup_phases_run_and_export_a_loadable_model(tmp_path, cache_dir):

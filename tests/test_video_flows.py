@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 from hydra.utils import instantiate
 from PIL import Image
 
@@ -164,9 +164,7 @@ def wide_clip(tmp_path_factory) -> Path:
 
 
 def _grid_flow_from_config(overrides: list[str]) -> VideoGridFlow:
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["dataflow=video_grid", *overrides])
+    cfg = compose_config("train", ["dataflow=video_grid", *overrides])
     return instantiate(cfg.dataflow)
 
 
