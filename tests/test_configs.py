@@ -119,11 +119,9 @@ def test_scoring_group_matches_dataclass():
 def test_scoring_group_composes_into_each_entry_point(entry):
     """Each entry point takes `scoring` from the group with only its deltas (train: mode=both, max_new_tokens from
     grpo; eval: logistic), and `scoring.shared_prefix=false` overrides it without a `+`."""
-    GlobalHydra.instance().clear()
     extra = ["input=x"] if entry == "infer" else []
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(entry, overrides=[*extra, "scoring.shared_prefix=false"])
-        plain = compose(entry, overrides=extra)
+    cfg = compose_config(entry, [*extra, "scoring.shared_prefix=false"])
+    plain = compose_config(entry, extra)
     assert cfg.scoring.shared_prefix is False and plain.scoring.shared_prefix is True
     expected_mode = "both" if entry == "train" else "greedy"
     assert plain.scoring.mode == expected_mode
