@@ -349,7 +349,7 @@ def read_sriqa_bench(
     under `images/<method>/` and are found by name anywhere below `images/`. MOS is higher-is-
     better; the range is the observed min/max unless `mos_range` is given. Without a `MOS/`
     folder, the anchors' flat `name mos [std]` list (`labels`) is read instead.
-    Source: the layout described in the dataset release (issue 12 of this project quotes it).
+    Source: the layout of the authors' release as users describe it; no public loader confirmed it.
     """
     folder = root / label_dir
     rng = (float(mos_range[0]), float(mos_range[1])) if mos_range is not None else None
