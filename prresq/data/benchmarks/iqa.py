@@ -101,6 +101,28 @@ def read_tid2013(
     return out.labels()
 
 
+def _per_file_rows(
+    root: Path, folder: Path, media_dir: str | Sequence[str], file_name: str, expected: str, space_ok: bool
+) -> _Rows:
+    """Every `folder/*.txt` (one file per reference or content: PIPAL, SRIQA-Bench), one `<name>,<score>`
+    line per rated image (comma; with `space_ok`, white space where a line has no comma); media found by name below
+    `media_dir`. A line without a score is a `LabelFormatError` naming the file and row."""
+    files = sorted(folder.glob("*.txt"))
+    if not files:
+        raise FileNotFoundError(f"expected label files {folder}/{file_name} (folder is empty)")
+    resolve = _MediaResolver(root, media_dir, recursive=True)
+    out = _Rows(folder)
+    for f in files:
+        for i, ln in enumerate(f.read_text().splitlines()):
+            if not ln.strip():
+                continue
+            parts = [p.strip() for p in ln.split(",")] if "," in ln or not space_ok else ln.split()
+            if len(parts) < 2:
+                raise LabelFormatError(f"{f} row {i + 1}: expected {expected}, got {ln!r}")
+            out.add(parts[0], resolve(parts[0]), parts[1], None, i + 1, path=f)
+    return out
+
+
 @_register("pipal", task="iqa", mos_range=None)
 def read_pipal(
     root: Path,
@@ -120,20 +142,7 @@ def read_pipal(
     if folder is None:
         note = f" (the dataset root {root} does not exist)" if not root.exists() else ""
         raise FileNotFoundError(f"expected label folder of <ref>.txt files: {', '.join(map(str, dirs))}{note}")
-    files = sorted(folder.glob("*.txt"))
-    if not files:
-        raise FileNotFoundError(f"expected label files {folder}/*.txt (folder is empty)")
-    resolve = _MediaResolver(root, media_dir, recursive=True)
-    out = _Rows(folder)
-    for f in files:
-        for i, ln in enumerate(f.read_text().splitlines()):
-            if not ln.strip():
-                continue
-            parts = [p.strip() for p in ln.split(",")]
-            if len(parts) < 2:
-                raise LabelFormatError(f"{f}:{i + 1}: expected '<name>,<elo>', got {ln!r}")
-            out.add(parts[0], resolve(parts[0]), parts[1], None, i + 1, path=f)
-    return out.labels()
+    return _per_file_rows(root, folder, media_dir, "<ref>.txt", "'<name>,<elo>'", space_ok=False).labels()
 
 
 _KONIQ_SETS = {
@@ -358,17 +367,6 @@ def read_sriqa_bench(
             return _name_mos_labels(root, labels, media_dir, mos_range)
         note = f" (the dataset root {root} does not exist)" if not root.exists() else ""
         raise FileNotFoundError(f"expected label files {folder}/<content>.txt or {root / labels}; neither found{note}")
-    files = sorted(folder.glob("*.txt"))
-    if not files:
-        raise FileNotFoundError(f"expected label files {folder}/<content>.txt (folder is empty)")
-    resolve = _MediaResolver(root, media_dir, recursive=True)
-    out = _Rows(folder)
-    for f in files:
-        for i, ln in enumerate(f.read_text().splitlines()):
-            if not ln.strip():
-                continue
-            parts = [p.strip() for p in ln.split(",")] if "," in ln else ln.split()
-            if len(parts) < 2:
-                raise LabelFormatError(f"{f} row {i + 1}: expected '<image name>,<MOS>', got {ln!r}")
-            out.add(parts[0], resolve(parts[0]), parts[1], None, i + 1, path=f)
-    return out.labels(mos_range=rng)
+    return _per_file_rows(root, folder, media_dir, "<content>.txt", "'<image name>,<MOS>'", space_ok=True).labels(
+        mos_range=rng
+    )
