@@ -23,21 +23,19 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from prresq.config import to_plain
 
 
 class ConfigError(ValueError):
     """A training config that cannot train; the message lists every offending key and why."""
 
 
-def _plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-
-
 def _section(cfg: DictConfig | Mapping[str, Any], key: str) -> dict[str, Any]:
     """One top-level group as plain data (only this part is resolved: paths may need a Hydra run)."""
     node = cfg.get(key)
-    return dict(_plain(node) or {}) if node is not None else {}
+    return dict(to_plain(node) or {}) if node is not None else {}
 
 
 def _number(value: Any) -> float | None:
