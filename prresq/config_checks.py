@@ -12,6 +12,7 @@ one `ConfigError` listing every problem, each as `<config key>=<value>: <reason>
   process), or, on the shared-prefix path, is not a whole number of groups of K (it would be rounded).
 - `grpo.num_iterations` < 1, `grpo.max_new_tokens` < 1, `grpo.temperature` <= 0, `grpo.top_p` outside
   (0, 1], `data.batch_size` < 1, `optim.lr` <= 0, `loss.beta` < 0, `loss.eps_low` / `loss.eps_high` < 0,
+  `loss` / `optim` / `lr_scheduler` without a `_target_`, an unknown `lr_scheduler.decay`,
   `scoring.score_low` >= `scoring.score_high`, `scoring.n` < 1 when sampling, `trainer.max_steps` = 0.
 - `strategy=single` with `trainer.devices` other than 1 (the paper recipes ask for 8 devices; on a
   CPU, Lightning would start 8 processes that hang at the rendezvous).
@@ -26,6 +27,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from prresq.config import to_plain
+from prresq.lr_schedule import DECAYS
 
 
 class ConfigError(ValueError):
@@ -148,6 +150,13 @@ def check_train_config(cfg: DictConfig | Mapping[str, Any]) -> None:
     lr = _number(optim.get("lr", 1.0))
     if lr is None or not lr > 0:
         problems.append(f"optim.lr={optim.get('lr')!r}: must be > 0, or the policy never changes")
+    for key in ("loss", "optim", "lr_scheduler"):
+        node = cfg.get(key)
+        if node is not None and "_target_" not in node:
+            problems.append(f"{key}: no _target_ (the class or function it builds, e.g. conf/{key}/)")
+    decay = _section(cfg, "lr_scheduler").get("decay")
+    if decay is not None and decay not in DECAYS:
+        problems.append(f"lr_scheduler.decay={decay!r}: expected one of {DECAYS}")
     loss = _section(cfg, "loss")
     for key in ("beta", "eps_low", "eps_high"):
         value = loss.get(key)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 import prresq.train as train
+from prresq.config import GRPOConfig
 from prresq.data.collate import PromptCollator
 from prresq.data.records import Record
 from prresq.models import load_processor
@@ -38,7 +39,7 @@ def collate(tiny_model_dir) -> PromptCollator:
 
 
 def _module(reward: dict) -> SimpleNamespace:
-    return SimpleNamespace(grpo={"k": 6}, rewards=build_reward_mix(reward), log=lambda *a, **k: None)
+    return SimpleNamespace(grpo=GRPOConfig(k=6), rewards=build_reward_mix(reward), log=lambda *a, **k: None)
 
 
 @pytest.mark.parametrize(("task", "penalty"), [("iqa", -1 / 3), ("vqa", -1.0)])
