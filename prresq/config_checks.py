@@ -20,13 +20,14 @@ one `ConfigError` listing every problem, each as `<config key>=<value>: <reason>
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig
 
-from prresq.config import to_plain
+from prresq.config import GRPOConfig, to_plain
 from prresq.lr_schedule import DECAYS
 
 
@@ -93,7 +94,7 @@ def _check_micro_batch(grpo: Mapping[str, Any], batch_size: int | None, k: int, 
             f"grpo.micro_batch_size={micro}: must divide B*K = data.batch_size*grpo.k = {batch_size}*{k} = "
             f"{batch_size * k} (completions per step and process)"
         )
-    elif grpo.get("shared_prefix", True) and micro % k:
+    elif grpo["shared_prefix"] and micro % k:
         problems.append(
             f"grpo.micro_batch_size={micro}: with grpo.shared_prefix=true a micro-batch holds whole groups of "
             f"grpo.k={k} completions; use a multiple of {k}"
@@ -103,7 +104,7 @@ def _check_micro_batch(grpo: Mapping[str, Any], batch_size: int | None, k: int, 
 def check_train_config(cfg: DictConfig | Mapping[str, Any]) -> None:
     """Raise `ConfigError` naming every key of `cfg` that would make training a no-op or fail mid-step."""
     problems: list[str] = []
-    grpo = _section(cfg, "grpo")
+    grpo = {**dataclasses.asdict(GRPOConfig()), **_section(cfg, "grpo")}  # a key not given has its default
     batch_size = (cfg.get("data") or {}).get("batch_size")
     if not _is_int(batch_size) or int(batch_size) < 1:
         problems.append(f"data.batch_size={batch_size!r}: must be an integer >= 1 (images per step and process)")
@@ -139,10 +140,10 @@ def check_train_config(cfg: DictConfig | Mapping[str, Any]) -> None:
         value = grpo.get(key)
         if value is not None and (not _is_int(value) or int(value) < low):
             problems.append(f"grpo.{key}={value!r}: must be an integer >= {low} ({why})")
-    temperature = _number(grpo.get("temperature", 1.0))
+    temperature = _number(grpo["temperature"])
     if temperature is None or not temperature > 0:
         problems.append(f"grpo.temperature={grpo.get('temperature')!r}: must be > 0 (sampling divides logits by it)")
-    top_p = _number(grpo.get("top_p", 1.0))
+    top_p = _number(grpo["top_p"])
     if top_p is None or not 0 < top_p <= 1:
         problems.append(f"grpo.top_p={grpo.get('top_p')!r}: must be in (0, 1]")
 

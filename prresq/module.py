@@ -16,6 +16,10 @@ One training step, top to bottom:
    of completions, minimising the clipped GRPO objective with the k3 KL (Eq. 5-6). One rollout
    batch is one `trainer.global_step`, whatever `num_iterations` is.
 
+Steps 1-4 are `rollout` (a `prresq.rollout.Rollout`), step 5 is `update`. Generation, log-probs and
+micro-batches go through the engine `grpo.shared_prefix` chose at construction (`prresq.engine`); the
+loss, optimiser and LR schedule are built from their config blocks' `_target_`.
+
 Validation scores the val split with the shared scoring path (`prresq.scoring`) and logs
 SRCC/PLCC of the greedy answer and of the mean of N samples.
 """
@@ -123,7 +127,19 @@ class GRPOModule(L.LightningModule):
         if self.loss_fn.beta != 0.0:
             with reference_model(self.policy, self.reference) as reference:
                 ref_logp = self.engine.all_logprobs(reference, prompts, completion, mask)
-        return Rollout(prompts, completion, mask, texts, scores, mos, total, terms, advantages, old_logp, ref_logp)
+        return Rollout(
+            inputs=prompts,
+            completion=completion,
+            mask=mask,
+            texts=texts,
+            scores=scores,
+            mos=mos,
+            total=total,
+            terms=terms,
+            advantages=advantages,
+            old_logp=old_logp,
+            ref_logp=ref_logp,
+        )
 
     # ----------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:

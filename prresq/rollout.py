@@ -6,6 +6,9 @@ suppressed: a sampled `<|image_pad|>` would break the multimodal rotary position
 (policy with gradients, the old policy, the frozen reference), computing logits only for the
 completion positions (`logits_to_keep`), which keeps the [N, T, V] tensor small for a 152k vocabulary.
 
+`Rollout` is the record of one rollout batch that the GRPO update and the step's logs read
+(`prresq.module.GRPOModule.rollout`).
+
 Prompts are left-padded and completions right-padded, so for a prompt of width P the
 completion token t sits at column P + t of the concatenated sequence.
 """
