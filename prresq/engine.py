@@ -75,9 +75,9 @@ class PlainEngine(Engine):
     def logprobs(
         self, model: nn.Module, inputs: dict[str, Tensor], rows: Rows, completion: Tensor, mask: Tensor
     ) -> Tensor:
-        prompts, done = rows
+        prompts, completions = rows
         sub = slice_inputs(inputs, prompts, self.vision_ids)
-        return completion_logprobs(model, sub, completion[done], mask[done], self.cfg.temperature)
+        return completion_logprobs(model, sub, completion[completions], mask[completions], self.cfg.temperature)
 
 
 class SharedPrefixEngine(Engine):
@@ -95,10 +95,10 @@ class SharedPrefixEngine(Engine):
     def logprobs(
         self, model: nn.Module, inputs: dict[str, Tensor], rows: Rows, completion: Tensor, mask: Tensor
     ) -> Tensor:
-        prompts, done = rows
+        prompts, completions = rows
         sub = slice_inputs(inputs, prompts, self.vision_ids)
-        k = self.cfg.k
-        return completion_logprobs_shared(model, sub, k, completion[done], mask[done], self.cfg.temperature)
+        k, temperature = self.cfg.k, self.cfg.temperature
+        return completion_logprobs_shared(model, sub, k, completion[completions], mask[completions], temperature)
 
 
 def build_engine(cfg: GRPOConfig, tokens: GenerationTokens, vision_ids: VisionIds) -> Engine:
