@@ -103,12 +103,6 @@ log = logging.getLogger("ablations")
 # ----------------------------------------------------------------------------------------------- one run
 
 
-def _container(node: Any) -> Any:
-    from omegaconf import DictConfig, OmegaConf
-
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-
-
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +113,9 @@ def _locked(path: Path) -> Iterator[None]:
 
 def warmup_key(cfg: Any) -> str:
     """What makes two runs share a warm-up: model, warm-up recipe, prompt, data (fold) and seed."""
-    spec = {k: _container(cfg.get(k)) for k in ("model", "warmup", "prompt", "data")} | {"seed": cfg.seed}
+    from prresq.config import to_plain
+
+    spec = {k: to_plain(cfg.get(k)) for k in ("model", "warmup", "prompt", "data")} | {"seed": cfg.seed}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -141,6 +137,7 @@ def _steps(run_dir: Path) -> int | None:
 
 def run_one(cfg: Any) -> dict[str, Any] | None:
     """One study run (a Hydra job): skip when finished, else warm up (shared, locked), train, score, record."""
+    from prresq.config import to_plain
     from prresq.models import ensure_model_dir
     from prresq.train import run, run_warmup
 
@@ -159,7 +156,7 @@ def run_one(cfg: Any) -> dict[str, Any] | None:
     start = time.perf_counter()
     try:
         if cfg.warmup.get("enabled", False):
-            model_dir = ensure_model_dir(cfg.model.name_or_path, _container(cfg.model.get("tiny")))
+            model_dir = ensure_model_dir(cfg.model.name_or_path, to_plain(cfg.model.get("tiny")))
             with _locked(Path(cfg.paths.cache_dir) / "warmup" / f".lock-{warmup_key(cfg)}"):
                 run_warmup(cfg, model_dir)  # computed by the first run of this fold and seed, reused after
         status["warmup_s"] = round(time.perf_counter() - start, 1)
@@ -223,11 +220,12 @@ def prepare(overrides: Sequence[str]) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    from prresq.config import to_plain
     from prresq.models import ensure_model_dir
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"+arm={DEFAULT_ARM}", f"paths.root_dir={ROOT}", *overrides])
-    ensure_model_dir(cfg.model.name_or_path, _container(cfg.model.get("tiny")))
+    ensure_model_dir(cfg.model.name_or_path, to_plain(cfg.model.get("tiny")))
     instantiate(cfg.data, _recursive_=False).prepare_data()
 
 

@@ -12,6 +12,7 @@ one `ConfigError` listing every problem, each as `<config key>=<value>: <reason>
   process), or, on the shared-prefix path, is not a whole number of groups of K (it would be rounded).
 - `grpo.num_iterations` < 1, `grpo.max_new_tokens` < 1, `grpo.temperature` <= 0, `grpo.top_p` outside
   (0, 1], `data.batch_size` < 1, `optim.lr` <= 0, `loss.beta` < 0, `loss.eps_low` / `loss.eps_high` < 0,
+  `loss` / `optim` / `lr_scheduler` without a `_target_`, an unknown `lr_scheduler.decay`,
   `scoring.score_low` >= `scoring.score_high`, `scoring.n` < 1 when sampling, `trainer.max_steps` = 0.
 - `strategy=single` with `trainer.devices` other than 1 (the paper recipes ask for 8 devices; on a
   CPU, Lightning would start 8 processes that hang at the rendezvous).
@@ -19,25 +20,25 @@ one `ConfigError` listing every problem, each as `<config key>=<value>: <reason>
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from prresq.config import GRPOConfig, to_plain
+from prresq.lr_schedule import DECAYS
 
 
 class ConfigError(ValueError):
     """A training config that cannot train; the message lists every offending key and why."""
 
 
-def _plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-
-
 def _section(cfg: DictConfig | Mapping[str, Any], key: str) -> dict[str, Any]:
     """One top-level group as plain data (only this part is resolved: paths may need a Hydra run)."""
     node = cfg.get(key)
-    return dict(_plain(node) or {}) if node is not None else {}
+    return dict(to_plain(node) or {}) if node is not None else {}
 
 
 def _number(value: Any) -> float | None:
@@ -93,7 +94,7 @@ def _check_micro_batch(grpo: Mapping[str, Any], batch_size: int | None, k: int, 
             f"grpo.micro_batch_size={micro}: must divide B*K = data.batch_size*grpo.k = {batch_size}*{k} = "
             f"{batch_size * k} (completions per step and process)"
         )
-    elif grpo.get("shared_prefix", True) and micro % k:
+    elif grpo["shared_prefix"] and micro % k:
         problems.append(
             f"grpo.micro_batch_size={micro}: with grpo.shared_prefix=true a micro-batch holds whole groups of "
             f"grpo.k={k} completions; use a multiple of {k}"
@@ -103,7 +104,7 @@ def _check_micro_batch(grpo: Mapping[str, Any], batch_size: int | None, k: int, 
 def check_train_config(cfg: DictConfig | Mapping[str, Any]) -> None:
     """Raise `ConfigError` naming every key of `cfg` that would make training a no-op or fail mid-step."""
     problems: list[str] = []
-    grpo = _section(cfg, "grpo")
+    grpo = {**dataclasses.asdict(GRPOConfig()), **_section(cfg, "grpo")}  # a key not given has its default
     batch_size = (cfg.get("data") or {}).get("batch_size")
     if not _is_int(batch_size) or int(batch_size) < 1:
         problems.append(f"data.batch_size={batch_size!r}: must be an integer >= 1 (images per step and process)")
@@ -139,10 +140,10 @@ def check_train_config(cfg: DictConfig | Mapping[str, Any]) -> None:
         value = grpo.get(key)
         if value is not None and (not _is_int(value) or int(value) < low):
             problems.append(f"grpo.{key}={value!r}: must be an integer >= {low} ({why})")
-    temperature = _number(grpo.get("temperature", 1.0))
+    temperature = _number(grpo["temperature"])
     if temperature is None or not temperature > 0:
         problems.append(f"grpo.temperature={grpo.get('temperature')!r}: must be > 0 (sampling divides logits by it)")
-    top_p = _number(grpo.get("top_p", 1.0))
+    top_p = _number(grpo["top_p"])
     if top_p is None or not 0 < top_p <= 1:
         problems.append(f"grpo.top_p={grpo.get('top_p')!r}: must be in (0, 1]")
 
@@ -150,6 +151,13 @@ def check_train_config(cfg: DictConfig | Mapping[str, Any]) -> None:
     lr = _number(optim.get("lr", 1.0))
     if lr is None or not lr > 0:
         problems.append(f"optim.lr={optim.get('lr')!r}: must be > 0, or the policy never changes")
+    for key in ("loss", "optim", "lr_scheduler"):
+        node = cfg.get(key)
+        if node is not None and "_target_" not in node:
+            problems.append(f"{key}: no _target_ (the class or function it builds, e.g. conf/{key}/)")
+    decay = _section(cfg, "lr_scheduler").get("decay")
+    if decay is not None and decay not in DECAYS:
+        problems.append(f"lr_scheduler.decay={decay!r}: expected one of {DECAYS}")
     loss = _section(cfg, "loss")
     for key in ("beta", "eps_low", "eps_high"):
         value = loss.get(key)

@@ -44,6 +44,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from prresq.config import to_plain
 from prresq.data.benchmarks import Benchmark, load_benchmark_config
 from prresq.data.collate import PromptCollator, prompt_of
 from prresq.data.dataflow import Flow, build_flows
@@ -60,10 +61,6 @@ EXTRA_COLUMNS = ["mos_raw", "greedy", "sample_mean", "expected", "expected_mass"
 # Synthetic benchmarks written on first use, with the generation options of their data config.
 SYNTHETIC_DATA = {"synthetic_iqa": "synthetic_iqa", "synthetic_vqa": "synthetic_vqa"}
 LOGISTIC_MIN_PAIRS = 4  # parameters of the logistic; with fewer pairs plcc_logistic is NaN
-
-
-def _container(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 # ----------------------------------------------------------------------------- data
@@ -199,24 +196,24 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     from prresq.plots import error_histogram, prediction_scatter
 
     sc = cfg.scoring
-    scoring = ScoringConfig.from_mapping(_container(sc), num_aspects=int(cfg.prompt.num_aspects))
+    scoring = ScoringConfig.from_mapping(to_plain(sc), num_aspects=int(cfg.prompt.num_aspects))
     seed = int(sc.get("seed", cfg.get("seed", 0)))
     out_dir = Path(cfg.paths.output_dir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    benchmarks = _container(cfg.get("benchmark")) or {}
+    benchmarks = to_plain(cfg.get("benchmark")) or {}
     if not benchmarks:
         raise ValueError("no benchmark selected: pass benchmark=[name,...] (conf/benchmark/*.yaml)")
     L.seed_everything(seed, workers=True, verbose=False)
     model, processor = load_scoring_model(
-        _container(cfg.model),
+        to_plain(cfg.model),
         cfg.get("checkpoint"),
         cfg.get("base_model"),
         sc.get("min_pixels"),
         sc.get("max_pixels"),
         cfg.get("device", "auto"),
     )
-    flows = build_flows(_container(cfg.dataflow), _container(cfg.get("video_dataflow")))
-    prompt = prompt_of(_container(cfg.prompt))
+    flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")))
+    prompt = prompt_of(to_plain(cfg.prompt))
     logistic = bool(sc.get("logistic", True))
     on_bad_sample = str(cfg.get("on_bad_sample", "raise"))
     overrides: dict[str, Any] = {"on_bad_sample": on_bad_sample}

@@ -38,9 +38,10 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
+from prresq.config import to_plain
 from prresq.data.collate import PromptCollator, prompt_of
 from prresq.data.dataflow import Flow, FlowOutput, build_flows
 from prresq.data.records import DataError, Record
@@ -52,10 +53,6 @@ log = logging.getLogger("prresq.infer")
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"})
 JSONL_KEYS = ("path", "media", "image", "video")
-
-
-def _container(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 def is_video(path: str | Path) -> bool:
@@ -362,8 +359,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     sc = cfg.scoring
-    prompt_cfg = _container(cfg.prompt)
-    scoring = ScoringConfig.from_mapping(_container(sc), num_aspects=int(prompt_cfg.get("num_aspects", 1)))
+    prompt_cfg = to_plain(cfg.prompt)
+    scoring = ScoringConfig.from_mapping(to_plain(sc), num_aspects=int(prompt_cfg.get("num_aspects", 1)))
     aspects = aspect_names_of(prompt_cfg)
     writer = ResultWriter(cfg.output, aspects)
     paths = list_inputs(cfg.input)
@@ -379,14 +376,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         seed = int(sc.get("seed", cfg.get("seed", 0)))
         L.seed_everything(seed, workers=True, verbose=False)
         model, processor = load_scoring_model(
-            _container(cfg.model),
+            to_plain(cfg.model),
             cfg.get("checkpoint"),
             cfg.get("base_model"),
             sc.get("min_pixels"),
             sc.get("max_pixels"),
             cfg.get("device", "auto"),
         )
-        flows = build_flows(_container(cfg.dataflow), _container(cfg.get("video_dataflow")))
+        flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")))
         flow = MediaFlow(flows["iqa"], flows["vqa"])
         scorer = Scorer(model, processor, flow, prompt_of(prompt_cfg), scoring, aspects, seed=seed)
         size = int(sc.get("batch_size", 8))

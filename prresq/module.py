@@ -16,6 +16,10 @@ One training step, top to bottom:
    of completions, minimising the clipped GRPO objective with the k3 KL (Eq. 5-6). One rollout
    batch is one `trainer.global_step`, whatever `num_iterations` is.
 
+Steps 1-4 are `rollout` (a `prresq.rollout.Rollout`), step 5 is `update`. Generation, log-probs and
+micro-batches go through the engine `grpo.shared_prefix` chose at construction (`prresq.engine`); the
+loss, optimiser and LR schedule are built from their config blocks' `_target_`.
+
 Validation scores the val split with the shared scoring path (`prresq.scoring`) and logs
 SRCC/PLCC of the greedy answer and of the mean of N samples.
 """
@@ -30,24 +34,22 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.core.optimizer import do_nothing_closure
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from prresq.config import GRPOConfig, to_plain
+from prresq.engine import build_engine
 from prresq.lora import check_checkpoint_kind, has_adapters, merge_adapters, reference_model, save_adapter
 from prresq.loss import GRPOLoss, micro_batched_backward
 from prresq.metrics import plcc, srcc
-from prresq.models import load_policy, load_processor, load_reference, vision_token_ids
-from prresq.prefix import completion_logprobs_shared, generate_completions_shared, micro_batches
-from prresq.rewards import build_reward_mix, compute_rewards, parse_answers
-from prresq.rollout import VisionIds, completion_logprobs, expand_inputs, generate_completions, slice_inputs
+from prresq.models import load_policy, load_processor, load_reference
+from prresq.rewards import build_reward_mix, compute_rewards, group_advantages, parse_answers
+from prresq.rollout import Rollout, VisionIds
+from prresq.sampling import GenerationTokens
 from prresq.scoring import ScoringConfig, decode, score_batch
 
 log = logging.getLogger(__name__)
-
-
-def _plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
 class GRPOModule(L.LightningModule):
@@ -60,6 +62,7 @@ class GRPOModule(L.LightningModule):
         loss: Mapping[str, Any],
         reward: Mapping[str, Any],
         optim: Mapping[str, Any],
+        lr_scheduler: Mapping[str, Any],
         scoring: Mapping[str, Any],
         num_aspects: int = 1,
         score_range: tuple[float, float] = (1.0, 5.0),
@@ -67,10 +70,10 @@ class GRPOModule(L.LightningModule):
         max_pixels: int | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters({k: _plain(v) for k, v in locals().items() if k not in ("self", "__class__")})
+        self.save_hyperparameters({k: to_plain(v) for k, v in locals().items() if k not in ("self", "__class__")})
         self.automatic_optimization = False
         hp = self.hparams
-        self.grpo = dict(hp.grpo)
+        self.grpo = GRPOConfig.from_mapping(hp.grpo)
         self.num_aspects = num_aspects
         self.score_range = tuple(score_range)
         model_cfg = dict(hp.model)
@@ -84,14 +87,7 @@ class GRPOModule(L.LightningModule):
             tiny=model_cfg.get("tiny"),
             lora=model_cfg.get("lora"),
         )
-        loss_cfg = dict(hp.loss)
-        self.loss_fn = GRPOLoss(
-            beta=loss_cfg.get("beta", 0.04),
-            eps_low=loss_cfg.get("eps_low", 0.2),
-            eps_high=loss_cfg.get("eps_high", 0.2),
-            aggregation=loss_cfg.get("aggregation", "sequence"),
-            max_tokens=loss_cfg.get("max_tokens") or self.grpo["max_new_tokens"],
-        )
+        self.loss_fn: GRPOLoss = _instantiate(hp.loss, "loss")
         # beta = 0 loads no reference model at all (no second copy in memory); with LoRA the reference is
         # the policy with its adapters disabled (prresq.lora.reference_model).
         copy_reference = self.loss_fn.beta != 0.0 and not has_adapters(self.policy)
@@ -99,111 +95,78 @@ class GRPOModule(L.LightningModule):
         self.policy.train()
         self.rewards = build_reward_mix(dict(hp.reward))
         self.scoring = ScoringConfig(**{**dict(hp.scoring), "num_aspects": num_aspects})
-        tok = self.processor.tokenizer
-        self.eos_ids = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_ids[-1]
-        self.suppress_ids = vision_token_ids(tok)
-        self.vision_ids = VisionIds.from_config(self.policy.config)
-        self.shared_prefix = bool(self.grpo.get("shared_prefix", True))
+        tokens = GenerationTokens.from_tokenizer(self.processor.tokenizer)
+        self.engine = build_engine(self.grpo, tokens, VisionIds.from_config(self.policy.config))
         self._val: dict[str, list[Tensor]] = {}
-        self._shuffle_gen = torch.Generator().manual_seed(int(self.grpo.get("seed", 0)))
+        self._shuffle_gen = torch.Generator().manual_seed(int(self.grpo.seed))
 
     # ----------------------------------------------------------------------------- rollout
     @property
     def k(self) -> int:
-        return int(self.grpo["k"])
+        return int(self.grpo.k)
 
     @torch.no_grad()
-    def rollout(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Steps 1-4 of the module docstring; returns everything the update needs."""
+    def rollout(self, batch: dict[str, Any]) -> Rollout:
+        """Steps 1-4 of the module docstring: completions -> rewards -> advantages -> fixed log-probs."""
         inputs = batch["model_inputs"]
         b, k = inputs["input_ids"].shape[0], self.k
-        generate = generate_completions_shared if self.shared_prefix else generate_completions
-        completion, mask = generate(
-            self.policy,
-            inputs,
-            k,
-            eos_ids=self.eos_ids,
-            pad_id=self.pad_id,
-            suppress_ids=self.suppress_ids,
-            max_new_tokens=int(self.grpo["max_new_tokens"]),
-            temperature=float(self.grpo.get("temperature", 1.0)),
-            top_p=float(self.grpo.get("top_p", 1.0)),
-            top_k=self.grpo.get("top_k"),
-            min_new_tokens=self.grpo.get("min_new_tokens"),
-        )
+        completion, mask = self.engine.generate(self.policy, inputs)  # [B*K, T] each
         texts = decode(self.processor, completion)
         scores, aspects = parse_answers(texts, self.num_aspects, *self.score_range)
-        scores = scores.view(b, k).to(self.device)
-        aspects = aspects.view(b, k, -1).to(self.device)
+        scores, aspects = scores.view(b, k).to(self.device), aspects.view(b, k, -1).to(self.device)
         mos = batch["mos"].to(self.device).float()
-        if self.grpo.get("shuffle_mos", False):  # control run: the reward no longer carries MOS information
+        if self.grpo.shuffle_mos:  # control run: the reward no longer carries MOS information
             mos = mos[torch.randperm(b, generator=self._shuffle_gen).to(mos.device)]
         dataset_ids = batch["dataset_ids"].to(self.device)
-        total, terms, advantages = compute_rewards(self.rewards, texts, scores, aspects, mos, dataset_ids)
-        # The shared path keeps one row per prompt (prefix computed once, K completions on top).
-        expanded = inputs if self.shared_prefix else expand_inputs(inputs, k, self.vision_ids)
+        total, terms = compute_rewards(self.rewards, texts, scores, aspects, mos, dataset_ids)  # [B, K] (Eq. 1-3)
+        advantages = group_advantages(total).reshape(-1)  # [B*K] (Eq. 4)
+        prompts = self.engine.prompt_rows(inputs)
         old_logp = ref_logp = None
-        if int(self.grpo.get("num_iterations", 1)) > 1:
-            old_logp = self._logprobs(self.policy, expanded, completion, mask)
+        if self.grpo.num_iterations > 1:
+            old_logp = self.engine.all_logprobs(self.policy, prompts, completion, mask)
         if self.loss_fn.beta != 0.0:
             with reference_model(self.policy, self.reference) as reference:
-                ref_logp = self._logprobs(reference, expanded, completion, mask)
-        return dict(
-            inputs=expanded,
+                ref_logp = self.engine.all_logprobs(reference, prompts, completion, mask)
+        return Rollout(
+            inputs=prompts,
             completion=completion,
             mask=mask,
-            advantages=advantages.reshape(-1),
-            old_logp=old_logp,
-            ref_logp=ref_logp,
             texts=texts,
             scores=scores,
+            mos=mos,
             total=total,
             terms=terms,
-            mos=mos,
+            advantages=advantages,
+            old_logp=old_logp,
+            ref_logp=ref_logp,
         )
-
-    def _slices(self, n: int) -> list[tuple[slice, slice]]:
-        """Micro-batches as (prompt rows, completion rows); whole groups of K on the shared path."""
-        size = self.grpo.get("micro_batch_size")
-        if self.shared_prefix:
-            return micro_batches(n // self.k, self.k, size)
-        size = int(size or n)
-        return [(sl, sl) for sl in (slice(i, min(i + size, n)) for i in range(0, n, size))]
-
-    def _score(
-        self, model: torch.nn.Module, inputs: dict, ps: slice, cs: slice, completion: Tensor, mask: Tensor
-    ) -> Tensor:
-        """Per-token log-probs [n, T] of completion rows `cs` (prompt rows `ps`)."""
-        temperature = float(self.grpo.get("temperature", 1.0))
-        sub = slice_inputs(inputs, ps, self.vision_ids)
-        if self.shared_prefix:
-            return completion_logprobs_shared(model, sub, self.k, completion[cs], mask[cs], temperature)
-        return completion_logprobs(model, sub, completion[cs], mask[cs], temperature)
-
-    def _logprobs(self, model: torch.nn.Module, inputs: dict, completion: Tensor, mask: Tensor) -> Tensor:
-        """Log-probs in micro-batches (no gradients: old policy, reference)."""
-        n = completion.shape[0]
-        return torch.cat([self._score(model, inputs, ps, cs, completion, mask) for ps, cs in self._slices(n)])
 
     # ----------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         ro = self.rollout(batch)
+        stats, grad_norm = self.update(ro)
+        self._log_step(ro, stats, grad_norm, batch_idx)
+
+    def update(self, ro: Rollout) -> tuple[dict[str, float], Tensor]:
+        """Step 5: `num_iterations` optimiser steps minimising the clipped GRPO loss (Eq. 5-6) of one rollout.
+
+        Returns the loss statistics averaged over the iterations and the last step's gradient norm.
+        """
         opt = self.optimizers()
         sched = self.lr_schedulers()
-        slices = self._slices(ro["completion"].shape[0])
-        iters = int(self.grpo.get("num_iterations", 1))
+        rows = self.engine.micro_batches(ro.completion.shape[0])
+        iters = self.grpo.num_iterations
         stats_acc: dict[str, float] = {}
         for it in range(iters):
             opt.zero_grad(set_to_none=True)
             stats = micro_batched_backward(
                 self.loss_fn,
-                slices,
-                lambda ps, cs: self._score(self.policy, ro["inputs"], ps, cs, ro["completion"], ro["mask"]),
-                ro["advantages"],
-                ro["mask"],
-                old_logp=ro["old_logp"],
-                ref_logp=ro["ref_logp"],
+                rows,
+                lambda ps, cs: self.engine.logprobs(self.policy, ro.inputs, (ps, cs), ro.completion, ro.mask),
+                ro.advantages,
+                ro.mask,
+                old_logp=ro.old_logp,
+                ref_logp=ro.ref_logp,
                 backward=self.manual_backward,
             )
             for key, val in stats.items():
@@ -211,7 +174,7 @@ class GRPOModule(L.LightningModule):
             grad_norm = self._clip_and_step(opt, counted=it == iters - 1)
         if sched is not None:
             sched.step()
-        self._log_step(ro, stats_acc, grad_norm, batch_idx)
+        return stats_acc, grad_norm
 
     def _clip_and_step(self, opt: Any, counted: bool) -> Tensor:
         """Clip, take one optimiser step; returns the global gradient norm (before clipping).
@@ -235,7 +198,7 @@ class GRPOModule(L.LightningModule):
         return grad_norm
 
     def _clip_and_norm(self, opt: Any) -> Tensor:
-        max_norm = float(self.grpo.get("max_grad_norm") or 0.0)
+        max_norm = float(self.grpo.max_grad_norm or 0.0)
         params = [p for p in self.policy.parameters() if p.grad is not None]
         if not params:
             return torch.tensor(0.0)
@@ -243,19 +206,19 @@ class GRPOModule(L.LightningModule):
             return torch.nn.utils.clip_grad_norm_(params, max_norm)
         return torch.nn.utils.get_total_norm([p.grad for p in params])
 
-    def _log_step(self, ro: dict[str, Any], stats: dict[str, float], grad_norm: Tensor, batch_idx: int) -> None:
-        scores, mask = ro["scores"], ro["mask"]
+    def _log_step(self, ro: Rollout, stats: dict[str, float], grad_norm: Tensor, batch_idx: int) -> None:
+        scores, mask = ro.scores, ro.mask
         parsed = ~torch.isnan(scores)
         metrics: dict[str, Any] = {f"train/{k}": v for k, v in stats.items() if k != "ratio_mean"}
-        for name, term in ro["terms"].items():
+        for name, term in ro.terms.items():
             metrics[f"train/reward/{name}_mean"] = term.mean()
             metrics[f"train/reward/{name}_std"] = term.std() if term.numel() > 1 else torch.tensor(0.0)
-        total = ro["total"]
+        total = ro.total
         metrics["train/reward_total_mean"] = total.mean()
         zero_std = (total.std(dim=1) < 1e-6) if total.shape[1] > 1 else torch.ones(total.shape[0], dtype=torch.bool)
         metrics["train/frac_reward_zero_std"] = zero_std.float().mean()
-        metrics["train/advantage_mean"] = ro["advantages"].mean()
-        metrics["train/advantage_std"] = ro["advantages"].std() if ro["advantages"].numel() > 1 else 0.0
+        metrics["train/advantage_mean"] = ro.advantages.mean()
+        metrics["train/advantage_std"] = ro.advantages.std() if ro.advantages.numel() > 1 else 0.0
         metrics["train/completion_len"] = mask.sum(1).float().mean()
         metrics["train/parse_fail_rate"] = 1.0 - parsed.float().mean()
         std = _nanstd(scores)
@@ -263,20 +226,20 @@ class GRPOModule(L.LightningModule):
         metrics["train/grad_norm"] = grad_norm
         self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in metrics.items()}, prog_bar=False)
         self.log("reward", total.mean(), prog_bar=True)
-        every = int(self.grpo.get("log_completions_every", 0) or 0)
+        every = int(self.grpo.log_completions_every or 0)
         if every and self.global_rank == 0 and batch_idx % every == 0:
             self._log_completions(ro)
 
-    def _log_completions(self, ro: dict[str, Any], images: int = 4, per_image: int = 2) -> None:
+    def _log_completions(self, ro: Rollout, images: int = 4, per_image: int = 2) -> None:
         """A Markdown table of the first `per_image` completions of the first `images` images."""
         k = self.k
         lines = ["| image | k | mos | score | reward | completion |", "|---|---|---|---|---|---|"]
-        for i in range(min(images, ro["scores"].shape[0])):
+        for i in range(min(images, ro.scores.shape[0])):
             for j in range(min(per_image, k)):
-                clean = ro["texts"][i * k + j].replace("|", "\\|").replace("\n", " ")[:200]
+                clean = ro.texts[i * k + j].replace("|", "\\|").replace("\n", " ")[:200]
                 lines.append(
-                    f"| {i} | {j} | {float(ro['mos'][i]):.2f} | {float(ro['scores'][i, j]):.2f} "
-                    f"| {float(ro['total'][i, j]):.3f} | {clean} |"
+                    f"| {i} | {j} | {float(ro.mos[i]):.2f} | {float(ro.scores[i, j]):.2f} "
+                    f"| {float(ro.total[i, j]):.3f} | {clean} |"
                 )
         for logger in self.loggers:
             experiment = getattr(logger, "experiment", None)
@@ -321,27 +284,11 @@ class GRPOModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> Any:
-        cfg = dict(self.hparams.optim)
+        """The `optim` partial (AdamW) over the trainable parameters, stepped per batch by the `lr_scheduler` partial."""
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(
-            params,
-            lr=float(cfg.get("lr", 1e-6)),
-            betas=tuple(cfg.get("betas", (0.9, 0.999))),
-            weight_decay=float(cfg.get("weight_decay", 0.0)),
-            eps=float(cfg.get("eps", 1e-8)),
-        )
+        opt = _instantiate(self.hparams.optim, "optim")(params)
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
-        warmup = int(float(cfg.get("warmup_ratio", 0.0)) * total)
-        schedule = cfg.get("schedule", "linear")
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / max(1, warmup)
-            if schedule == "constant":
-                return 1.0
-            return max(0.0, (total - step) / max(1, total - warmup))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        sched = _instantiate(self.hparams.lr_scheduler, "lr_scheduler")(opt, total_steps=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ----------------------------------------------------------------------------- checkpoints
@@ -384,6 +331,13 @@ class GRPOModule(L.LightningModule):
             merge_adapters(self.policy)
         self.policy.save_pretrained(out_dir)
         self.processor.save_pretrained(out_dir)
+
+
+def _instantiate(node: Mapping[str, Any], key: str) -> Any:
+    """`hydra.utils.instantiate` of a config node that must name its `_target_` (plain containers passed on)."""
+    if "_target_" not in node:
+        raise ValueError(f"{key}: the config has no _target_ (got keys {sorted(node)}); see conf/{key}/")
+    return instantiate(node, _convert_="all")
 
 
 def _numpy_state_to_plain(state: tuple) -> tuple:

@@ -31,7 +31,7 @@ Batches without visual inputs (no `*_grid_thw` or no `mm_token_type_ids`), and a
 checkpointed with `use_reentrant=True` (its replay would drop the gradient flowing into the shared
 prefix), go through the plain functions instead. Drop-in use, same signatures as `prresq.rollout`:
 
-    completion, mask = generate_completions_shared(policy, inputs, k, eos_ids, pad_id, suppress_ids, 128)
+    completion, mask = generate_completions_shared(policy, inputs, k, tokens, SamplingConfig(max_new_tokens=128))
     logp = completion_logprobs_shared(policy, inputs, k, completion, mask)   # inputs NOT expanded
     for prompts, rows in micro_batches(b, k, micro_batch_size):              # whole groups of k
         logp = completion_logprobs_shared(policy, slice_inputs(inputs, prompts, ids), k,
@@ -60,9 +60,9 @@ from prresq.rollout import (
     expand_inputs,
     generate_completions,
     generation_mode,
-    sampling_kwargs,
     split_completions,
 )
+from prresq.sampling import GenerationTokens, SamplingConfig
 
 log = logging.getLogger(__name__)
 
@@ -192,15 +192,9 @@ def generate_completions_shared(
     model: nn.Module,
     inputs: dict[str, Tensor],
     k: int,
-    eos_ids: list[int],
-    pad_id: int,
-    suppress_ids: list[int],
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int | None = None,
+    tokens: GenerationTokens,
+    sampling: SamplingConfig,
     do_sample: bool = True,
-    min_new_tokens: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Sample k completions per prompt from one prefill per prompt -> (completion_ids [B*k, T], mask [B*k, T]).
 
@@ -209,13 +203,8 @@ def generate_completions_shared(
     gen_inputs = {key: v for key, v in inputs.items() if key != "labels"}
     input_ids = gen_inputs["input_ids"]
     if not _shareable(gen_inputs):
-        return generate_completions(
-            model, gen_inputs, k, eos_ids, pad_id, suppress_ids, max_new_tokens,
-            temperature, top_p, top_k, do_sample, min_new_tokens,
-        )  # fmt: skip
-    kwargs = sampling_kwargs(
-        eos_ids, pad_id, suppress_ids, max_new_tokens, temperature, top_p, top_k, do_sample, min_new_tokens
-    )
+        return generate_completions(model, gen_inputs, k, tokens, sampling, do_sample)
+    kwargs = sampling.generate_kwargs(tokens, do_sample)
     with generation_mode(model):
         # `generate`'s positions: a text row (for the attention mask) on top of the three rotary rows. They grow by
         # one per new token, so the completion continues from the last prompt token as in the plain forward.
@@ -235,7 +224,7 @@ def generate_completions_shared(
             num_return_sequences=1,
             **kwargs,
         )
-    return split_completions(out, input_ids.shape[1], eos_ids, pad_id)
+    return split_completions(out, input_ids.shape[1], tokens.eos_ids, tokens.pad_id)
 
 
 def completion_logprobs_shared(

@@ -6,6 +6,9 @@ suppressed: a sampled `<|image_pad|>` would break the multimodal rotary position
 (policy with gradients, the old policy, the frozen reference), computing logits only for the
 completion positions (`logits_to_keep`), which keeps the [N, T, V] tensor small for a 152k vocabulary.
 
+`Rollout` is the record of one rollout batch that the GRPO update and the step's logs read
+(`prresq.module.GRPOModule.rollout`).
+
 Prompts are left-padded and completions right-padded, so for a prompt of width P the
 completion token t sits at column P + t of the concatenated sequence.
 """
@@ -20,8 +23,31 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from prresq.sampling import GenerationTokens, SamplingConfig
+
 # Model inputs that are per-sample rows (dim 0 = batch) and per-token columns (dim 1 = sequence).
 TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
+
+
+@dataclass
+class Rollout:
+    """One rollout batch of B prompts x K completions: what the policy update and the step's logs read.
+
+    Completion rows i*K .. i*K+K-1 belong to prompt i. `inputs` holds the prompt rows the log-prob passes
+    score: B rows on the shared-prefix path, B*K (each prompt repeated K times) on the plain path.
+    """
+
+    inputs: dict[str, Tensor]  # processor batch of the prompts (B or B*K rows, see above)
+    completion: Tensor  # [B*K, T] sampled token ids, padding after the first EOS
+    mask: Tensor  # [B*K, T] 1 on completion tokens up to and including the first EOS
+    texts: list[str]  # [B*K] decoded completions
+    scores: Tensor  # [B, K] parsed scores, NaN where an answer does not parse
+    mos: Tensor  # [B] the MOS the rewards compared with (permuted under grpo.shuffle_mos)
+    total: Tensor  # [B, K] weighted reward sum (VisualQuality-R1 Eq. 1-3, the reward mix)
+    terms: dict[str, Tensor]  # {term: [B, K]} each reward term before weighting
+    advantages: Tensor  # [B*K] group-standardised rewards (Eq. 4)
+    old_logp: Tensor | None  # [B*K, T] policy log-probs at sampling time; None when num_iterations = 1
+    ref_logp: Tensor | None  # [B*K, T] reference log-probs; None when beta = 0
 
 
 @dataclass
@@ -138,32 +164,6 @@ def generation_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def sampling_kwargs(
-    eos_ids: list[int],
-    pad_id: int,
-    suppress_ids: list[int],
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int | None = None,
-    do_sample: bool = True,
-    min_new_tokens: int | None = None,
-) -> dict[str, Any]:
-    """The `generate` arguments every rollout path shares (same logits processing on every path)."""
-    return dict(
-        do_sample=do_sample,
-        temperature=temperature if do_sample else None,
-        top_p=top_p if do_sample else None,
-        top_k=top_k if do_sample else None,
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=min_new_tokens,
-        suppress_tokens=suppress_ids,
-        eos_token_id=eos_ids,
-        pad_token_id=pad_id,
-        use_cache=True,
-    )
-
-
 def split_completions(out: Tensor, prompt_width: int, eos_ids: list[int], pad_id: int) -> tuple[Tensor, Tensor]:
     """`generate` output -> (completion ids padded after the first EOS, mask), both [N, T]."""
     completion = out[:, prompt_width:]
@@ -177,24 +177,15 @@ def generate_completions(
     model: nn.Module,
     inputs: dict[str, Tensor],
     k: int,
-    eos_ids: list[int],
-    pad_id: int,
-    suppress_ids: list[int],
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int | None = None,
+    tokens: GenerationTokens,
+    sampling: SamplingConfig,
     do_sample: bool = True,
-    min_new_tokens: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Sample k completions per prompt -> (completion_ids [B*k, T], mask [B*k, T])."""
     gen_inputs = {key: v for key, v in inputs.items() if key != "labels"}
-    kwargs = sampling_kwargs(
-        eos_ids, pad_id, suppress_ids, max_new_tokens, temperature, top_p, top_k, do_sample, min_new_tokens
-    )
     with generation_mode(model):
-        out = model.generate(**gen_inputs, num_return_sequences=k, **kwargs)
-    return split_completions(out, inputs["input_ids"].shape[1], eos_ids, pad_id)
+        out = model.generate(**gen_inputs, num_return_sequences=k, **sampling.generate_kwargs(tokens, do_sample))
+    return split_completions(out, inputs["input_ids"].shape[1], tokens.eos_ids, tokens.pad_id)
 
 
 def completion_logprobs(

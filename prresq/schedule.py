@@ -87,7 +87,7 @@ class TwoStageSchedule(L.Callback):
         spec = self.stages[stage]
         base = self._base(module.rewards)
         if "k" in spec:
-            module.grpo["k"] = int(spec["k"])
+            module.grpo.k = int(spec["k"])
         for name, scale in (spec.get("reward_scale") or {}).items():
             module.rewards.set_weight(name, base[name] * float(scale))
         if "prompt_pool" in spec:

@@ -46,10 +46,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from prresq.models import vision_token_ids
 from prresq.prefix import generate_completions_shared
 from prresq.rewards import parse_answers
 from prresq.rollout import TOKEN_KEYS, generate_completions
+from prresq.sampling import GenerationTokens, SamplingConfig
 
 MODES = ("greedy", "sample", "both", "expected")
 ANSWER_TAG = "<answer>"
@@ -57,13 +57,11 @@ ANSWER_TAG = "<answer>"
 
 
 @dataclass
-class ScoringConfig:
-    """How a model's answers become one score per item."""
+class ScoringConfig(SamplingConfig):
+    """How a model's answers become one score per item (sampling parameters: `SamplingConfig`'s fields)."""
 
     mode: str = "greedy"  # "greedy" | "sample" | "both" | "expected"
     n: int = 8  # samples per item in "sample" mode
-    temperature: float = 1.0
-    max_new_tokens: int = 256
     num_aspects: int = 1
     score_low: float = 1.0
     score_high: float = 5.0
@@ -95,13 +93,6 @@ class Scores:
             if value is not None:
                 return value
         raise ValueError("no scores")
-
-
-def _token_ids(processor: Any) -> tuple[list[int], int, list[int]]:
-    tok = processor.tokenizer
-    eos = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else eos[-1]
-    return eos, pad, vision_token_ids(tok)
 
 
 def decode(processor: Any, completion_ids: Tensor) -> list[str]:
@@ -212,14 +203,14 @@ def expected_scores(
     if cfg.num_aspects != 1:
         raise ValueError("scoring.mode=expected needs a single-number answer (prompt.num_aspects = 1)")
     tok = processor.tokenizer
-    eos, pad, _ = _token_ids(processor)
+    tokens = GenerationTokens.from_tokenizer(tok)
     cand_ids, values = digit_candidates(tok, cfg.score_low, cfg.score_high)
     prefixes, forced = [], []
     for row in completion_ids:
-        prefix, was_forced = answer_prefix(tok, row[: _valid_length(row, [*eos, pad])].tolist())
+        prefix, was_forced = answer_prefix(tok, row[: _valid_length(row, [*tokens.eos_ids, tokens.pad_id])].tolist())
         prefixes.append(prefix)
         forced.append(was_forced)
-    batch = _append_left_padded(inputs, prefixes, pad)
+    batch = _append_left_padded(inputs, prefixes, tokens.pad_id)
     was_training = model.training
     model.eval()
     try:
@@ -238,13 +229,12 @@ def score_batch(model: nn.Module, processor: Any, inputs: dict[str, Tensor], cfg
     """Score every item of a collated batch (see the module docstring for the modes)."""
     if cfg.mode not in MODES:
         raise ValueError(f"scoring.mode={cfg.mode!r}: expected one of {', '.join(MODES)}")
-    eos, pad, suppress = _token_ids(processor)
+    tokens = GenerationTokens.from_tokenizer(processor.tokenizer)
     b = inputs["input_ids"].shape[0]
     out = Scores()
-    gen = dict(eos_ids=eos, pad_id=pad, suppress_ids=suppress, max_new_tokens=cfg.max_new_tokens)
     rng = (cfg.score_low, cfg.score_high)
     if cfg.mode in ("greedy", "both", "expected"):
-        ids, _ = generate_completions(model, inputs, 1, do_sample=False, **gen)
+        ids, _ = generate_completions(model, inputs, 1, tokens, cfg.sampling, do_sample=False)
         texts = decode(processor, ids)
         scores, aspects = parse_answers(texts, cfg.num_aspects, *rng)
         out.greedy, out.aspects, out.texts = scores, aspects, texts
@@ -253,7 +243,7 @@ def score_batch(model: nn.Module, processor: Any, inputs: dict[str, Tensor], cfg
             out.expected, out.expected_mass, _ = expected_scores(model, processor, inputs, ids, cfg)
     if cfg.mode in ("sample", "both"):
         sample = generate_completions_shared if cfg.shared_prefix else generate_completions
-        ids, _ = sample(model, inputs, cfg.n, temperature=cfg.temperature, **gen)
+        ids, _ = sample(model, inputs, cfg.n, tokens, cfg.sampling)
         texts = decode(processor, ids)
         scores, aspects = parse_answers(texts, cfg.num_aspects, *rng)
         scores = scores.view(b, cfg.n)

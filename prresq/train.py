@@ -22,9 +22,10 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from prresq.checkpointing import LocalCheckpointIO
+from prresq.config import to_plain
 from prresq.config_checks import check_train_config
 from prresq.models import ensure_model_dir, load_policy, load_processor
 from prresq.module import GRPOModule
@@ -32,10 +33,6 @@ from prresq.run_dir import claim_run_dir, is_global_rank_zero, is_resume
 from prresq.scoring import ScoringConfig, correlations, score_loader
 
 log = logging.getLogger("prresq.train")
-
-
-def _container(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 def build_datamodule(cfg: DictConfig, processor: Any) -> Any:
@@ -56,7 +53,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     schedule = cfg.get("schedule")
     if schedule is not None and schedule.get("enabled", False):
-        spec = _container(schedule)
+        spec = to_plain(schedule)
         spec.pop("enabled")
         callbacks.append(instantiate(spec))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
@@ -67,20 +64,20 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 
 
 def scoring_config(cfg: DictConfig) -> ScoringConfig:
-    return ScoringConfig(**{**_container(cfg.scoring), "num_aspects": int(cfg.prompt.num_aspects)})
+    return ScoringConfig(**{**to_plain(cfg.scoring), "num_aspects": int(cfg.prompt.num_aspects)})
 
 
 def run_warmup(cfg: DictConfig, model_dir: Path) -> Path:
     """Supervised prior-knowledge warm-up (cached by digest); returns the directory RL starts from."""
     from prresq.warmup import cached_warmup_dir, is_complete, pretrain_vision, save_warmup, supervised_warmup
 
-    w = _container(cfg.warmup)
+    w = to_plain(cfg.warmup)
     spec = {
         "model": str(model_dir),
         "model_marker": (model_dir / "config.json").read_text(),
         "warmup": w,
-        "prompt": _container(cfg.prompt),
-        "data": _container(cfg.data),
+        "prompt": to_plain(cfg.prompt),
+        "data": to_plain(cfg.data),
         "seed": cfg.seed,
     }
     out = cached_warmup_dir(Path(cfg.paths.cache_dir) / "warmup", spec)
@@ -183,21 +180,22 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     L.seed_everything(cfg.seed, workers=True)
-    model_dir = ensure_model_dir(cfg.model.name_or_path, _container(cfg.model.get("tiny")))
+    model_dir = ensure_model_dir(cfg.model.name_or_path, to_plain(cfg.model.get("tiny")))
     results: dict[str, Any] = {}
     if cfg.warmup.get("enabled", False):
         model_dir = run_warmup(cfg, model_dir)
         history = json.loads((model_dir / "warmup_history.json").read_text())["history"]
         results["warmup_final_val"] = history[-1] if history else {}
     L.seed_everything(cfg.seed, workers=True)
-    model_cfg = {**_container(cfg.model), "name_or_path": str(model_dir), "tiny": None}
+    model_cfg = {**to_plain(cfg.model), "name_or_path": str(model_dir), "tiny": None}
     module = GRPOModule(
         model=model_cfg,
-        grpo=_container(cfg.grpo),
-        loss=_container(cfg.loss),
-        reward=_container(cfg.reward),
-        optim=_container(cfg.optim),
-        scoring=_container(cfg.scoring),
+        grpo=to_plain(cfg.grpo),
+        loss=to_plain(cfg.loss),
+        reward=to_plain(cfg.reward),
+        optim=to_plain(cfg.optim),
+        lr_scheduler=to_plain(cfg.lr_scheduler),
+        scoring=to_plain(cfg.scoring),
         num_aspects=int(cfg.prompt.num_aspects),
         score_range=(float(cfg.scoring.score_low), float(cfg.scoring.score_high)),
         min_pixels=cfg.data.get("min_pixels"),

@@ -51,6 +51,8 @@ def test_every_shipped_experiment_passes(experiment, tmp_path):
         (["grpo.top_p=1.5"], r"grpo\.top_p=1\.5: must be in \(0, 1\]"),
         (["optim.lr=0"], r"optim\.lr=0: must be > 0"),
         (["loss.beta=-0.1"], r"loss\.beta=-0\.1: must be a number >= 0"),
+        (["lr_scheduler.decay=cosine"], r"lr_scheduler\.decay='cosine': expected one of \('linear', 'constant'\)"),
+        (["~optim._target_"], r"optim: no _target_"),
         (["data.batch_size=0"], r"data\.batch_size=0: must be an integer >= 1"),
         (["scoring.score_low=5"], r"scoring\.score_low=5\.?0?, scoring\.score_high=5\.0: score_low must be below"),
         (["trainer.max_steps=0"], r"trainer\.max_steps=0: trains nothing"),

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from conftest import compose_config
 from omegaconf import OmegaConf
 
-from prresq.rewards import build_reward_mix, compute_rewards
+from prresq.rewards import build_reward_mix, compute_rewards, group_advantages
 
 MIX = {"fidelity": {"weight": 1.0, "variant": "mean"}, "format": {"weight": 0.5}}
 PAPER_RECIPES = ("vq_r1_kadid", "preresq_iqa_kadid", "preresq_vqa_lsvq")
@@ -46,7 +46,7 @@ def _worker(rank: int, world: int, port: int, out: str, mixes: dict[str, dict]) 
     rows = slice(rank * b, (rank + 1) * b)
     saved = {}
     for scope, mix in mixes.items():
-        total, terms, adv = compute_rewards(
+        total, terms = compute_rewards(
             build_reward_mix(mix),
             texts[rows.start * k : rows.stop * k],
             scores[rows],
@@ -54,7 +54,7 @@ def _worker(rank: int, world: int, port: int, out: str, mixes: dict[str, dict]) 
             mos[rows],
             ids[rows],
         )
-        saved[scope] = {"total": total, "adv": adv, "fidelity": terms["fidelity"]}
+        saved[scope] = {"total": total, "adv": group_advantages(total), "fidelity": terms["fidelity"]}
     torch.save(saved, f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -76,13 +76,14 @@ def test_two_process_rewards_follow_the_scope(tmp_path):
     mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path), mixes), nprocs=2, start_method="spawn")
     parts = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
 
-    whole, whole_terms, whole_adv = compute_rewards(build_reward_mix(mixes["global"]), texts, scores, aspects, mos, ids)
+    whole, whole_terms = compute_rewards(build_reward_mix(mixes["global"]), texts, scores, aspects, mos, ids)
+    whole_adv = group_advantages(whole)
     for key, expected in (("total", whole), ("adv", whole_adv), ("fidelity", whole_terms["fidelity"])):
         torch.testing.assert_close(torch.cat([p["global"][key] for p in parts]), expected)
 
     for rank, part in enumerate(parts):
         rows = slice(4 * rank, 4 * rank + 4)
-        own, own_terms, own_adv = compute_rewards(
+        own, own_terms = compute_rewards(
             build_reward_mix(mixes["local"]),
             texts[16 * rank : 16 * rank + 16],
             scores[rows],
@@ -91,7 +92,7 @@ def test_two_process_rewards_follow_the_scope(tmp_path):
             ids[rows],
         )
         torch.testing.assert_close(part["local"]["total"], own)
-        torch.testing.assert_close(part["local"]["adv"], own_adv)
+        torch.testing.assert_close(part["local"]["adv"], group_advantages(own))
         torch.testing.assert_close(part["local"]["fidelity"], own_terms["fidelity"])
         # The two scopes differ here: 1 partner of the same dataset per image locally, 3 globally.
         assert not torch.allclose(part["local"]["fidelity"], part["global"]["fidelity"])

@@ -165,7 +165,9 @@ def grpo_checkpoint(tmp_path_factory, tiny_model_dir) -> tuple[Path, dict[str, t
     with open_dict(cfg):
         cfg.model.tiny = None
     plain = OmegaConf.to_container(cfg, resolve=True)
-    module = GRPOModule(**{k: plain[k] for k in ("model", "grpo", "loss", "reward", "optim", "scoring")})
+    module = GRPOModule(
+        **{k: plain[k] for k in ("model", "grpo", "loss", "reward", "optim", "lr_scheduler", "scoring")}
+    )
     with torch.no_grad():  # "trained" weights: differ from the base model's
         for p in module.policy.parameters():
             p.add_(0.01)

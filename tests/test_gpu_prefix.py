@@ -22,6 +22,7 @@ from prresq.loss import GRPOLoss
 from prresq.models import load_policy, load_processor, vision_token_ids
 from prresq.prefix import completion_logprobs_shared, generate_completions_shared
 from prresq.rollout import VisionIds, completion_logprobs, expand_inputs, generate_completions
+from prresq.sampling import GenerationTokens, SamplingConfig
 
 pytestmark = [
     pytest.mark.gpu,
@@ -68,7 +69,8 @@ def image_batch(processor, device: str) -> dict[str, torch.Tensor]:
 def gen_kwargs(processor) -> dict:
     tok = processor.tokenizer
     eos = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>"), *range(40, 140)]
-    return dict(eos_ids=eos, pad_id=tok.pad_token_id, suppress_ids=vision_token_ids(tok), max_new_tokens=T)
+    tokens = GenerationTokens(eos, tok.pad_token_id, vision_token_ids(tok))
+    return dict(tokens=tokens, sampling=SamplingConfig(max_new_tokens=T))
 
 
 def compare_logprobs_and_grads(model, processor, device: str) -> dict[str, float]:

@@ -158,7 +158,7 @@ def _module(tiny_model_dir, tmp_path, lora: dict, beta: float = 0.04) -> GRPOMod
         cfg.model.lora = lora
         cfg.loss.beta = beta
     plain = OmegaConf.to_container(cfg, resolve=True)
-    return GRPOModule(**{k: plain[k] for k in ("model", "grpo", "loss", "reward", "optim", "scoring")})
+    return GRPOModule(**{k: plain[k] for k in ("model", "grpo", "loss", "reward", "optim", "lr_scheduler", "scoring")})
 
 
 def _batch(processor) -> dict:
@@ -188,13 +188,13 @@ def test_at_init_policy_and_reference_agree_and_the_kl_is_exactly_zero(tiny_mode
         hook.remove()
     rows = batch["model_inputs"]["pixel_values"].shape[0]
     assert calls == [rows, rows], f"vision tower calls (patch rows each): {calls}"  # generation, reference
-    logp = module._logprobs(module.policy, ro["inputs"], ro["completion"], ro["mask"])
-    assert torch.equal(logp, ro["ref_logp"])
-    _, stats = module.loss_fn(logp, ro["advantages"], ro["mask"], ref_logp=ro["ref_logp"])
+    logp = module.engine.all_logprobs(module.policy, ro.inputs, ro.completion, ro.mask)
+    assert torch.equal(logp, ro.ref_logp)
+    _, stats = module.loss_fn(logp, ro.advantages, ro.mask, ref_logp=ro.ref_logp)
     assert float(stats.kl) == 0.0
     _perturb_adapters(module.policy)  # once the adapters move, the same path gives a non-zero KL
-    moved = module._logprobs(module.policy, ro["inputs"], ro["completion"], ro["mask"])
-    _, stats = module.loss_fn(moved, ro["advantages"], ro["mask"], ref_logp=ro["ref_logp"])
+    moved = module.engine.all_logprobs(module.policy, ro.inputs, ro.completion, ro.mask)
+    _, stats = module.loss_fn(moved, ro.advantages, ro.mask, ref_logp=ro.ref_logp)
     assert float(stats.kl) > 1e-4
 
 
@@ -234,7 +234,7 @@ def test_gradient_checkpointing_gives_the_same_adapter_gradients(tiny_model_dir,
 
 
 def _greedy(model, processor, inputs) -> torch.Tensor:
-    kwargs = {**_gen_kwargs(processor), "max_new_tokens": 10}
+    kwargs = _gen_kwargs(processor, max_new_tokens=10)
     return generate_completions(model, inputs, 1, do_sample=False, **kwargs)[0]
 
 

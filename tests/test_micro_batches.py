@@ -19,6 +19,7 @@ from prresq.data.collate import PromptCollator
 from prresq.data.records import Record
 from prresq.loss import GRPOLoss, micro_batched_backward
 from prresq.module import GRPOModule
+from prresq.rollout import Rollout
 
 K, T = 3, 6
 
@@ -31,7 +32,9 @@ def module_and_rollout(tiny_model_dir, tmp_path_factory):
     with open_dict(cfg):
         cfg.model.tiny = None
     plain = OmegaConf.to_container(cfg, resolve=True)
-    module = GRPOModule(**{k: plain[k] for k in ("model", "grpo", "loss", "reward", "optim", "scoring")})
+    module = GRPOModule(
+        **{k: plain[k] for k in ("model", "grpo", "loss", "reward", "optim", "lr_scheduler", "scoring")}
+    )
     rng = np.random.default_rng(0)
     root = tmp_path_factory.mktemp("images")
     records = []
@@ -44,25 +47,24 @@ def module_and_rollout(tiny_model_dir, tmp_path_factory):
     ro = module.rollout(batch)
     g = torch.Generator().manual_seed(0)
     lengths = torch.tensor([1, 6, 2, 5, 3, 4, 6, 1, 2])  # ragged completions: unequal tokens per prompt
-    ro["mask"] = (torch.arange(T)[None, :] < lengths[:, None]).to(ro["mask"].dtype)
-    ro["advantages"] = torch.randn(3 * K, generator=g)
-    with torch.no_grad():
-        ro["old_logp"] = module._logprobs(module.policy, ro["inputs"], ro["completion"], ro["mask"])
-        ro["old_logp"] += 0.3 * torch.randn(ro["old_logp"].shape, generator=g)  # ratios away from 1, some clipped
+    ro.mask = (torch.arange(T)[None, :] < lengths[:, None]).to(ro.mask.dtype)
+    ro.advantages = torch.randn(3 * K, generator=g)
+    ro.old_logp = module.engine.all_logprobs(module.policy, ro.inputs, ro.completion, ro.mask)
+    ro.old_logp += 0.3 * torch.randn(ro.old_logp.shape, generator=g)  # ratios away from 1, some clipped
     return module, ro
 
 
-def _gradient(module: GRPOModule, ro: dict, micro_batch_size: int | None) -> tuple[float, torch.Tensor]:
-    module.grpo["micro_batch_size"] = micro_batch_size
+def _gradient(module: GRPOModule, ro: Rollout, micro_batch_size: int | None) -> tuple[float, torch.Tensor]:
+    module.grpo.micro_batch_size = micro_batch_size
     module.policy.zero_grad(set_to_none=True)
     stats = micro_batched_backward(
         module.loss_fn,
-        module._slices(ro["completion"].shape[0]),
-        lambda ps, cs: module._score(module.policy, ro["inputs"], ps, cs, ro["completion"], ro["mask"]),
-        ro["advantages"],
-        ro["mask"],
-        old_logp=ro["old_logp"],
-        ref_logp=ro["ref_logp"],
+        module.engine.micro_batches(ro.completion.shape[0]),
+        lambda ps, cs: module.engine.logprobs(module.policy, ro.inputs, (ps, cs), ro.completion, ro.mask),
+        ro.advantages,
+        ro.mask,
+        old_logp=ro.old_logp,
+        ref_logp=ro.ref_logp,
     )
     grads = [p.grad.flatten() for p in module.policy.parameters() if p.grad is not None]
     return stats["loss"], torch.cat(grads)
@@ -77,6 +79,6 @@ def test_module_micro_batches_give_the_full_batch_gradient(module_and_rollout, a
     assert full_grad.abs().max() > 0
     for size in (K, 2 * K):
         loss, grad = _gradient(module, ro, size)
-        assert len(module._slices(3 * K)) == (3 if size == K else 2)
+        assert len(module.engine.micro_batches(3 * K)) == (3 if size == K else 2)
         assert loss == pytest.approx(full_loss, rel=1e-5, abs=1e-7), size
         torch.testing.assert_close(grad, full_grad, rtol=1e-4, atol=1e-7)

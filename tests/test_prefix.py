@@ -7,6 +7,7 @@ a wrong position, a lost cache row or a detached prefix changes the tokens or th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -19,6 +20,7 @@ from prresq.loss import GRPOLoss
 from prresq.models import load_policy, load_processor, vision_token_ids
 from prresq.prefix import completion_logprobs_shared, generate_completions_shared, micro_batches
 from prresq.rollout import VisionIds, completion_logprobs, expand_inputs, generate_completions, slice_inputs
+from prresq.sampling import GenerationTokens, SamplingConfig
 from prresq.scoring import ScoringConfig, score_batch
 
 K = 3
@@ -74,11 +76,13 @@ def _mixed(processor):
     return dict(out)
 
 
-def _gen_kwargs(processor) -> dict:
+def _gen_kwargs(processor, **sampling) -> dict:
+    """`tokens` and `sampling` arguments of the generate functions (T new tokens unless `sampling` says otherwise)."""
     tok = processor.tokenizer
     # Many stop tokens, so that completions end at different lengths and the masks are exercised.
     eos = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>"), *range(40, 140)]
-    return dict(eos_ids=eos, pad_id=tok.pad_token_id, suppress_ids=vision_token_ids(tok), max_new_tokens=T)
+    tokens = GenerationTokens(eos, tok.pad_token_id, vision_token_ids(tok))
+    return dict(tokens=tokens, sampling=SamplingConfig(**{"max_new_tokens": T, **sampling}))
 
 
 def _rollout(model, processor, inputs, seed=0):
@@ -172,12 +176,13 @@ def test_greedy_generation_identical(model, processor, batch):
 def test_sampled_generation_identical(model, processor, batch):
     """Same seed, same logits processing (temperature, top-k, top-p, min_new_tokens): the same samples."""
     inputs = _images(processor, [(112, 112), (56, 84), (84, 56)]) if batch == "images" else _mixed(processor)
-    kwargs = dict(_gen_kwargs(processor), temperature=0.8, top_p=0.9, top_k=50, min_new_tokens=3)
+    kwargs = _gen_kwargs(processor, temperature=0.8, top_p=0.9, top_k=50, min_new_tokens=3)
     # Make stopping part of what is compared, whatever the random weights: a token this model samples
     # often also ends a completion.
     torch.manual_seed(5)
     probe, _ = generate_completions(model, inputs, K, **kwargs)
-    kwargs["eos_ids"] = [*kwargs["eos_ids"], int(torch.mode(probe[:, 3:].flatten()).values)]
+    stop = int(torch.mode(probe[:, 3:].flatten()).values)
+    kwargs["tokens"] = dataclasses.replace(kwargs["tokens"], eos_ids=[*kwargs["tokens"].eos_ids, stop])
     torch.manual_seed(3)
     plain, plain_mask = generate_completions(model, inputs, K, **kwargs)
     torch.manual_seed(3)

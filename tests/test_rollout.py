@@ -14,10 +14,10 @@ from prresq.rollout import (
     completion_mask,
     expand_inputs,
     generate_completions,
-    sampling_kwargs,
     slice_inputs,
     split_completions,
 )
+from prresq.sampling import GenerationTokens, SamplingConfig
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +48,8 @@ def test_expanded_logprobs_equal_per_sample_logprobs(tiny):
     ids = VisionIds.from_config(model.config)
     k = 3
     eos = [processor.tokenizer.convert_tokens_to_ids("<|im_end|>")]
-    completion, mask = generate_completions(
-        model,
-        inputs,
-        k,
-        eos_ids=eos,
-        pad_id=processor.tokenizer.pad_token_id,
-        suppress_ids=vision_token_ids(processor.tokenizer),
-        max_new_tokens=6,
-    )
+    tokens = GenerationTokens(eos, processor.tokenizer.pad_token_id, vision_token_ids(processor.tokenizer))
+    completion, mask = generate_completions(model, inputs, k, tokens, SamplingConfig(max_new_tokens=6))
     assert completion.shape[0] == 2 * k
     expanded = expand_inputs(inputs, k, ids)
     assert expanded["pixel_values"].shape[0] == k * inputs["pixel_values"].shape[0]
@@ -81,7 +74,7 @@ def test_completion_logprobs_equal_the_scores_generate_sampled_from(tiny, temper
     inputs = _batch(processor, [(112, 112), (56, 84)])
     eos = [processor.tokenizer.convert_tokens_to_ids("<|im_end|>")]
     pad = processor.tokenizer.pad_token_id
-    kwargs = sampling_kwargs(eos, pad, suppress_ids=[], max_new_tokens=8, temperature=temperature)
+    kwargs = SamplingConfig(temperature=temperature, max_new_tokens=8).generate_kwargs(GenerationTokens(eos, pad, []))
     torch.manual_seed(3)
     with torch.no_grad():
         out = model.generate(**inputs, **kwargs, output_scores=True, return_dict_in_generate=True)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 import prresq.train as train
+from prresq.config import GRPOConfig
 from prresq.data.collate import PromptCollator
 from prresq.data.records import Record
 from prresq.models import load_processor
@@ -38,7 +39,7 @@ def collate(tiny_model_dir) -> PromptCollator:
 
 
 def _module(reward: dict) -> SimpleNamespace:
-    return SimpleNamespace(grpo={"k": 6}, rewards=build_reward_mix(reward), log=lambda *a, **k: None)
+    return SimpleNamespace(grpo=GRPOConfig(k=6), rewards=build_reward_mix(reward), log=lambda *a, **k: None)
 
 
 @pytest.mark.parametrize(("task", "penalty"), [("iqa", -1 / 3), ("vqa", -1.0)])
@@ -57,12 +58,12 @@ def test_stage_weights_follow_the_task_reward_config(task, penalty, collate):
         global_step=0, estimated_stepping_batches=10, train_dataloader=SimpleNamespace(collate_fn=collate)
     )
     schedule.on_train_start(trainer, module)
-    assert module.grpo["k"] == 12 and collate.pool_in_use
+    assert module.grpo.k == 12 and collate.pool_in_use
     assert module.rewards.weights["response_penalty"] == pytest.approx(penalty)
     for step in range(1, 10):
         trainer.global_step = step
         schedule.on_train_batch_start(trainer, module, None, step)
-        assert module.grpo["k"] == (12 if step < 5 else 6), step
+        assert module.grpo.k == (12 if step < 5 else 6), step
         assert module.rewards.weights["response_penalty"] == (pytest.approx(penalty) if step < 5 else 0.0), step
         assert collate.pool_in_use == (step < 5), step
     assert {k: v for k, v in module.rewards.weights.items() if k != "response_penalty"} == others
@@ -80,7 +81,7 @@ def test_resume_after_the_switch_starts_in_stage_two(collate):
         global_step=7, estimated_stepping_batches=10, train_dataloader=SimpleNamespace(collate_fn=collate)
     )
     schedule.on_train_start(trainer, module)
-    assert module.grpo["k"] == 6 and not collate.pool_in_use and schedule.current == 2
+    assert module.grpo.k == 6 and not collate.pool_in_use and schedule.current == 2
     assert module.rewards.weights["response_penalty"] == 0.0
 
 
@@ -221,7 +222,7 @@ def test_num_iterations_two_counts_rollout_batches(tmp_path, cache_dir, monkeypa
             "grpo.num_iterations=2",
             "trainer.max_epochs=-1",
             "trainer.max_steps=6",
-            "optim.schedule=linear",
+            "lr_scheduler.decay=linear",
             "schedule.switch_fraction=0.5",
         ],
         tmp_path,

@@ -43,8 +43,8 @@ def fixed_answers(monkeypatch: pytest.MonkeyPatch):
     answers: dict[str, list[str]] = {"greedy": [], "samples": []}
     calls: list[dict] = []
 
-    def fake_generate(model, inputs, k, do_sample=True, **kw):
-        calls.append({"k": k, "do_sample": do_sample, **kw})
+    def fake_generate(model, inputs, k, tokens, sampling, do_sample=True):
+        calls.append({"k": k, "do_sample": do_sample, **vars(sampling)})
         texts = answers["samples"] if do_sample else answers["greedy"]
         assert len(texts) == inputs["input_ids"].shape[0] * k
         ids = torch.arange(len(texts))[:, None]  # row index -> text via fake decode

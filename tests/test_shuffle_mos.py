@@ -15,6 +15,7 @@ from prresq.data.records import Record
 from prresq.module import GRPOModule
 from prresq.rewards import register_reward
 from prresq.rewards.registry import REWARDS, RewardInputs
+from prresq.rollout import Rollout
 
 MOS = [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5]
 
@@ -41,7 +42,7 @@ def batch_and_config(tiny_model_dir, tmp_path_factory):
     cfg = compose_config("train", overrides, model_dir=tiny_model_dir)
     with open_dict(cfg):
         cfg.model.tiny = None
-    keys = ("model", "grpo", "loss", "reward", "optim", "scoring", "prompt")
+    keys = ("model", "grpo", "loss", "reward", "optim", "lr_scheduler", "scoring", "prompt")
     plain = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in keys}
     root = tmp_path_factory.mktemp("shuffle")
     rng = np.random.default_rng(0)
@@ -50,14 +51,17 @@ def batch_and_config(tiny_model_dir, tmp_path_factory):
         path = root / f"{i}.png"
         Image.fromarray(rng.integers(0, 256, (56, 56, 3), dtype=np.uint8)).save(path)
         records.append(Record(f"r{i}", "toy", path, mos, mos, {}, f"toy.jsonl:{i + 1}"))
-    module = GRPOModule(**{k: plain[k] for k in ("model", "grpo", "loss", "reward", "optim", "scoring")})
+    module = GRPOModule(
+        **{k: plain[k] for k in ("model", "grpo", "loss", "reward", "optim", "lr_scheduler", "scoring")}
+    )
     batch = PromptCollator(module.processor, plain["prompt"]["text"], ImageFlow(), dataset_ids={"toy": 0})(records)
     return batch, plain
 
 
-def _rollout(plain: dict, batch: dict, **grpo) -> dict:
+def _rollout(plain: dict, batch: dict, **grpo) -> Rollout:
     module = GRPOModule(
-        **{k: plain[k] for k in ("model", "loss", "reward", "optim", "scoring")}, grpo={**plain["grpo"], **grpo}
+        **{k: plain[k] for k in ("model", "loss", "reward", "optim", "lr_scheduler", "scoring")},
+        grpo={**plain["grpo"], **grpo},
     )
     torch.manual_seed(0)  # the same sampling RNG for every run
     return module.rollout(batch)
@@ -70,16 +74,16 @@ def test_shuffle_mos_permutes_the_mos_the_reward_sees(batch_and_config):
     batch, plain = batch_and_config
     given = batch["mos"].float()
     plain_run = _rollout(plain, batch, shuffle_mos=False)
-    torch.testing.assert_close(plain_run["terms"]["mos_seen"][:, 0], given)
+    torch.testing.assert_close(plain_run.terms["mos_seen"][:, 0], given)
 
     shuffled = _rollout(plain, batch, shuffle_mos=True, seed=1)
-    seen = shuffled["terms"]["mos_seen"][:, 0]
+    seen = shuffled.terms["mos_seen"][:, 0]
     assert sorted(seen.tolist()) == sorted(given.tolist())  # a permutation of this batch's MOS
     assert not torch.equal(seen, given)
-    assert torch.equal(shuffled["terms"]["mos_seen"][:, 1], seen)  # every completion of an image: same MOS
-    assert shuffled["texts"] == plain_run["texts"]  # same completions: only what the reward knows changes
+    assert torch.equal(shuffled.terms["mos_seen"][:, 1], seen)  # every completion of an image: same MOS
+    assert shuffled.texts == plain_run.texts  # same completions: only what the reward knows changes
 
     again = _rollout(plain, batch, shuffle_mos=True, seed=1)
     other = _rollout(plain, batch, shuffle_mos=True, seed=2)
-    assert torch.equal(again["terms"]["mos_seen"][:, 0], seen)
-    assert not torch.equal(other["terms"]["mos_seen"][:, 0], seen)
+    assert torch.equal(again.terms["mos_seen"][:, 0], seen)
+    assert not torch.equal(other.terms["mos_seen"][:, 0], seen)

@@ -120,6 +120,7 @@ def run_prresq(args: argparse.Namespace, shared: bool) -> None:
     from prresq.models import load_policy, load_processor, load_reference, vision_token_ids
     from prresq.prefix import completion_logprobs_shared, generate_completions_shared
     from prresq.rollout import VisionIds, completion_logprobs, expand_inputs, generate_completions
+    from prresq.sampling import GenerationTokens, SamplingConfig
     from prresq.scoring import decode
 
     torch.manual_seed(0)
@@ -129,7 +130,7 @@ def run_prresq(args: argparse.Namespace, shared: bool) -> None:
     processor = load_processor(args.model_dir)
     tok = processor.tokenizer
     eos_ids = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
-    pad_id, suppress = tok.pad_token_id, vision_token_ids(tok)
+    tokens = GenerationTokens(eos_ids, tok.pad_token_id, vision_token_ids(tok))
     ids = VisionIds.from_config(policy.config)
     loss_fn = GRPOLoss(beta=BETA, aggregation="sequence")
     opt = torch.optim.AdamW(
@@ -158,10 +159,8 @@ def run_prresq(args: argparse.Namespace, shared: bool) -> None:
             inputs = {key: v.to(device) for key, v in inputs.items()}
         with clock("generation"):
             gen = generate_completions_shared if shared else generate_completions
-            completion, mask = gen(
-                policy, inputs, k, eos_ids=eos_ids, pad_id=pad_id, suppress_ids=suppress,
-                max_new_tokens=n_new, min_new_tokens=n_new, temperature=1.0,
-            )  # fmt: skip
+            sampling = SamplingConfig(temperature=1.0, max_new_tokens=n_new, min_new_tokens=n_new)
+            completion, mask = gen(policy, inputs, k, tokens, sampling)
         with clock("reward"):
             rewards = torch.tensor([cheap_reward(t) for t in decode(processor, completion)], device=device).view(-1, k)
             adv = ((rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-4)).reshape(-1)

@@ -83,7 +83,7 @@ def build_module(model_dir: Path, mode: str, cache: Path) -> Any:
         cfg.model.tiny = None
         cfg.model.lora = {"r": 16} if mode == "lora" else None
     plain = OmegaConf.to_container(cfg, resolve=True)
-    return GRPOModule(**{k: plain[k] for k in ("model", "grpo", "loss", "reward", "optim", "scoring")})
+    return GRPOModule(**{k: plain[k] for k in ("model", "grpo", "loss", "reward", "optim", "lr_scheduler", "scoring")})
 
 
 def make_batch(processor: Any, seed: int) -> dict[str, Any]:
@@ -108,11 +108,11 @@ def grpo_step(module: Any, opt: Any, batch: dict[str, Any]) -> None:
     import torch
 
     ro = module.rollout(batch)
-    n = ro["completion"].shape[0]
+    n = ro.completion.shape[0]
     opt.zero_grad(set_to_none=True)
-    for ps, sl in module._slices(n):
-        logp = module._score(module.policy, ro["inputs"], ps, sl, ro["completion"], ro["mask"])
-        loss, _ = module.loss_fn(logp, ro["advantages"][sl], ro["mask"][sl], ref_logp=ro["ref_logp"][sl])
+    for ps, sl in module.engine.micro_batches(n):
+        logp = module.engine.logprobs(module.policy, ro.inputs, (ps, sl), ro.completion, ro.mask)
+        loss, _ = module.loss_fn(logp, ro.advantages[sl], ro.mask[sl], ref_logp=ro.ref_logp[sl])
         (loss * (sl.stop - sl.start) / n).backward()
     params = [p for p in module.policy.parameters() if p.grad is not None]
     torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -78,24 +78,25 @@ def main() -> None:
 
     import lightning as L
 
+    from prresq.config import to_plain
     from prresq.data.benchmarks import load_benchmark_config
     from prresq.data.collate import prompt_of
     from prresq.data.dataflow import build_flows
-    from prresq.eval import _container, evaluate_benchmark, prepare_synthetic
+    from prresq.eval import evaluate_benchmark, prepare_synthetic
     from prresq.models import load_scoring_model
     from prresq.scoring import ScoringConfig
 
     cfg = compose_eval(args.overrides)
     sc = cfg.scoring
-    scoring = ScoringConfig.from_mapping(_container(sc), num_aspects=int(cfg.prompt.num_aspects))
+    scoring = ScoringConfig.from_mapping(to_plain(sc), num_aspects=int(cfg.prompt.num_aspects))
     seed = int(sc.get("seed", cfg.get("seed", 0)))
     L.seed_everything(seed, workers=True, verbose=False)
     model, processor = load_scoring_model(
-        _container(cfg.model), None, None, sc.get("min_pixels"), sc.get("max_pixels"), cfg.get("device", "auto")
+        to_plain(cfg.model), None, None, sc.get("min_pixels"), sc.get("max_pixels"), cfg.get("device", "auto")
     )
-    flows = build_flows(_container(cfg.dataflow), _container(cfg.get("video_dataflow")))
-    prompt = prompt_of(_container(cfg.prompt))
-    bcfg = _container(cfg.benchmark)["synthetic_iqa"]
+    flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")))
+    prompt = prompt_of(to_plain(cfg.prompt))
+    bcfg = to_plain(cfg.benchmark)["synthetic_iqa"]
     prepare_synthetic("synthetic_iqa", bcfg)
     options = {"limit": int(cfg.limit)} if cfg.get("limit") else {}
     bench = load_benchmark_config(bcfg, **options)

@@ -31,9 +31,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import lightning as L
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from prresq.config import to_plain
 from prresq.data.collate import PromptCollator
 from prresq.data.dataflow import Flow, build_flow
 from prresq.data.records import DatasetSpec, LoadedDataset, OnBad, Record, load_dataset
@@ -94,15 +94,8 @@ class ResumableLoader(DataLoader):
         self.counting = False
 
 
-def _to_container(value: Any) -> Any:
-    """Hydra hands nodes over as DictConfig/ListConfig (`_recursive_=False`): plain Python from here on."""
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-
 def _specs(value: SpecList) -> list[DatasetSpec]:
-    value = _to_container(value)
+    value = to_plain(value)
     if value is None:
         return []
     if isinstance(value, Mapping):
@@ -152,10 +145,10 @@ class QualityDataModule(L.LightningDataModule):
         self.seed = seed
         self.drop_last = drop_last
         self.on_bad_sample: OnBad = on_bad_sample
-        self.mos_map_to = tuple(float(x) for x in _to_container(mos_map_to))
+        self.mos_map_to = tuple(float(x) for x in to_plain(mos_map_to))
         self.min_pixels = min_pixels
         self.max_pixels = max_pixels
-        self.synthetic = _to_container(synthetic)
+        self.synthetic = to_plain(synthetic)
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.val_subset = val_subset
@@ -195,7 +188,7 @@ class QualityDataModule(L.LightningDataModule):
         evaluates with `text`; a list is a pool whose first entry is the evaluation prompt. Call it
         again to switch prompts (e.g. stage 2); loaders built afterwards use the new prompt.
         """
-        prompt = _to_container(prompt)
+        prompt = to_plain(prompt)
         if isinstance(prompt, Mapping):
             if not prompt.get("text"):
                 raise ValueError(f"prompt config {prompt}: needs 'text'")
@@ -206,7 +199,7 @@ class QualityDataModule(L.LightningDataModule):
             self.prompt = [prompt] if isinstance(prompt, str) else list(prompt)
             self.eval_prompt = eval_prompt or self.prompt[0]
         self.processor = processor if processor is not None else self.processor
-        self.flow = build_flow(_to_container(flow)) if flow is not None or self.flow is None else self.flow
+        self.flow = build_flow(to_plain(flow)) if flow is not None or self.flow is None else self.flow
         if answer_fn is not None:
             self.answer_fn = answer_fn
         return self

@@ -8,7 +8,8 @@ which images the pair terms (fidelity Eq. 1-3, PreResQ preference branch) compar
 - ``global``: under DDP (or DeepSpeed) the parsed scores, MOS and dataset ids of every process are
   all-gathered, so each image has 63 partners; each process keeps its own rows.
 
-Eq. 4 advantages are then computed for the local rows. With one process both scopes are a plain call.
+The caller standardises the local rows' totals into Eq. 4 advantages (`group_advantages`). With one
+process both scopes are a plain call.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from prresq.rewards.advantages import group_advantages
 from prresq.rewards.registry import RewardInputs
 
 
@@ -37,13 +37,13 @@ def gather_rows(t: Tensor) -> tuple[Tensor, slice]:
 
 def compute_rewards(
     reward_mix: Any, texts: list[str], scores: Tensor, aspects: Tensor, mos: Tensor, dataset_ids: Tensor
-) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-    """Rewards and Eq. 4 advantages of this process's rows, ranked within ``reward_mix.scope``.
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Rewards of this process's rows, ranked within ``reward_mix.scope`` (the caller standardises them, Eq. 4).
 
     ``global``: under DDP the parsed scores, MOS and dataset ids of all processes are gathered first, so
     the fidelity/PreResQ pair terms see the whole global batch; each process keeps its own rows.
     ``local``: the terms see this process's batch only (the released code's per-device ranking).
-    Returns (total [B, K], per-term {name: [B, K]}, advantages [B, K]).
+    Returns (total [B, K], per-term {name: [B, K]}); non-finite totals are set to 0 with a warning.
     """
     if reward_mix.scope == "global":
         g_scores, local = gather_rows(scores)
@@ -58,4 +58,4 @@ def compute_rewards(
         bad = [name for name, term in terms.items() if not torch.isfinite(term).all()]
         warnings.warn(f"non-finite rewards from {bad}; set to 0 for this step", RuntimeWarning, stacklevel=2)
         total = torch.nan_to_num(total, nan=0.0, posinf=0.0, neginf=0.0)
-    return total, terms, group_advantages(total)
+    return total, terms
