@@ -38,8 +38,6 @@ experiments/results/ablations/{table.md, runs.csv, results.json, curves.png, sco
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -48,7 +46,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,14 +107,6 @@ def _container(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
 def warmup_key(cfg: Any) -> str:
     """What makes two runs share a warm-up: model, warm-up recipe, prompt, data (fold) and seed."""
     spec = {k: _container(cfg.get(k)) for k in ("model", "warmup", "prompt", "data")} | {"seed": cfg.seed}
@@ -141,8 +131,10 @@ def _steps(run_dir: Path) -> int | None:
 
 def run_one(cfg: Any) -> dict[str, Any] | None:
     """One study run (a Hydra job): skip when finished, else warm up (shared, locked), train, score, record."""
+    from prresq.file_lock import file_lock
     from prresq.models import ensure_model_dir
-    from prresq.train import run, run_warmup
+    from prresq.train import run
+    from prresq.warmup import run_warmup
 
     out = Path(cfg.paths.output_dir)
     if is_finished(out):
@@ -160,7 +152,7 @@ def run_one(cfg: Any) -> dict[str, Any] | None:
     try:
         if cfg.warmup.get("enabled", False):
             model_dir = ensure_model_dir(cfg.model.name_or_path, _container(cfg.model.get("tiny")))
-            with _locked(Path(cfg.paths.cache_dir) / "warmup" / f".lock-{warmup_key(cfg)}"):
+            with file_lock(Path(cfg.paths.cache_dir) / "warmup" / f".lock-{warmup_key(cfg)}"):
                 run_warmup(cfg, model_dir)  # computed by the first run of this fold and seed, reused after
         status["warmup_s"] = round(time.perf_counter() - start, 1)
         metrics = run(cfg)
