@@ -104,7 +104,7 @@ class LocalCheckpointIO(TorchCheckpointIO):
         return None
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        from prresq.models import load_checkpoint_file
+        from prresq.checkpoint_loading import load_checkpoint_file
 
         return load_checkpoint_file(path, map_location=map_location or "cpu")
 

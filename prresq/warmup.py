@@ -42,8 +42,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from prresq.builders import build_datamodule, scoring_config
+from prresq.checkpoint_loading import load_checkpoint_file
 from prresq.file_lock import file_lock
-from prresq.models import load_checkpoint_file, load_policy, load_processor
+from prresq.models import load_policy, load_processor
 from prresq.rng_states import capture_rng_states, restore_rng_states
 from prresq.scoring import ScoringConfig, correlations, score_loader
 
