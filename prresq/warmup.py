@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +208,7 @@ def vision_spec(cfg: DictConfig, model_dir: Path) -> dict[str, Any]:
 
 
 def cached_vision_phase(
-    model: nn.Module, loader_fn: Any, spec: dict[str, Any], cache_dir: str | Path
+    model: nn.Module, loader_fn: Callable[[], Any], spec: dict[str, Any], cache_dir: str | Path
 ) -> dict[str, Any]:
     """Phase (a) on `model`, from the cache when `spec` was trained before, else trained and cached.
 
