@@ -12,6 +12,8 @@ Arms (`conf/arm/*.yaml`, deltas on `experiment=tiny_synthetic`; nothing is tuned
 Units: folds 0, 1, 2 of `data.synthetic.num_folds=5` (2 test photos, 2 val photos, 6 train photos each)
     x seeds 0, 1 = 6 units per arm, 48 runs. One warm-up per fold and seed (and per answer format:
     PRPO's 5-aspect answer has its own), cached under .cache/warmup and computed once under a lock.
+    Its vision phase (a) trains on the prior photos only: it is cached per seed (.cache/warmup_vision,
+    `prresq.warmup.cached_vision_phase`), so 2 of the 12 warm-ups train it and the others load it.
 Runs: Hydra multirun with the basic launcher, `--jobs 2` processes in parallel (each a sequential
     multirun over its share of the seeds), one thread each. Every run stops at the same
     `trainer.max_steps` (a fixed number of updates for every arm; `trainer.max_time` is only a safety
@@ -23,13 +25,14 @@ Budget plan (measured on this 2-core machine while shared, load average 9-18; th
 experiments/results/ablations/README.md):
     warm-up, one per fold x seed x answer format = 12: 13.4 min each (vision 600 steps 8.5 min, SFT
         175 steps to val SRCC 0.53, 4.5 min)                                        -> 161 job-min
+        (measured before the vision phase was cached; with it, 2 x 8.5 + 12 x 4.5  ->  71 job-min)
     RL run, 48: STEPS = 150 updates (B = 8, K = 8: 0.82 steps/s incl. validation every 50 steps,
         3.0 min) + held-out scoring before and after (400 images, 0.5-1.2 min each) + setup
         -> about 5 min per run                                                       -> 240 job-min
-    total 401 job-min / 2 jobs = 3.3 h at that speed; the 2.5 h budget needs the study's two jobs to
-    run >= 1.35x faster than measured, i.e. a machine not shared with other work (the same runs sped
-    up 5-8x in quiet moments of the measurement). If it does not fit, lower `--steps` for all arms;
-    caching the vision phase per seed (it trains on the prior photos only) would save 85 job-min.
+    total 401 job-min / 2 jobs = 3.3 h at that speed (311 job-min = 2.6 h with the cached vision
+    phase, projected from the same figures); the 2.5 h budget needs the study's two jobs to run faster
+    than measured, i.e. a machine not shared with other work (the same runs sped up 5-8x in quiet
+    moments of the measurement). If it does not fit, lower `--steps` for all arms.
 Outputs: the study directory (default `multirun/ablations`: one folder per `<arm>/fold<f>_seed<s>`,
 the layout of prresq/CONTRACTS.md plus `eval/{before,after}/predictions_test.csv`) and
 experiments/results/ablations/{table.md, runs.csv, results.json, curves.png, score_std.png, errors.png}.
@@ -38,8 +41,6 @@ experiments/results/ablations/{table.md, runs.csv, results.json, curves.png, sco
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -48,7 +49,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,14 +104,6 @@ log = logging.getLogger("ablations")
 # ----------------------------------------------------------------------------------------------- one run
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
 def warmup_key(cfg: Any) -> str:
     """What makes two runs share a warm-up: model, warm-up recipe, prompt, data (fold) and seed."""
     from prresq.config import to_plain
@@ -138,8 +131,10 @@ def _steps(run_dir: Path) -> int | None:
 def run_one(cfg: Any) -> dict[str, Any] | None:
     """One study run (a Hydra job): skip when finished, else warm up (shared, locked), train, score, record."""
     from prresq.config import to_plain
+    from prresq.file_lock import file_lock
     from prresq.models import ensure_model_dir
-    from prresq.train import run, run_warmup
+    from prresq.train import run
+    from prresq.warmup import run_warmup
 
     out = Path(cfg.paths.output_dir)
     if is_finished(out):
@@ -157,7 +152,7 @@ def run_one(cfg: Any) -> dict[str, Any] | None:
     try:
         if cfg.warmup.get("enabled", False):
             model_dir = ensure_model_dir(cfg.model.name_or_path, to_plain(cfg.model.get("tiny")))
-            with _locked(Path(cfg.paths.cache_dir) / "warmup" / f".lock-{warmup_key(cfg)}"):
+            with file_lock(Path(cfg.paths.cache_dir) / "warmup" / f".lock-{warmup_key(cfg)}"):
                 run_warmup(cfg, model_dir)  # computed by the first run of this fold and seed, reused after
         status["warmup_s"] = round(time.perf_counter() - start, 1)
         metrics = run(cfg)

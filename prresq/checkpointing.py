@@ -104,6 +104,21 @@ class LocalCheckpointIO(TorchCheckpointIO):
         return None
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        from prresq.models import load_checkpoint_file
+        from prresq.checkpoint_loading import load_checkpoint_file
 
         return load_checkpoint_file(path, map_location=map_location or "cpu")
+
+
+def resolve_ckpt(ckpt: str | None, run_dir: str | Path) -> str | None:
+    """The checkpoint `ckpt_path` names: `last` is the newest `last*.ckpt` in `<run_dir>/checkpoints`
+    (`last-vN.ckpt` of older layouts too; None when there is none yet), anything else is returned as given."""
+    if ckpt == "last":
+        folder = Path(run_dir) / "checkpoints"
+        candidates = sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+        if not candidates:
+            log.warning("ckpt_path=last: no %s yet, starting from scratch", folder / "last.ckpt")
+            return None
+        if len(candidates) > 1:
+            log.warning("ckpt_path=last: %s; resuming the newest, %s", [p.name for p in candidates], candidates[-1])
+        return str(candidates[-1])
+    return ckpt

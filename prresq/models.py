@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import math
-import pickle
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,47 +24,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from prresq.checkpoint_loading import UnsafeCheckpointError as UnsafeCheckpointError
+from prresq.checkpoint_loading import load_checkpoint_file as load_checkpoint_file
+from prresq.checkpoint_loading import read_lightning_checkpoint
+from prresq.tiny_tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer
+
 log = logging.getLogger(__name__)
 
-SPECIAL_TOKENS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-]
 # Sampling any of these from a (random or badly tuned) policy corrupts the multimodal positions.
 VISION_SPECIAL_TOKENS = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>"]
-
-# The Qwen2-VL / Qwen2.5-VL chat template (system default, image/video placeholders).
-CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
-    "<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
-    "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 # Stock Qwen2.5-VL image normalisation (OpenAI CLIP statistics).
 IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -96,49 +63,6 @@ class TinySpec:
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _tokenizer_corpus() -> list[str]:
-    path = Path(__file__).parent / "assets" / "tokenizer_corpus.txt"
-    lines = path.read_text(encoding="utf-8").splitlines()
-    # Numbers as models write scores: 1.0 .. 5.0 in steps of 0.01, so every score is a few tokens.
-    numbers = [f"<answer>{x / 100:.2f}</answer>" for x in range(100, 501)]
-    return lines * 20 + numbers
-
-
-def build_tokenizer(vocab_size: int) -> Any:
-    """Train a byte-level BPE tokenizer offline and wrap it in the real Qwen2 tokenizer class."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Qwen2Tokenizer
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=[],
-        show_progress=False,
-    )
-    bpe.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
-    tok = Qwen2Tokenizer(
-        vocab=bpe.get_vocab(),
-        merges=_merges(bpe),
-        unk_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-    )
-    tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
-    tok.add_tokens(["<think>", "</think>", "<answer>", "</answer>"])
-    tok.chat_template = CHAT_TEMPLATE
-    tok.model_max_length = 32768
-    return tok
-
-
-def _merges(bpe: Any) -> list[tuple[str, str]]:
-    state = json.loads(bpe.to_str())
-    merges = state["model"]["merges"]
-    return [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
 
 
 def _init_vision_linears(model: nn.Module, generator: torch.Generator) -> None:
@@ -333,38 +257,6 @@ def load_reference(policy: nn.Module) -> nn.Module:
     return ref
 
 
-class UnsafeCheckpointError(ValueError):
-    """A checkpoint file that would need to run pickled code to load; it is never unpickled."""
-
-
-def load_checkpoint_file(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
-    """`torch.load(weights_only=True)` of a `.ckpt` (tensors, numbers, strings, containers only).
-
-    A truncated or corrupt file is a `ValueError` naming it. Anything else is refused with
-    `UnsafeCheckpointError` naming the file and the object that asked to be unpickled: a crafted checkpoint can run arbitrary code through the full unpickler, and
-    `prresq.train` never writes such objects (its RNG states are stored as plain tensors and tuples).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist or is not a file")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        parts = [p.strip() for p in str(err).split("\n") if p.strip()]
-        reason = next((p for p in parts if "GLOBAL" in p or "Unsupported" in p), parts[-1] if parts else "")
-        raise UnsafeCheckpointError(
-            f"refusing to load checkpoint {path}: it holds objects that only the full unpickler can build, "
-            f"which could run code ({reason}). Checkpoints written by prresq.train load with "
-            "weights_only=True; do not load files from untrusted sources."
-        ) from None
-    except (EOFError, OSError, RuntimeError) as err:
-        size = path.stat().st_size
-        raise ValueError(
-            f"checkpoint {path} ({size} bytes) is not a readable torch checkpoint: truncated or corrupt "
-            f"({type(err).__name__}: {str(err) or 'unexpected end of file'})"
-        ) from None
-
-
 # ----------------------------------------------------------------------------- scoring model (eval, infer)
 
 
@@ -373,23 +265,6 @@ def resolve_device(device: str | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def read_lightning_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """A `prresq.train` checkpoint -> (hyperparameters, policy state dict without the `policy.` prefix)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(
-            f"{path} is a directory, not a Lightning .ckpt file. A DeepSpeed checkpoint must be consolidated "
-            "first (lightning.pytorch.utilities.deepspeed.convert_zero_checkpoint_to_fp32_state_dict); an "
-            "exported model directory needs a config.json"
-        )
-    ckpt = load_checkpoint_file(path, mmap=True)
-    state = ckpt.get("state_dict") or {}
-    policy = {k[len("policy.") :]: v for k, v in state.items() if k.startswith("policy.")}
-    if not policy:
-        raise KeyError(f"{path}: no 'policy.*' weights in the checkpoint's state_dict (is it a GRPOModule checkpoint?)")
-    return dict(ckpt.get("hyper_parameters") or {}), policy
 
 
 def load_scoring_model(

@@ -27,12 +27,10 @@ SRCC/PLCC of the greedy answer and of the mean of N samples.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.core.optimizer import do_nothing_closure
@@ -45,6 +43,7 @@ from prresq.loss import GRPOLoss, micro_batched_backward
 from prresq.metrics import plcc, srcc
 from prresq.models import load_policy, load_processor, load_reference
 from prresq.rewards import build_reward_mix, compute_rewards, group_advantages, parse_answers
+from prresq.rng_states import capture_rng_states, restore_rng_states
 from prresq.rollout import Rollout, VisionIds
 from prresq.sampling import GenerationTokens
 from prresq.scoring import ScoringConfig, decode, score_batch
@@ -293,13 +292,7 @@ class GRPOModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rng_states"] = {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "numpy": _numpy_state_to_plain(np.random.get_state()),
-            "python": random.getstate(),
-            "shuffle_mos": self._shuffle_gen.get_state(),
-        }
+        checkpoint["rng_states"] = {**capture_rng_states(), "shuffle_mos": self._shuffle_gen.get_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Applied at the first training batch after resuming: creating the data iterator in between
@@ -311,11 +304,7 @@ class GRPOModule(L.LightningModule):
         states, self._pending_rng = getattr(self, "_pending_rng", None), None
         if not states:
             return
-        torch.set_rng_state(states["torch"])
-        if states.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(states["cuda"])
-        np.random.set_state(_numpy_state_from_plain(states["numpy"]))
-        random.setstate(states["python"])
+        restore_rng_states(states)
         self._shuffle_gen.set_state(states["shuffle_mos"])
 
     def export(self, out_dir: str) -> None:
@@ -338,15 +327,6 @@ def _instantiate(node: Mapping[str, Any], key: str) -> Any:
     if "_target_" not in node:
         raise ValueError(f"{key}: the config has no _target_ (got keys {sorted(node)}); see conf/{key}/")
     return instantiate(node, _convert_="all")
-
-
-def _numpy_state_to_plain(state: tuple) -> tuple:
-    """numpy's RNG state with its key array as a tensor, so checkpoints load with weights_only=True."""
-    return (state[0], torch.from_numpy(state[1].astype(np.int64)), *state[2:])
-
-
-def _numpy_state_from_plain(state: tuple) -> tuple:
-    return (state[0], state[1].numpy().astype(np.uint32), *state[2:])
 
 
 def _nanstd(x: Tensor) -> Tensor:

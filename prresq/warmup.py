@@ -14,7 +14,14 @@ score). So the embedded pipeline mirrors the papers' setting on a **separate** s
     </answer>`, teaching the format and mapping what the tower sees to a score; it stops once
     validation SRCC reaches a target (default 0.5) so that RL has room to show its own effect.
 
-The result is exported with `save_pretrained` and cached by a digest of everything that determines it.
+The result is exported with `save_pretrained` and cached by a digest of everything that determines it
+(`run_warmup`, `<paths.cache_dir>/warmup/<digest>`). Phase (a) alone is cached too
+(`<paths.cache_dir>/warmup_vision/<digest>/vision.pt`), by a digest of only what determines it: the
+model directory, dtype and attention, the vision settings, the `prior` split's data (not the fold nor
+the prompt) and the seed. It holds the vision tower's weights and the random generators' states at the
+end of phase (a); a warm-up that finds it loads both, so its phase (b), and so its result, is the one
+it would have computed (bit for bit). Warm-ups that differ only in fold or prompt (the ablation study's
+12 = 3 folds x 2 seeds x 2 answer formats) train the vision tower once per seed.
 
 Run by `python -m prresq.train` when `warmup.enabled=true` (the `tiny_synthetic` experiment).
 """
@@ -24,13 +31,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
+from prresq.builders import build_datamodule, scoring_config
+from prresq.checkpoint_loading import load_checkpoint_file
+from prresq.config import to_plain
+from prresq.file_lock import file_lock
+from prresq.models import load_policy, load_processor
+from prresq.rng_states import capture_rng_states, restore_rng_states
 from prresq.scoring import ScoringConfig, correlations, score_loader
 
 log = logging.getLogger(__name__)
@@ -134,8 +151,132 @@ def is_complete(path: Path) -> bool:
     return (path / "warmup_history.json").exists() and (path / "config.json").exists()
 
 
-def save_warmup(model: nn.Module, processor: Any, path: Path, history: list[dict], spec: dict) -> None:
+def save_warmup(
+    model: nn.Module, processor: Any, path: Path, history: list[dict], spec: dict, phases: dict | None = None
+) -> None:
+    """Export the warmed-up model; `warmup_history.json` holds the spec, the validation history and,
+    when given, the phases' timings (and whether phase (a) came from its cache)."""
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     processor.save_pretrained(path)
-    (path / "warmup_history.json").write_text(json.dumps({"spec": spec, "history": history}, indent=2, default=str))
+    record = {"spec": spec, "history": history, **({"phases": phases} if phases is not None else {})}
+    (path / "warmup_history.json").write_text(json.dumps(record, indent=2, default=str))
+
+
+# ----------------------------------------------------------------------------- orchestration and caches
+
+
+def warmup_spec(cfg: DictConfig, model_dir: Path) -> dict[str, Any]:
+    """Everything that determines the whole warm-up (its cache key)."""
+    return {
+        "model": str(model_dir),
+        "model_marker": (model_dir / "config.json").read_text(),
+        "warmup": to_plain(cfg.warmup),
+        "prompt": to_plain(cfg.prompt),
+        "data": to_plain(cfg.data),
+        "seed": cfg.seed,
+    }
+
+
+# Data keys that phase (a) never reads: the fold splits (it trains on `prior` only) and the fold choice.
+FOLD_SPLITS = ("train", "val", "test")
+FOLD_OPTIONS = ("fold", "num_folds")
+
+
+def vision_spec(cfg: DictConfig, model_dir: Path) -> dict[str, Any]:
+    """Everything that determines phase (a) (`pretrain_vision`), and nothing else: the fold and the prompt
+    are left out, so warm-ups that differ only in them share one vision phase."""
+    w = cfg.warmup
+    data = to_plain(cfg.data)
+    assert isinstance(data, dict)
+    for split in FOLD_SPLITS:
+        data.pop(split, None)
+    if isinstance(data.get("synthetic"), dict):
+        data["synthetic"] = {k: v for k, v in data["synthetic"].items() if k not in FOLD_OPTIONS}
+    marker = model_dir / "prresq_tiny.json"  # the tiny model's sizes and seed (not all in config.json)
+    return {
+        "model": str(model_dir),
+        "model_marker": (model_dir / "config.json").read_text(),
+        "tiny_marker": marker.read_text() if marker.exists() else None,
+        "dtype": cfg.model.get("dtype", "float32"),
+        "attn_implementation": cfg.model.get("attn_implementation", "sdpa"),
+        "vision_steps": int(w.get("vision_steps", 0) or 0),
+        "vision_batch_size": w.get("vision_batch_size"),
+        "vision_lr": float(w.get("vision_lr") or w["lr"]),
+        "data": data,
+        "seed": cfg.seed,
+    }
+
+
+def cached_vision_phase(
+    model: nn.Module, loader_fn: Callable[[], Any], spec: dict[str, Any], cache_dir: str | Path
+) -> dict[str, Any]:
+    """Phase (a) on `model`, from the cache when `spec` was trained before, else trained and cached.
+
+    `loader_fn()` builds the prior loader (only on a miss). On a hit the vision tower's weights and the
+    random generators' states are those the training left; returns `{digest, reused, seconds}`.
+    """
+    digest = warmup_digest(spec)
+    root = Path(cache_dir)
+    path = root / digest / "vision.pt"
+    start = time.perf_counter()
+    with file_lock(root / f".lock-{digest}"):  # parallel warm-ups of one seed train it once
+        if path.exists():
+            state = load_checkpoint_file(path)
+            model.model.visual.load_state_dict(state["visual"])
+            restore_rng_states(state["rng"])
+            log.info("warm-up (vision): reusing %s", path)
+            return {"digest": digest, "reused": True, "seconds": time.perf_counter() - start}
+        losses = pretrain_vision(model, loader_fn(), steps=spec["vision_steps"], lr=spec["vision_lr"])
+        state = {
+            "visual": {k: v.detach().clone() for k, v in model.model.visual.state_dict().items()},
+            "rng": capture_rng_states(),
+            "losses": losses,
+            "spec": json.dumps(spec, sort_keys=True, default=str),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # a killed write leaves no vision.pt behind
+    return {"digest": digest, "reused": False, "seconds": time.perf_counter() - start}
+
+
+def run_warmup(cfg: DictConfig, model_dir: Path) -> Path:
+    """Supervised prior-knowledge warm-up (cached by digest); returns the directory RL starts from."""
+    w = cfg.warmup
+    spec = warmup_spec(cfg, model_dir)
+    out = cached_warmup_dir(Path(cfg.paths.cache_dir) / "warmup", spec)
+    if is_complete(out):
+        log.info("warm-up: reusing %s", out)
+        return out
+    L.seed_everything(cfg.seed, workers=True)
+    processor = load_processor(model_dir, cfg.data.get("min_pixels"), cfg.data.get("max_pixels"))
+    model = load_policy(model_dir, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
+    dm = build_datamodule(cfg, processor)
+    template = str(w["answer_template"])
+    phases: dict[str, Any] = {}
+    if int(w.get("vision_steps", 0) or 0):
+        phases["vision"] = cached_vision_phase(
+            model,
+            lambda: dm.prior_dataloader(batch_size=w.get("vision_batch_size")),
+            vision_spec(cfg, model_dir),
+            Path(cfg.paths.cache_dir) / "warmup_vision",
+        )
+    start = time.perf_counter()
+    history = supervised_warmup(
+        model,
+        processor,
+        dm.prior_dataloader(answer_fn=lambda rec: template.format(mos=rec.mos_mapped)),
+        dm.val_dataloader(),
+        scoring_config(cfg),
+        lr=float(w["lr"]),
+        max_steps=int(w["max_steps"]),
+        target_srcc=float(w["target_srcc"]),
+        eval_every=int(w["eval_every"]),
+        min_steps=int(w.get("min_steps", 0)),
+        vision_lr=w.get("vision_lr"),
+    )
+    phases["supervised"] = {"seconds": time.perf_counter() - start, "steps": history[-1]["step"] if history else 0}
+    log.info("warm-up phases: %s", phases)
+    save_warmup(model, processor, out, history, spec, phases)
+    return out

@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 import torch
 
+from prresq.checkpoint_loading import UnsafeCheckpointError, read_lightning_checkpoint
 from prresq.checkpointing import LocalCheckpointIO, StepCheckpoint
-from prresq.models import UnsafeCheckpointError, load_scoring_model, read_lightning_checkpoint
+from prresq.models import load_scoring_model
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPERS = ROOT / "tests" / "helpers"

@@ -11,9 +11,10 @@ import torch
 from conftest import compose_config
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from prresq.checkpoint_loading import read_lightning_checkpoint
 from prresq.eval import run
 from prresq.metrics import correlation_table
-from prresq.models import load_policy, load_scoring_model, read_lightning_checkpoint
+from prresq.models import load_policy, load_scoring_model
 
 RESULT_COLUMNS = ["benchmark", "n", "n_failed", "parse_fail_rate", "srcc", "plcc", "plcc_logistic"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,64 @@
+"""Held-out scoring around RL: the test split scored before and after training, and the report.
+
+`evaluate` scores a `GRPOModule`'s policy on a loader (`prresq.scoring`) and writes the per-image
+predictions; `report` writes `heldout_metrics.json` and prints the before/after table
+(`heldout_metrics.md`), the table the README's learning figures come from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from prresq.module import GRPOModule
+from prresq.scoring import ScoringConfig, correlations, score_loader
+
+
+def evaluate(
+    module: GRPOModule, loader: Any, scoring: ScoringConfig, desc: str, save_dir: Path | None = None
+) -> dict[str, float]:
+    """Held-out correlations; with `save_dir`, also `predictions_test.csv` + `results.csv` (CONTRACTS.md).
+
+    The policy is scored in eval mode and handed back in the mode it came in: Lightning keeps the modes it
+    finds at the start of fit, so a policy left in eval mode would train without dropout and without
+    gradient checkpointing (transformers checkpoints only in train mode).
+    """
+    was_training = module.policy.training
+    module.policy.eval()
+    try:
+        scored = score_loader(module.policy, module.processor, loader, scoring, progress=desc)
+    finally:
+        module.policy.train(was_training)
+    metrics = correlations(scored)
+    if save_dir is not None:
+        import pandas as pd
+
+        save_dir.mkdir(parents=True, exist_ok=True)
+        cols = {
+            k: scored[k].double().numpy() for k in ("mos", "pred", "greedy", "sample_mean") if scored[k] is not None
+        }
+        pd.DataFrame({"id": scored["ids"], "media": scored["media"], **cols, "text": scored["texts"]}).to_csv(
+            save_dir / "predictions_test.csv", index=False
+        )
+        pd.DataFrame([{"benchmark": "test", "n": len(scored["ids"] or []), **metrics}]).to_csv(
+            save_dir / "results.csv", index=False
+        )
+    return metrics
+
+
+def report(results: dict[str, Any], out_dir: Path) -> None:
+    """`heldout_metrics.json` (all results) and, with both scores, the before/after table: printed and
+    written to `heldout_metrics.md`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "heldout_metrics.json").write_text(json.dumps(results, indent=2))
+    if "before" in results and "after" in results:
+        keys = [k for k in results["after"] if k.startswith(("srcc", "plcc"))]
+        lines = ["| held-out test | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for when in ("before", "after"):
+            lines.append(
+                f"| {when} RL | " + " | ".join(f"{results[when].get(k, float('nan')):.3f}" for k in keys) + " |"
+            )
+        table = "\n".join(lines)
+        print(table, flush=True)
+        (out_dir / "heldout_metrics.md").write_text(table + "\n")
