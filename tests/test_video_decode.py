@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from prresq.data.synthetic_video import yuv_frame
+from prresq.data.video.encode import yuv_frame
 from prresq.data.video import (
     DataError,
     make_grid,
