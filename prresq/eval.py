@@ -41,6 +41,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -54,11 +55,8 @@ from prresq.scoring import ScoringConfig, score_loader
 
 log = logging.getLogger("prresq.eval")
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 PREDICTION_COLUMNS = ["id", "media", "mos", "pred", "n_parsed", "text"]
 EXTRA_COLUMNS = ["mos_raw", "greedy", "sample_mean", "expected", "expected_mass", "status"]
-# Synthetic benchmarks written on first use, with the generation options of their data config.
-SYNTHETIC_DATA = {"synthetic_iqa": "synthetic_iqa", "synthetic_vqa": "synthetic_vqa"}
 LOGISTIC_MIN_PAIRS = 4  # parameters of the logistic; with fewer pairs plcc_logistic is NaN
 
 
@@ -87,25 +85,21 @@ def benchmark_records(bench: Benchmark) -> list[Record]:
 
 
 def prepare_synthetic(name: str, bcfg: Mapping[str, Any]) -> None:
-    """Write a synthetic benchmark that is not on disk yet, with the options of `conf/data/<name>.yaml`.
+    """Write a synthetic benchmark that is not on disk yet into its `root`.
 
-    The data config's `synthetic` block gives the generator's options (and `generator`, a
-    "module:function", for sets other than the IQA one), so the test split is the training run's.
+    The benchmark's `synthetic` node is the generator (`_target_`) and its options, composed from the
+    training data's `conf/synthetic/*.yaml` (see `conf/benchmark/synthetic_iqa.yaml`), so the test
+    split is the training run's. Benchmarks without one are left alone.
     """
-    if name not in SYNTHETIC_DATA:
+    spec = bcfg.get("synthetic")
+    if not spec:
         return
     root = Path(bcfg["root"])
     labels = (bcfg.get("options") or {}).get("labels")
     if (root / labels if labels else root).exists():
         return
-    import importlib
-
-    opts = OmegaConf.to_container(OmegaConf.load(CONF / "data" / f"{SYNTHETIC_DATA[name]}.yaml")["synthetic"])
-    assert isinstance(opts, dict)
-    opts.pop("out_dir", None)
-    module, _, func = str(opts.pop("generator", "prresq.data.synthetic:generate_synthetic_iqa")).partition(":")
     log.info("benchmark %s: writing the synthetic set to %s", name, root)
-    getattr(importlib.import_module(module), func)(root, **opts)
+    instantiate(spec, out_dir=str(root), _convert_="all")
 
 
 # ----------------------------------------------------------------------------- evaluation
