@@ -240,11 +240,11 @@ def test_missing_synthetic_benchmark_is_written_with_the_data_config_options(tmp
     )
     run(cfg)
     assert seen["out_dir"] == tmp_path / "data" / "synthetic_iqa"
-    # Every option is the training data's (data=synthetic_iqa), only the directory is the benchmark's root.
-    trained = OmegaConf.to_container(compose_config("train", ["data=synthetic_iqa"]).data.synthetic, resolve=True)
+    # Every option, the directory included, is what a training run with data=synthetic_iqa generates.
+    train_cfg = compose_config("train", ["data=synthetic_iqa"], data_dir=tmp_path / "data")
+    trained = OmegaConf.to_container(train_cfg.data.synthetic, resolve=True)
     assert trained.pop("_target_") == "prresq.data.synthetic.generate_synthetic_iqa"
-    trained.pop("out_dir")
-    assert {k: v for k, v in seen.items() if k != "out_dir"} == trained and trained["crops_per_photo"] == 40
+    assert {**seen, "out_dir": str(seen["out_dir"])} == trained and trained["crops_per_photo"] == 40
     assert (tmp_path / "eval" / "predictions_synthetic_iqa.csv").exists()
 
 
