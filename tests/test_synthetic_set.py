@@ -56,7 +56,8 @@ def _run(tmp_path: Path, roles: dict[str, tuple[dict[str, str], float]]) -> dict
     barrier, results = ctx.Barrier(len(roles)), ctx.Queue()
     out = str(tmp_path / "set")
     procs = [
-        ctx.Process(target=_child, args=(role, out, env, delay, barrier, results)) for role, (env, delay) in roles.items()
+        ctx.Process(target=_child, args=(role, out, env, delay, barrier, results))
+        for role, (env, delay) in roles.items()
     ]
     for p in procs:
         p.start()

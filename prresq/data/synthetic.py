@@ -39,7 +39,8 @@ pool divides into F groups of the 6:2:2 sizes (the default: 10 photos, F = 5), f
 Output: `DIR/images/<photo>/<id>.png`, `DIR/{train,val,test[,prior]}.jsonl` (the 6:2:2 split, plus
 `DIR/folds<F>/fold<f>/{train,val,test}.jsonl` with `--num-folds`) in the anchors' row
 format (plus `reference`, `distortion`, `level`, `crop`, `ssim`), and `DIR/manifest.json` with
-the options: rerunning with the same options is a no-op.
+the options: rerunning with the same options is a no-op. The MOS bands, SSIM, splits and folds by
+photo, the cache, the lock and the CLI are shared with the VQA set (`prresq.data.synthetic_set`).
 """
 
 from __future__ import annotations

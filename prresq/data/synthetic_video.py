@@ -23,7 +23,7 @@ RGB -> yuv420p is done in numpy, BT.601, so the encoder input is exactly reprodu
   then resumes where it stopped (content is delayed, not skipped).
 
 MOS model (documented, deterministic), the one of the synthetic IQA set
-(`prresq.data.synthetic.level_mos`): the range [1, 5] is cut into `levels` equal bands, level 1
+(`prresq.data.synthetic_set.level_mos`): the range [1, 5] is cut into `levels` equal bands, level 1
 on top, and a clip sits inside its band by a full-reference measure, the mean over displayed
 frames of the luma SSIM (7x7 uniform window) between what a player shows (decoded at each frame
 slot, so drops and holds count) and the pristine frame of that slot::
@@ -34,7 +34,7 @@ so MOS is strictly decreasing in level within every (photo, clip, type) group, a
 within every (photo, type) group, whatever the SSIM does; SSIM orders clips of one level across
 content and types.
 
-Clips are split BY REFERENCE PHOTO (6:2:2, seed 42, `prresq.data.synthetic.split_photos`), so no
+Clips are split BY REFERENCE PHOTO (6:2:2, seed 42, `prresq.data.synthetic_set.split_photos`), so no
 test photo is seen in training.
 
     python -m prresq.data.synthetic_video --out .cache/data/synthetic_vqa              # default tiny set
@@ -46,7 +46,8 @@ on two busy CPU cores, 13 MB.
 Output: `DIR/videos/<photo>/<id>.mp4` (`.webm` for VP9), `DIR/{train,val,test}.jsonl` in the anchors' row format
 (`"image": [path]`, also `"video": [path]`, human turn `<video>`, gpt turn the MOS, plus
 `reference`, `clip`, `distortion`, `level`, `ssim`, `motion`, `codec`) and `DIR/manifest.json`
-with the options: rerunning with the same options is a no-op.
+with the options: rerunning with the same options is a no-op (cache, lock, splits and CLI:
+`prresq.data.synthetic_set`; encoding: `prresq.data.video.encode`).
 """
 
 from __future__ import annotations
