@@ -58,17 +58,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 from scipy import ndimage
 
 from prresq.data.photos import is_grayscale
-from prresq.data.synthetic_set import (
-    check_levels,
-    check_types,
-    geom,
-    level_mos,
-    run_cli,
-    seed_key,
-    set_options,
-    ssim_map,
-    write_set,
-)
+from prresq.data.synthetic_set import geom, level_mos, run_cli, seed_key, set_options, ssim_map, write_set
 
 log = logging.getLogger(__name__)
 
@@ -236,12 +226,20 @@ def generate_synthetic_iqa(
     """
     if fold is not None and (num_folds is None or not 0 <= fold < num_folds):
         raise ValueError(f"fold={fold}: needs num_folds set and 0 <= fold < num_folds (num_folds={num_folds})")
-    types = check_types(types, list(DISTORTIONS), "distortion")
-    check_levels(levels)
     if crops_per_photo < 1 or size < 28:
         raise ValueError(f"crops_per_photo={crops_per_photo} (>= 1) and size={size} (>= 28) required")
-    specific = dict(size=size, crops_per_photo=crops_per_photo, levels=levels)
-    options = set_options(FORMAT_VERSION, types, specific, seed, split, photos, dataset_name, prior_photos, num_folds)
+    options = set_options(
+        FORMAT_VERSION,
+        types,
+        (list(DISTORTIONS), "distortion"),
+        dict(size=size, crops_per_photo=crops_per_photo, levels=levels),
+        seed=seed,
+        split=split,
+        photos=photos,
+        dataset_name=dataset_name,
+        prior_photos=prior_photos,
+        num_folds=num_folds,
+    )
     return write_set(
         out_dir,
         options,

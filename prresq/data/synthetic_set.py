@@ -170,6 +170,7 @@ def check_levels(levels: int) -> None:
 def set_options(
     version: int,
     types: Sequence[str],
+    known_types: tuple[Sequence[str], str],
     specific: Mapping[str, Any],
     seed: int,
     split: Sequence[float],
@@ -178,8 +179,13 @@ def set_options(
     prior_photos: int | None = None,
     num_folds: int | None = None,
 ) -> dict[str, Any]:
-    """The manifest's options (what makes a cached set reusable): `prior_photos` / `num_folds` only when given."""
-    options: dict[str, Any] = dict(version=version, types=list(types), **specific, seed=seed)
+    """The manifest's options (what makes a cached set reusable): `prior_photos` / `num_folds` only when given.
+
+    `types` are checked against `known_types` = (names, what they are), `specific["levels"]` is checked too.
+    """
+    types = check_types(types, *known_types)
+    check_levels(specific["levels"])
+    options: dict[str, Any] = dict(version=version, types=types, **specific, seed=seed)
     if prior_photos is not None:
         options["prior_photos"] = prior_photos
     options.update(
@@ -274,20 +280,21 @@ def write_set(
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out / LOCK):  # several processes may ask at once: one writes, the others find it complete
         if not is_complete(out, options):
-            _write(out, options, items, media_dir, label, unit, steps_per_photo, progress)
+
+            def progress_bar(num_photos: int) -> Any:
+                from tqdm.auto import tqdm
+
+                return tqdm(total=num_photos * steps_per_photo, desc=label, unit=unit, disable=not progress)
+
+            counts = _write(out, options, items, media_dir, progress_bar)
+            log.info("%s set written to %s: %s", label, out, counts)
     return out
 
 
 def _write(
-    out: Path,
-    options: dict[str, Any],
-    items: Items,
-    media_dir: str,
-    label: str,
-    unit: str,
-    steps_per_photo: int,
-    progress: bool,
-) -> None:
+    out: Path, options: dict[str, Any], items: Items, media_dir: str, progress_bar: Callable[[int], Any]
+) -> dict[str, int]:
+    """Generate the set into `out`: media, split and fold files, the manifest last; the rows per split."""
     clear_previous(out, media_dir)
     (out / media_dir).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -297,10 +304,7 @@ def _write(
     folds = fold_photos(splits, options["num_folds"]) if options.get("num_folds") else []
     split_of = {name: s for s, names in splits.items() for name in names}
     rows: dict[str, list[dict[str, Any]]] = {s: [] for s in splits}
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(refs) * steps_per_photo, desc=label, unit=unit, disable=not progress)
+    bar = progress_bar(len(refs))
     for row in items(out, refs, options, bar):
         rows[split_of[row["reference"]]].append(row)
     bar.close()
@@ -322,7 +326,7 @@ def _write(
     partial = out / f"{MANIFEST}.partial"
     partial.write_text(json.dumps(manifest, indent=2))
     os.replace(partial, out / MANIFEST)  # written last, in one step: marks the set complete
-    log.info("%s set written to %s: %s", label, out, manifest["counts"])
+    return manifest["counts"]
 
 
 def _write_jsonl(out: Path, rel: str, rows: Iterable[dict[str, Any]]) -> str:

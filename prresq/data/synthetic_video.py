@@ -60,17 +60,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
-from prresq.data.synthetic_set import (
-    check_levels,
-    check_types,
-    geom,
-    level_mos,
-    run_cli,
-    seed_key,
-    set_options,
-    ssim_map,
-    write_set,
-)
+from prresq.data.synthetic_set import geom, level_mos, run_cli, seed_key, set_options, ssim_map, write_set
 from prresq.data.video import read_frames_at
 from prresq.data.video.encode import CODECS, encode_clip
 
@@ -244,10 +234,8 @@ def generate_synthetic_vqa(
 
     `write=False` waits for another process to write it (`prresq.data.synthetic_set.write_set`).
     """
-    types = check_types(types, list(DEGRADATIONS), "degradation")
     if codec not in CODECS:
         raise ValueError(f"codec={codec!r}: expected one of {list(CODECS)}")
-    check_levels(levels)
     if frames < 4 or clips_per_photo < 1 or fps < 1:
         raise ValueError(f"frames={frames} (>= 4), clips_per_photo={clips_per_photo} (>= 1), fps={fps} (>= 1) required")
     if width % 2 or height % 2 or min(width, height) < 32:
@@ -255,14 +243,16 @@ def generate_synthetic_vqa(
     specific = dict(
         levels=levels, clips_per_photo=clips_per_photo, frames=frames, width=width, height=height, fps=fps, codec=codec
     )
+    shared = dict(seed=seed, split=split, photos=photos, dataset_name=dataset_name)
+    options = set_options(FORMAT_VERSION, types, (list(DEGRADATIONS), "degradation"), specific, **shared)
     return write_set(
         out_dir,
-        set_options(FORMAT_VERSION, types, specific, seed, split, photos, dataset_name),
+        options,
         _items,
         media_dir="videos",
         label="synthetic VQA",
         unit="clip",
-        steps_per_photo=clips_per_photo * len(types) * levels,
+        steps_per_photo=clips_per_photo * len(options["types"]) * levels,
         progress=progress,
         write=write,
     )
