@@ -228,15 +228,14 @@ def generate_synthetic_iqa(
         raise ValueError(f"fold={fold}: needs num_folds set and 0 <= fold < num_folds (num_folds={num_folds})")
     if crops_per_photo < 1 or size < 28:
         raise ValueError(f"crops_per_photo={crops_per_photo} (>= 1) and size={size} (>= 28) required")
+    specific = dict(size=size, crops_per_photo=crops_per_photo, levels=levels)
+    shared = dict(seed=seed, split=split, photos=photos, dataset_name=dataset_name)
     options = set_options(
         FORMAT_VERSION,
         types,
         (list(DISTORTIONS), "distortion"),
-        dict(size=size, crops_per_photo=crops_per_photo, levels=levels),
-        seed=seed,
-        split=split,
-        photos=photos,
-        dataset_name=dataset_name,
+        specific,
+        **shared,
         prior_photos=prior_photos,
         num_folds=num_folds,
     )
