@@ -39,7 +39,8 @@ import hydra
 import lightning as L
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from prresq.benchmark_scoring import evaluate_benchmark, logistic_fittable
 from prresq.benchmark_scoring import predictions_frame as predictions_frame
@@ -53,34 +54,26 @@ from prresq.scoring import ScoringConfig
 
 log = logging.getLogger("prresq.eval")
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-# Synthetic benchmarks written on first use, with the generation options of their data config.
-SYNTHETIC_DATA = {"synthetic_iqa": "synthetic_iqa", "synthetic_vqa": "synthetic_vqa"}
-
 
 # ----------------------------------------------------------------------------- data
 
 
 def prepare_synthetic(name: str, bcfg: Mapping[str, Any]) -> None:
-    """Write a synthetic benchmark that is not on disk yet, with the options of `conf/data/<name>.yaml`.
+    """Write a synthetic benchmark that is not on disk yet into its `root`.
 
-    The data config's `synthetic` block gives the generator's options (and `generator`, a
-    "module:function", for sets other than the IQA one), so the test split is the training run's.
+    The benchmark's `synthetic` node is the generator (`_target_`) and its options, composed from the
+    training data's `conf/synthetic/*.yaml` (see `conf/benchmark/synthetic_iqa.yaml`), so the test
+    split is the training run's. Benchmarks without one are left alone.
     """
-    if name not in SYNTHETIC_DATA:
+    spec = bcfg.get("synthetic")
+    if not spec:
         return
     root = Path(bcfg["root"])
     labels = (bcfg.get("options") or {}).get("labels")
     if (root / labels if labels else root).exists():
         return
-    import importlib
-
-    opts = OmegaConf.to_container(OmegaConf.load(CONF / "data" / f"{SYNTHETIC_DATA[name]}.yaml")["synthetic"])
-    assert isinstance(opts, dict)
-    opts.pop("out_dir", None)
-    module, _, func = str(opts.pop("generator", "prresq.data.synthetic:generate_synthetic_iqa")).partition(":")
     log.info("benchmark %s: writing the synthetic set to %s", name, root)
-    getattr(importlib.import_module(module), func)(root, **opts)
+    instantiate(spec, out_dir=str(root), _convert_="all")
 
 
 def run(cfg: DictConfig) -> pd.DataFrame:

@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -148,9 +149,7 @@ def test_lightning_checkpoint_resumes_at_the_same_batch(synthetic_iqa, processor
 
 
 def _compose(name: str, data_dir: Path):
-    cfg = OmegaConf.create({"paths": {"data_dir": str(data_dir)}, "seed": 42})
-    cfg.data = OmegaConf.load(CONF / "data" / f"{name}.yaml")
-    return cfg
+    return compose_config("train", [f"data={name}"], data_dir=data_dir)
 
 
 def test_synthetic_config_instantiates_and_generates(tmp_path, processor, monkeypatch):

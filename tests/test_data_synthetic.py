@@ -11,18 +11,8 @@ import pytest
 from PIL import Image
 
 from prresq.data.photos import SOURCES, is_grayscale, reference_photos
-from prresq.data.synthetic import (
-    COLOR_ONLY,
-    DISTORTIONS,
-    MANIFEST,
-    fold_dir,
-    fold_photos,
-    generate_synthetic_iqa,
-    level_mos,
-    random_crops,
-    split_photos,
-    ssim,
-)
+from prresq.data.synthetic import COLOR_ONLY, DISTORTIONS, generate_synthetic_iqa, random_crops, ssim
+from prresq.data.synthetic_set import MANIFEST, fold_dir, fold_photos, level_mos, split_photos
 
 
 def _rows(root: Path) -> dict[str, list[dict]]:

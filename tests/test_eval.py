@@ -243,9 +243,11 @@ def test_missing_synthetic_benchmark_is_written_with_the_data_config_options(tmp
     )
     run(cfg)
     assert seen["out_dir"] == tmp_path / "data" / "synthetic_iqa"
-    data_cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "data" / "synthetic_iqa.yaml").synthetic
-    assert seen["types"] == list(data_cfg.types) and seen["crops_per_photo"] == data_cfg.crops_per_photo
-    assert seen["prior_photos"] == data_cfg.prior_photos
+    # Every option, the directory included, is what a training run with data=synthetic_iqa generates.
+    train_cfg = compose_config("train", ["data=synthetic_iqa"], data_dir=tmp_path / "data")
+    trained = OmegaConf.to_container(train_cfg.data.synthetic, resolve=True)
+    assert trained.pop("_target_") == "prresq.data.synthetic.generate_synthetic_iqa"
+    assert {**seen, "out_dir": str(seen["out_dir"])} == trained and trained["crops_per_photo"] == 40
     assert (tmp_path / "eval" / "predictions_synthetic_iqa.csv").exists()
 
 

@@ -29,9 +29,9 @@ import pytest
 import torch
 from conftest import compose_config
 from hydra.experimental.callback import Callback as HydraCallback
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from prresq.data.synthetic import generate_synthetic_iqa
 from prresq.models import ensure_model_dir
 from prresq.rewards import register_reward
 from prresq.rewards.registry import REWARDS, RewardInputs
@@ -130,7 +130,7 @@ def prepare_root(root: Path) -> Path:
         data_dir=root / ".cache" / "data",
     )
     model_dir = ensure_model_dir(cfg.model.name_or_path, OmegaConf.to_container(cfg.model.tiny, resolve=True))
-    generate_synthetic_iqa(**OmegaConf.to_container(cfg.data.synthetic, resolve=True), progress=False)
+    instantiate(cfg.data.synthetic, progress=False)
     return model_dir
 
 

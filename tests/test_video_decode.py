@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from prresq.data.synthetic_video import yuv_frame
 from prresq.data.video import (
     DataError,
     make_grid,
@@ -21,6 +20,7 @@ from prresq.data.video import (
     sample_indices,
     sample_times,
 )
+from prresq.data.video.encode import yuv_frame
 
 W, H = 96, 64
 BITS = 7  # frame index written as a 7-bit barcode of 12x12 blocks along the top

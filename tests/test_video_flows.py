@@ -19,8 +19,9 @@ from PIL import Image
 from prresq.data.collate import merge_video_kwargs
 from prresq.data.dataflow import Flow, FlowOutput, build_flow
 from prresq.data.photos import reference_photos
-from prresq.data.synthetic_video import camera_path, encode_clip, render
+from prresq.data.synthetic_video import camera_path, render
 from prresq.data.video import VideoGridFlow, VideoNativeFlow, probe, read_frames_at, smart_resize
+from prresq.data.video.encode import encode_clip
 from prresq.models import load_processor
 
 PROMPT = "Rate both global and local quality of this video."

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 from collections import defaultdict
@@ -11,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
+from conftest import compose_config
+from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
 
 from prresq.data.datamodule import QualityDataModule
-from prresq.data.synthetic import split_photos
+from prresq.data.synthetic_set import MANIFEST, split_photos
 from prresq.data.synthetic_video import (
     DEGRADATIONS,
-    MANIFEST,
     camera_path,
     freeze,
     generate_synthetic_vqa,
@@ -133,9 +132,7 @@ PROMPT = "Rate the global and the local quality of this video."
 
 
 def _data_cfg(name: str, data_dir: Path):
-    cfg = OmegaConf.create({"paths": {"data_dir": str(data_dir)}, "seed": 42})
-    cfg.data = OmegaConf.load(CONF / "data" / f"{name}.yaml")
-    return cfg
+    return compose_config("train", [f"data={name}"], data_dir=data_dir)
 
 
 def test_data_configs_instantiate(tmp_path):
@@ -143,8 +140,8 @@ def test_data_configs_instantiate(tmp_path):
     assert isinstance(vqa, QualityDataModule) and vqa.dataset_names == {0: "synthetic_vqa"}
     assert vqa.specs["test"][0].jsonl == str(tmp_path / "synthetic_vqa" / "test.jsonl")
     options = dict(vqa.synthetic)
-    module, _, attr = options.pop("generator").partition(":")
-    assert getattr(importlib.import_module(module), attr) is generate_synthetic_vqa
+    assert get_method(options.pop("_target_")) is generate_synthetic_vqa
+    assert options["out_dir"] == str(tmp_path / "synthetic_vqa")
     assert set(options) <= set(inspect.signature(generate_synthetic_vqa).parameters)
     lsvq = instantiate(_data_cfg("lsvq", tmp_path).data, _recursive_=False)
     assert lsvq.specs["train"][0].root == str(tmp_path / "lsvq") and lsvq.max_pixels == 401408

@@ -11,12 +11,12 @@ name through `build_flow("image")`.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from hydra.utils import instantiate
 from PIL import Image
 
 from prresq.data.media import DEFAULT_MAX_PIXELS, load_image
@@ -37,10 +37,11 @@ class Flow(Protocol):
     def __call__(self, media_path: Path, prompt: str) -> FlowOutput: ...
 
 
+# Flows by name: a class, or its Hydra `_target_` path (imported only when built).
 FLOWS: dict[str, str | Callable[..., Flow]] = {
-    "image": "prresq.data.dataflow:ImageFlow",
-    "video_grid": "prresq.data.video:VideoGridFlow",
-    "video_native": "prresq.data.video:VideoNativeFlow",
+    "image": "prresq.data.dataflow.ImageFlow",
+    "video_grid": "prresq.data.video.VideoGridFlow",
+    "video_native": "prresq.data.video.VideoNativeFlow",
 }
 
 
@@ -74,30 +75,23 @@ class ImageFlow:
         return f"ImageFlow(max_image_pixels={self.max_image_pixels})"
 
 
-def _resolve(target: str | Callable[..., Flow]) -> Callable[..., Flow]:
-    if not isinstance(target, str):
-        return target
-    module, sep, attr = target.partition(":")
-    if not sep:  # dotted form "pkg.module.Class"
-        module, _, attr = target.rpartition(".")
-    return getattr(importlib.import_module(module), attr)
-
-
 def build_flow(spec: str | Mapping[str, Any] | Flow | None = None) -> Flow:
-    """A flow from a registered name, a `{_target_: ..., **kwargs}` / `{name: ..., **kwargs}` mapping, or as is."""
+    """A flow from a registered name, a `{_target_: ..., **kwargs}` / `{name: ..., **kwargs}` mapping, or as is.
+
+    `_target_` mappings (the `conf/dataflow/` group) are built by `hydra.utils.instantiate`.
+    """
     if spec is None:
         return ImageFlow()
     if isinstance(spec, str):
         spec = {"name": spec}
     if isinstance(spec, Mapping):
-        kwargs = {k: v for k, v in spec.items() if k not in ("_target_", "name")}
-        if "_target_" in spec:
-            target: str | Callable[..., Flow] = spec["_target_"]
-        elif spec.get("name") in FLOWS:
-            target = FLOWS[spec["name"]]
-        else:
+        if "_target_" not in spec and spec.get("name") not in FLOWS:
             raise ValueError(f"unknown data flow {dict(spec)}; registered: {sorted(FLOWS)}")
-        return _resolve(target)(**kwargs)
+        kwargs = {k: v for k, v in spec.items() if k not in ("_target_", "name")}
+        target = spec["_target_"] if "_target_" in spec else FLOWS[spec["name"]]
+        if callable(target):
+            return target(**kwargs)
+        return instantiate({"_target_": target, **kwargs}, _convert_="all")
     if callable(spec):
         return spec
     raise TypeError(f"cannot build a data flow from {spec!r}")

@@ -20,17 +20,20 @@ DDP ranks); its position is part of `state_dict()`, so a Lightning checkpoint ta
 resumes at the next batch. `train_split = "prior"` trains on the prior-knowledge split instead
 (supervised warm-up with an `answer_fn`). Validation and test loaders keep file order; under DDP
 they are sharded with `DistributedSampler(shuffle=False)`, which repeats a few samples to even
-out the ranks: deduplicate by `ids` when gathering. With a `synthetic` block, `prepare_data`
-writes the synthetic IQA set first (`prresq.data.synthetic.generate_synthetic_iqa`, cached).
+out the ranks: deduplicate by `ids` when gathering. With a `synthetic` block (the generator's
+`_target_` and options, `conf/synthetic/*.yaml`), `prepare_data` writes the synthetic set first
+(cached; local rank 0 writes, the other ranks wait for it).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import lightning as L
+from hydra.utils import instantiate
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from prresq.config import to_plain
@@ -206,17 +209,26 @@ class QualityDataModule(L.LightningDataModule):
 
     # ---------------------------------------------------------------- data
     def prepare_data(self) -> None:
-        """Write the synthetic set when configured (rank 0 only under Lightning; cached).
+        """Write the synthetic set when configured (`synthetic`: the generator's `_target_` and options; cached).
 
-        `synthetic.generator` names the writer as `module:function` (default: the IQA generator).
+        Lightning calls this hook on local rank 0 of each node only (its other ranks wait at a barrier).
+        Called directly on another local rank (`prresq.train` prepares the data before the Trainer
+        exists), it waits until local rank 0 has written the set instead of writing it too.
         """
-        if self.synthetic:
-            import importlib
+        if not self.synthetic:
+            return
+        if "_target_" not in self.synthetic:
+            raise ValueError(
+                f"data.synthetic {sorted(self.synthetic)}: needs `_target_`, the generator (e.g. "
+                "prresq.data.synthetic.generate_synthetic_iqa; see conf/synthetic/)"
+            )
+        instantiate(self.synthetic, write=self._local_rank() == 0, _convert_="all")
 
-            opts = dict(self.synthetic)
-            target = str(opts.pop("generator", "prresq.data.synthetic:generate_synthetic_iqa"))
-            module, _, name = target.partition(":")
-            getattr(importlib.import_module(module), name)(**opts)
+    def _local_rank(self) -> int:
+        """This process's rank on its node: the Trainer's, or before there is one the launcher's environment."""
+        if self.trainer is not None:
+            return int(self.trainer.local_rank)
+        return int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")) or 0)
 
     def setup(self, stage: str | None = None) -> None:
         """Read and validate the JSONL files of every configured split (once)."""

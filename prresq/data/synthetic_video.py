@@ -23,7 +23,7 @@ RGB -> yuv420p is done in numpy, BT.601, so the encoder input is exactly reprodu
   then resumes where it stopped (content is delayed, not skipped).
 
 MOS model (documented, deterministic), the one of the synthetic IQA set
-(`prresq.data.synthetic.level_mos`): the range [1, 5] is cut into `levels` equal bands, level 1
+(`prresq.data.synthetic_set.level_mos`): the range [1, 5] is cut into `levels` equal bands, level 1
 on top, and a clip sits inside its band by a full-reference measure, the mean over displayed
 frames of the luma SSIM (7x7 uniform window) between what a player shows (decoded at each frame
 slot, so drops and holds count) and the pristine frame of that slot::
@@ -34,7 +34,7 @@ so MOS is strictly decreasing in level within every (photo, clip, type) group, a
 within every (photo, type) group, whatever the SSIM does; SSIM orders clips of one level across
 content and types.
 
-Clips are split BY REFERENCE PHOTO (6:2:2, seed 42, `prresq.data.synthetic.split_photos`), so no
+Clips are split BY REFERENCE PHOTO (6:2:2, seed 42, `prresq.data.synthetic_set.split_photos`), so no
 test photo is seen in training.
 
     python -m prresq.data.synthetic_video --out .cache/data/synthetic_vqa              # default tiny set
@@ -46,69 +46,30 @@ on two busy CPU cores, 13 MB.
 Output: `DIR/videos/<photo>/<id>.mp4` (`.webm` for VP9), `DIR/{train,val,test}.jsonl` in the anchors' row format
 (`"image": [path]`, also `"video": [path]`, human turn `<video>`, gpt turn the MOS, plus
 `reference`, `clip`, `distortion`, `level`, `ssim`, `motion`, `codec`) and `DIR/manifest.json`
-with the options: rerunning with the same options is a no-op.
+with the options: rerunning with the same options is a no-op (cache, lock, splits and CLI:
+`prresq.data.synthetic_set`; encoding: `prresq.data.video.encode`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import os
-import time
-import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from fractions import Fraction
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
-from scipy import ndimage
 
-from prresq.data.photos import reference_photos
-from prresq.data.synthetic import MANIFEST, clear_previous, is_complete, level_mos, split_photos
+from prresq.data.synthetic_set import geom, level_mos, run_cli, seed_key, set_options, ssim_map, write_set
 from prresq.data.video import read_frames_at
+from prresq.data.video.encode import CODECS, encode_clip
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-SPLITS = ("train", "val", "test")
 TYPES = ("compression", "blur", "noise", "drop", "stutter", "freeze")
 MOTIONS = ("pan", "zoom_in", "zoom_out")
 FREEZE_START = 0.3  # the stall begins at this fraction of the clip
-
-
-@dataclass(frozen=True)
-class CodecSpec:
-    """How to drive one encoder: file extension, its quality knob, the clean and the degraded range."""
-
-    ext: str
-    knob: str  # "crf" (an encoder option) or "bitrate" (bits per second)
-    clean: float  # the near-transparent setting used for every non-compression type
-    mild: float  # compression level 1
-    worst: float  # compression level `levels`
-    options: tuple[tuple[str, str], ...] = ()
-
-
-CODECS: dict[str, CodecSpec] = {
-    "libx264": CodecSpec("mp4", "crf", 18, 30, 51, (("preset", "veryfast"), ("threads", "1"))),
-    "libx265": CodecSpec(
-        "mp4", "crf", 18, 32, 51, (("preset", "veryfast"), ("x265-params", "log-level=error:pools=1"))
-    ),
-    "libvpx-vp9": CodecSpec("webm", "crf", 20, 45, 63, (("b", "0"),)),
-    "libsvtav1": CodecSpec("mp4", "crf", 20, 45, 63),
-    "mpeg4": CodecSpec("mp4", "bitrate", 2_000_000, 400_000, 20_000),
-}
-
-
-def _key(*parts: Any) -> list[int]:
-    return [zlib.crc32(str(p).encode()) for p in parts]
-
-
-def _geom(lo: float, hi: float, s: float) -> float:
-    return float(lo * (hi / lo) ** s)
 
 
 def _lin(lo: float, hi: float, s: float) -> float:
@@ -176,13 +137,13 @@ def _all_slots(clip: np.ndarray) -> list[int]:
 
 
 def blur(clip: np.ndarray, s: float, rng: np.random.Generator, ctx: Any) -> tuple[np.ndarray, list[int]]:
-    radius = _geom(0.5, 3.0, s)
+    radius = geom(0.5, 3.0, s)
     out = [np.asarray(Image.fromarray(f).filter(ImageFilter.GaussianBlur(radius))) for f in clip]
     return np.stack(out), _all_slots(clip)
 
 
 def noise(clip: np.ndarray, s: float, rng: np.random.Generator, ctx: Any) -> tuple[np.ndarray, list[int]]:
-    sigma = np.float32(_geom(4.0, 40.0, s))
+    sigma = np.float32(geom(4.0, 40.0, s))
     noisy = clip.astype(np.float32) + rng.standard_normal(clip.shape, dtype=np.float32) * sigma
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8), _all_slots(clip)
 
@@ -228,94 +189,18 @@ DEGRADATIONS: dict[str, Degrade] = {
 
 
 # ----------------------------------------------------------------------------------------------
-# Encoding and measuring
-
-
-def yuv_frames(clip: np.ndarray) -> list[Any]:
-    """`[T, H, W, 3]` (or one `[H, W, 3]`) uint8 RGB (even sides) as encoder-ready yuv420p frames.
-
-    The conversion is done here in numpy (BT.601, limited range, 2x2 chroma means), so the
-    encoder's input is exactly reproducible, independent of swscale's code paths and flags.
-    """
-    import av
-
-    clip = clip[None] if clip.ndim == 3 else clip
-    t, h, w, _ = clip.shape
-    if h % 2 or w % 2:
-        raise ValueError(f"yuv420p needs even sides, got {w}x{h}")
-    x = clip.astype(np.float32)
-    r, g, b = x[..., 0], x[..., 1], x[..., 2]
-    y = 16.0 + (65.738 * r + 129.057 * g + 25.064 * b) / 256.0
-    m = x.reshape(t, h // 2, 2, w // 2, 2, 3).mean(axis=(2, 4))  # 2x2 means first: the map is linear
-    r, g, b = m[..., 0], m[..., 1], m[..., 2]
-    cb = 128.0 + (-37.945 * r - 74.494 * g + 112.439 * b) / 256.0
-    cr = 128.0 + (112.439 * r - 94.154 * g - 18.285 * b) / 256.0
-    planes = [np.clip(np.rint(p), 0, 255).astype(np.uint8) for p in (y, cb, cr)]
-    frames = []
-    for i in range(t):
-        frame = av.VideoFrame(w, h, "yuv420p")
-        for plane, data in zip(frame.planes, (p[i] for p in planes)):
-            rows = np.zeros((data.shape[0], plane.line_size), np.uint8)  # zeroed row padding
-            rows[:, : data.shape[1]] = data
-            plane.update(rows.tobytes())
-        frames.append(frame)
-    return frames
-
-
-def yuv_frame(rgb: np.ndarray) -> Any:
-    """One `(H, W, 3)` uint8 RGB frame as a yuv420p `av.VideoFrame` (see `yuv_frames`)."""
-    return yuv_frames(rgb)[0]
-
-
-def encode_clip(
-    frames: np.ndarray,
-    path: str | Path,
-    fps: int,
-    codec: str = "libx264",
-    quality: float | None = None,
-    slots: Sequence[int] | None = None,
-) -> Path:
-    """Encode `[T, H, W, 3]` uint8 frames; `slots` (frame numbers at `fps`) leave gaps for dropped frames."""
-    import av
-
-    spec = CODECS[codec]
-    quality = spec.clean if quality is None else quality
-    path = Path(path)
-    if codec == "libsvtav1":
-        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its configuration to stdout otherwise
-    slots = list(range(len(frames))) if slots is None else list(slots)
-    with av.open(str(path), mode="w") as out:
-        stream = out.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        options = dict(spec.options)
-        if spec.knob == "crf":
-            options["crf"] = str(int(round(quality)))
-        else:
-            stream.bit_rate = int(quality)
-        stream.options = options
-        tb = Fraction(1, fps)
-        for vf, slot in zip(yuv_frames(frames), slots):
-            vf.pts, vf.time_base = slot, tb
-            for packet in stream.encode(vf):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+# Measuring (the clips are encoded by prresq.data.video.encode)
 
 
 def luma_ssim(reference: np.ndarray, distorted: np.ndarray, window: int = 7) -> float:
-    """Mean SSIM over frames of the BT.601 luma of `[T, H, W, 3]` clips (7x7 uniform window)."""
+    """Mean SSIM over frames of the BT.601 luma of `[T, H, W, 3]` clips (7x7 uniform window).
+
+    Population (co)variances, averaged over the whole frame (border windows reflected).
+    """
     w = np.array([0.299, 0.587, 0.114], dtype=np.float32)
     x = reference.astype(np.float32) @ w
     y = distorted.astype(np.float32) @ w
-    size = (1, window, window)
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mx, my = ndimage.uniform_filter(x, size), ndimage.uniform_filter(y, size)
-    vx = ndimage.uniform_filter(x * x, size) - mx * mx
-    vy = ndimage.uniform_filter(y * y, size) - my * my
-    cxy = ndimage.uniform_filter(x * y, size) - mx * my
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return float(s.mean())
+    return float(ssim_map(x, y, window, sample_covariance=False).mean())
 
 
 def displayed(path: Path, frames: int, fps: int) -> np.ndarray:
@@ -343,147 +228,88 @@ def generate_synthetic_vqa(
     photos: Sequence[str] | None = None,
     dataset_name: str = "synthetic_vqa",
     progress: bool = True,
+    write: bool = True,
 ) -> Path:
-    """Write (or reuse, when the manifest's options match) the synthetic VQA set; return `out_dir`."""
-    types = list(TYPES) if list(types) == ["all"] else list(types)
-    unknown = [t for t in types if t not in DEGRADATIONS]
-    if unknown:
-        raise ValueError(f"unknown degradation types {unknown}; known: {list(DEGRADATIONS)} or 'all'")
+    """Write (or reuse, when the manifest's options match) the synthetic VQA set; return `out_dir`.
+
+    `write=False` waits for another process to write it (`prresq.data.synthetic_set.write_set`).
+    """
     if codec not in CODECS:
         raise ValueError(f"codec={codec!r}: expected one of {list(CODECS)}")
-    if levels < 2:
-        raise ValueError(f"levels={levels}: need at least 2 levels for a ranking")
     if frames < 4 or clips_per_photo < 1 or fps < 1:
         raise ValueError(f"frames={frames} (>= 4), clips_per_photo={clips_per_photo} (>= 1), fps={fps} (>= 1) required")
     if width % 2 or height % 2 or min(width, height) < 32:
         raise ValueError(f"{width}x{height}: sides must be even and >= 32 (yuv420p)")
-    out = Path(out_dir)
-    options = dict(
-        version=FORMAT_VERSION,
-        types=types,
-        levels=levels,
-        clips_per_photo=clips_per_photo,
-        frames=frames,
-        width=width,
-        height=height,
-        fps=fps,
-        codec=codec,
-        seed=seed,
-        split=[float(r) for r in split],
-        photos=None if photos is None else list(photos),
-        dataset_name=dataset_name,
+    specific = dict(
+        levels=levels, clips_per_photo=clips_per_photo, frames=frames, width=width, height=height, fps=fps, codec=codec
     )
-    if is_complete(out, options):
-        log.info("synthetic VQA set at %s is up to date", out)
-        return out
-    clear_previous(out, "videos")
-    (out / "videos").mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    refs = reference_photos() if photos is None else reference_photos(list(photos), min_count=len(photos))
-    splits = split_photos(list(refs), seed, split)
-    split_of = {name: s for s, names in splits.items() for name in names}
-    rows: dict[str, list[dict[str, Any]]] = {s: [] for s in splits}
-    spec = CODECS[codec]
-    size = (width, height)
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=len(refs) * clips_per_photo * len(types) * levels, desc="synthetic VQA", unit="clip", disable=not progress
+    shared = dict(seed=seed, split=split, photos=photos, dataset_name=dataset_name)
+    options = set_options(FORMAT_VERSION, types, (list(DEGRADATIONS), "degradation"), specific, **shared)
+    return write_set(
+        out_dir,
+        options,
+        _items,
+        media_dir="videos",
+        label="synthetic VQA",
+        unit="clip",
+        steps_per_photo=clips_per_photo * len(options["types"]) * levels,
+        progress=progress,
+        write=write,
     )
+
+
+def _items(out: Path, refs: dict[str, Image.Image], options: dict[str, Any], bar: Any) -> Iterator[dict[str, Any]]:
+    """Every clip of every photo at every type and level: encoded, measured, its row yielded (file order)."""
+    types, levels, frames, fps, seed = (options[k] for k in ("types", "levels", "frames", "fps", "seed"))
+    codec, spec, size = options["codec"], CODECS[options["codec"]], (options["width"], options["height"])
     for p, (name, photo) in enumerate(refs.items()):
         (out / "videos" / name).mkdir(exist_ok=True)
-        for c in range(clips_per_photo):
-            cam_rng = np.random.default_rng(_key(seed, name, c, "camera"))
+        for c in range(options["clips_per_photo"]):
+            cam_rng = np.random.default_rng(seed_key(seed, name, c, "camera"))
             motion, boxes = camera_path(photo.size, size, frames, cam_rng, MOTIONS[(p + c) % len(MOTIONS)])
             clip = render(photo, boxes, size)
-            ctx = {
-                "drop_order": np.random.default_rng(_key(seed, name, c, "drop")).permutation(np.arange(1, frames - 1))
-            }
+            drop_rng = np.random.default_rng(seed_key(seed, name, c, "drop"))
+            ctx = {"drop_order": drop_rng.permutation(np.arange(1, frames - 1))}
             for dtype in types:
                 for lv in range(1, levels + 1):
                     s = (lv - 1) / (levels - 1)
-                    rng = np.random.default_rng(_key(seed, name, c, dtype, lv))
+                    rng = np.random.default_rng(seed_key(seed, name, c, dtype, lv))
                     data, slots = DEGRADATIONS[dtype](clip, s, rng, ctx)
                     quality = _lin(spec.mild, spec.worst, s) if dtype == "compression" else spec.clean
                     if spec.knob == "bitrate" and dtype == "compression":
-                        quality = _geom(spec.mild, spec.worst, s)
+                        quality = geom(spec.mild, spec.worst, s)
                     sid = f"{name}_c{c:02d}_{dtype}_l{lv}"
                     rel = f"videos/{name}/{sid}.{spec.ext}"
                     encode_clip(data, out / rel, fps, codec, quality, slots)
                     sim = luma_ssim(clip, displayed(out / rel, frames, fps))
                     mos = f"{level_mos(lv, levels, sim):.2f}"
-                    rows[split_of[name]].append(
-                        {
-                            "id": sid,
-                            "dataset_name": dataset_name,
-                            "image": [rel],
-                            "video": [rel],
-                            "conversations": [{"from": "human", "value": "<video>"}, {"from": "gpt", "value": mos}],
-                            "reference": name,
-                            "clip": c,
-                            "distortion": dtype,
-                            "level": lv,
-                            "ssim": round(sim, 4),
-                            "motion": motion,
-                            "codec": codec,
-                        }
-                    )
+                    yield {
+                        "id": sid,
+                        "dataset_name": options["dataset_name"],
+                        "image": [rel],
+                        "video": [rel],
+                        "conversations": [{"from": "human", "value": "<video>"}, {"from": "gpt", "value": mos}],
+                        "reference": name,
+                        "clip": c,
+                        "distortion": dtype,
+                        "level": lv,
+                        "ssim": round(sim, 4),
+                        "motion": motion,
+                        "codec": codec,
+                    }
                     bar.update(1)
-    bar.close()
-    files = []
-    for s, split_rows in rows.items():
-        with open(out / f"{s}.jsonl", "w", encoding="utf-8") as f:
-            for row in split_rows:
-                f.write(json.dumps(row) + "\n")
-        files.append(f"{s}.jsonl")
-    manifest = {
-        "options": options,
-        "files": files,
-        "photos": splits,
-        "counts": {s: len(r) for s, r in rows.items()},
-        "seconds": round(time.perf_counter() - start, 2),
-    }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))  # written last: marks the set complete
-    log.info("synthetic VQA set written to %s: %s", out, manifest["counts"])
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True)
-    p.add_argument("--types", nargs="+", default=list(TYPES), help=f"'all' or some of {list(TYPES)}")
-    p.add_argument("--levels", type=int, default=4)
-    p.add_argument("--clips-per-photo", type=int, default=1)
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--width", type=int, default=160)
-    p.add_argument("--height", type=int, default=112)
-    p.add_argument("--fps", type=int, default=8)
-    p.add_argument("--codec", default="libx264", choices=list(CODECS))
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--split", type=float, nargs=3, default=[6, 2, 2], metavar=("TRAIN", "VAL", "TEST"))
-    p.add_argument("--photos", nargs="+", default=None, help="subset of reference photo names")
-    p.add_argument("--dataset-name", default="synthetic_vqa")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    start = time.perf_counter()
-    out = generate_synthetic_vqa(
-        a.out,
-        types=a.types,
-        levels=a.levels,
-        clips_per_photo=a.clips_per_photo,
-        frames=a.frames,
-        width=a.width,
-        height=a.height,
-        fps=a.fps,
-        codec=a.codec,
-        seed=a.seed,
-        split=a.split,
-        photos=a.photos,
-        dataset_name=a.dataset_name,
-    )
-    manifest = json.loads((out / MANIFEST).read_text())
-    print(f"{out}: {manifest['counts']} ({time.perf_counter() - start:.1f} s)")
+    specific = {
+        "clips_per_photo": {},
+        "frames": {},
+        "width": {},
+        "height": {},
+        "fps": {},
+        "codec": {"choices": list(CODECS)},
+    }
+    run_cli(generate_synthetic_vqa, __doc__, specific, list(TYPES), argv)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ Data flows (see prresq/CONTRACTS.md, "Data flow seam"):
   gives 24 fps). `prresq.data.collate.merge_video_kwargs` joins the kwargs of a batch (the
 
 Modules: `probe` (header, orientation), `decode` (sampling by time, seeking decoder), `flows` (grid,
-resizing, the two data flows).
+resizing, the two data flows), `encode` (writing clips: reproducible yuv420p input, dropped-frame gaps).
 
 Run `python -m prresq.data.video CLIP.mp4 [--num-frames 16] [--grid out.png]` to print a clip's
 metadata and sampled timestamps (and write its 4x4 grid).
