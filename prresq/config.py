@@ -5,7 +5,7 @@ anything else as it is; it is what the entry points hand to modules and what che
 
 The dataclasses below are the one place of the `grpo` and `scoring` groups' fields, defaults and
 documentation. `register_configs` (run by `import prresq`, so before any `@hydra.main` or `compose`)
-stores them in Hydra's ConfigStore as `grpo/base`, `scoring/base` and `scoring/offline_base`; the
+stores them in Hydra's ConfigStore as `grpo/base` and `scoring/{base,offline_base,eval_base}`; the
 yaml files of those groups (`conf/grpo/default.yaml`, `conf/scoring/*.yaml`) extend them with their
 deltas only (`seed: ${seed}`). The composed groups are typed: an unknown key or a value of the
 wrong type is refused at composition with the key's dotted name.
@@ -15,7 +15,8 @@ wrong type is refused at composition with the key's dotted name.
   group size K and the update settings.
 - `ScoringOptions`: the `scoring` group (in-training validation); `prresq.scoring.ScoringConfig`
   adds the prompt's number of aspect scores. `OfflineScoringOptions`: the `scoring` group of
-  `prresq.eval` and `prresq.infer` (batching, seeding, pixel caps, the logistic fit).
+  `prresq.infer` (batching, seeding, pixel caps); `EvalScoringOptions`: that of `prresq.eval` (and
+  the logistic fit).
 """
 
 from __future__ import annotations
@@ -89,7 +90,13 @@ class OfflineScoringOptions(ScoringOptions):
     batch_size: int = 8
     min_pixels: int | None = None  # processor pixel caps (None: the processor's, or the checkpoint's)
     max_pixels: int | None = None
-    logistic: bool = True  # prresq.eval: report PLCC after the 4-parameter logistic fit too (infer: unused)
+
+
+@dataclass
+class EvalScoringOptions(OfflineScoringOptions):
+    """The `scoring` group of `prresq.eval`: offline scoring and the correlations' logistic fit."""
+
+    logistic: bool = True  # report PLCC after the 4-parameter logistic fit too
 
 
 def register_configs() -> None:
@@ -98,3 +105,4 @@ def register_configs() -> None:
     cs.store(group="grpo", name="base", node=GRPOConfig)
     cs.store(group="scoring", name="base", node=ScoringOptions)
     cs.store(group="scoring", name="offline_base", node=OfflineScoringOptions)
+    cs.store(group="scoring", name="eval_base", node=EvalScoringOptions)

@@ -46,11 +46,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from prresq.config import ScoringOptions
 from prresq.prefix import generate_completions_shared
 from prresq.rewards import parse_answers
 from prresq.rollout import TOKEN_KEYS, generate_completions
-from prresq.config import ScoringOptions
-from prresq.sampling import GenerationTokens, SamplingConfig
+from prresq.sampling import GenerationTokens
 
 MODES = ("greedy", "sample", "both", "expected")
 ANSWER_TAG = "<answer>"

@@ -14,7 +14,9 @@ def test_ratio_one_no_kl_gives_minus_mean_advantage():
     # logp == old => ratio 1, min(A, clip(1)A) = A; loss = -mean_seq(A) = -(2 - 1)/2 = -0.5.
     logp = torch.tensor([[-1.0, -2.0], [-0.5, -0.1]])
     mask = torch.ones(2, 2)
-    loss, stats = GRPOLoss(beta=0.0, eps_low=0.2, eps_high=0.2, aggregation="sequence")(logp, torch.tensor([2.0, -1.0]), mask)
+    loss, stats = GRPOLoss(beta=0.0, eps_low=0.2, eps_high=0.2, aggregation="sequence")(
+        logp, torch.tensor([2.0, -1.0]), mask
+    )
     assert loss.item() == pytest.approx(-0.5)
     assert stats.clip_ratio_low.item() == 0 and stats.clip_ratio_high.item() == 0
 
@@ -34,7 +36,9 @@ def test_clipping_on_both_sides():
 
 def test_asymmetric_eps_high():
     logp, old = torch.tensor([[0.0]]), torch.tensor([[-0.5]])
-    loss, _ = GRPOLoss(beta=0.0, eps_low=0.2, eps_high=0.28, aggregation="sequence")(logp, torch.tensor([1.0]), torch.ones(1, 1), old)
+    loss, _ = GRPOLoss(beta=0.0, eps_low=0.2, eps_high=0.28, aggregation="sequence")(
+        logp, torch.tensor([1.0]), torch.ones(1, 1), old
+    )
     assert loss.item() == pytest.approx(-1.28)
 
 
@@ -66,7 +70,9 @@ def test_sequence_vs_token_vs_constant_aggregation():
 
 def test_gradient_raises_logprob_of_positive_advantage():
     logp = torch.tensor([[-1.0, -2.0], [-1.0, -2.0]], requires_grad=True)
-    loss, _ = GRPOLoss(beta=0.04, eps_low=0.2, eps_high=0.2, aggregation="sequence")(logp, torch.tensor([1.0, -1.0]), torch.ones(2, 2), ref_logp=logp.detach())
+    loss, _ = GRPOLoss(beta=0.04, eps_low=0.2, eps_high=0.2, aggregation="sequence")(
+        logp, torch.tensor([1.0, -1.0]), torch.ones(2, 2), ref_logp=logp.detach()
+    )
     loss.backward()
     # gradient descent moves logp by -grad: positive-advantage row goes up, negative goes down
     assert (logp.grad[0] < 0).all() and (logp.grad[1] > 0).all()
@@ -74,7 +80,9 @@ def test_gradient_raises_logprob_of_positive_advantage():
 
 def test_masked_tokens_do_not_contribute():
     logp = torch.tensor([[-1.0, 5.0]], requires_grad=True)
-    loss, _ = GRPOLoss(beta=0.0, eps_low=0.2, eps_high=0.2, aggregation="sequence")(logp, torch.tensor([1.0]), torch.tensor([[1.0, 0.0]]))
+    loss, _ = GRPOLoss(beta=0.0, eps_low=0.2, eps_high=0.2, aggregation="sequence")(
+        logp, torch.tensor([1.0]), torch.tensor([[1.0, 0.0]])
+    )
     loss.backward()
     assert logp.grad[0, 1].item() == 0.0
 
