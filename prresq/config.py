@@ -1,4 +1,4 @@
-"""Config plumbing: the one config-to-plain-data helper, and the typed `grpo` group.
+"""Config plumbing: the one config-to-plain-data helper, and the typed `grpo` and `scoring` groups.
 
 `to_plain` turns an OmegaConf node into plain dicts and lists (interpolations resolved) and leaves
 anything else as it is; it is what the entry points hand to modules and what checkpoints store.
@@ -86,7 +86,7 @@ class OfflineScoringOptions(ScoringOptions):
     """Scoring of files outside training (`prresq.eval`, `prresq.infer`): batching, seeding, the processor's
     pixel caps."""
 
-    seed: int = 0  # generators are seeded with it before each benchmark / run (conf/scoring/offline.yaml: `seed`)
+    seed: int = 0  # generators are seeded with it before each benchmark / run (conf/scoring/*.yaml: the run's `seed`)
     batch_size: int = 8
     min_pixels: int | None = None  # processor pixel caps (None: the processor's, or the checkpoint's)
     max_pixels: int | None = None
