@@ -168,6 +168,8 @@ def run_one(cfg: Any) -> dict[str, Any] | None:
 def job_main() -> None:
     import hydra
 
+    import prresq  # noqa: F401  registers the typed grpo/scoring groups (prresq.config) before Hydra composes
+
     hydra.main(version_base="1.3", config_path="../conf", config_name="train")(run_one)()
 
 

@@ -5,3 +5,7 @@ Implements VisualQuality-R1's RL2R (Thurstone fidelity reward + GRPO) and PreRes
 """
 
 __version__ = "0.1.0"
+
+from prresq.config import register_configs
+
+register_configs()  # the typed `grpo` and `scoring` groups, before any Hydra composition (prresq.config)

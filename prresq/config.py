@@ -1,12 +1,22 @@
-"""Config plumbing: the one config-to-plain-data helper, and the typed `grpo` group.
+"""Config plumbing: the one config-to-plain-data helper, and the typed `grpo` and `scoring` groups.
 
 `to_plain` turns an OmegaConf node into plain dicts and lists (interpolations resolved) and leaves
 anything else as it is; it is what the entry points hand to modules and what checkpoints store.
 
-`GRPOConfig` holds the `grpo` group (`conf/grpo/default.yaml` mirrors its defaults,
-`tests/test_configs.py::test_grpo_group_matches_dataclass`): the sampling parameters of the rollout
-(`prresq.sampling.SamplingConfig`, also the temperature its log-probs are scored at) plus the group
-size K and the update settings.
+The dataclasses below are the one place of the `grpo` and `scoring` groups' fields, defaults and
+documentation. `register_configs` (run by `import prresq`, so before any `@hydra.main` or `compose`)
+stores them in Hydra's ConfigStore as `grpo/base` and `scoring/{base,offline_base,eval_base}`; the
+yaml files of those groups (`conf/grpo/default.yaml`, `conf/scoring/*.yaml`) extend them with their
+deltas only (`seed: ${seed}`). The composed groups are typed: an unknown key or a value of the
+wrong type is refused at composition with the key's dotted name.
+
+- `GRPOConfig`: the `grpo` group, the sampling parameters of the rollout
+  (`prresq.sampling.SamplingConfig`, also the temperature its log-probs are scored at) plus the
+  group size K and the update settings.
+- `ScoringOptions`: the `scoring` group (in-training validation); `prresq.scoring.ScoringConfig`
+  adds the prompt's number of aspect scores. `OfflineScoringOptions`: the `scoring` group of
+  `prresq.infer` (batching, seeding, pixel caps); `EvalScoringOptions`: that of `prresq.eval` (and
+  the logistic fit).
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from prresq.sampling import SamplingConfig
@@ -51,8 +62,47 @@ class GRPOConfig(SamplingConfig):
     max_grad_norm: float | None = 1.0  # global gradient-norm clip; 0 or None = no clipping
     shuffle_mos: bool = False  # control: permute MOS inside each batch before the reward
     log_completions_every: int = 25  # a table of completions every N batches (0 = never)
-    seed: int = 0  # seeds the MOS permutation of shuffle_mos (the yaml takes the run's seed)
+    seed: int = 0  # seeds the MOS permutation of shuffle_mos (conf/grpo/default.yaml: the run's `seed`)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> GRPOConfig:
         return dataclass_from_mapping(cls, values, "grpo")
+
+
+@dataclass
+class ScoringOptions(SamplingConfig):
+    """Answer -> score (`prresq.scoring`): the `scoring` group. Greedy decoding ignores temperature, top_p and
+    top_k; the sampling fields apply to sampled answers ("sample", "both")."""
+
+    mode: str = "greedy"  # "greedy" | "sample" | "both" | "expected"
+    n: int = 8  # answers per item for "sample" / "both"
+    score_low: float = 1.0  # the answer's score range (parsing, expected-score candidates)
+    score_high: float = 5.0
+    shared_prefix: bool = True  # N samples on one vision encoding + prompt prefill per item (False: N plain prefills)
+
+
+@dataclass
+class OfflineScoringOptions(ScoringOptions):
+    """Scoring of files outside training (`prresq.eval`, `prresq.infer`): batching, seeding, the processor's
+    pixel caps."""
+
+    seed: int = 0  # generators are seeded with it before each benchmark / run (conf/scoring/*.yaml: the run's `seed`)
+    batch_size: int = 8
+    min_pixels: int | None = None  # processor pixel caps (None: the processor's, or the checkpoint's)
+    max_pixels: int | None = None
+
+
+@dataclass
+class EvalScoringOptions(OfflineScoringOptions):
+    """The `scoring` group of `prresq.eval`: offline scoring and the correlations' logistic fit."""
+
+    logistic: bool = True  # report PLCC after the 4-parameter logistic fit too
+
+
+def register_configs() -> None:
+    """Store the typed groups in Hydra's ConfigStore (the `base` configs the group yaml files extend)."""
+    cs = ConfigStore.instance()
+    cs.store(group="grpo", name="base", node=GRPOConfig)
+    cs.store(group="scoring", name="base", node=ScoringOptions)
+    cs.store(group="scoring", name="offline_base", node=OfflineScoringOptions)
+    cs.store(group="scoring", name="eval_base", node=EvalScoringOptions)

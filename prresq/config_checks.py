@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from prresq.config import GRPOConfig, to_plain
+from prresq.config import GRPOConfig, ScoringOptions, to_plain
 from prresq.lr_schedule import DECAYS
 
 
@@ -165,7 +165,9 @@ def check_train_config(cfg: DictConfig | Mapping[str, Any]) -> None:
             problems.append(f"loss.{key}={value!r}: must be a number >= 0")
 
     scoring = _section(cfg, "scoring")
-    low, high = _number(scoring.get("score_low", 1.0)), _number(scoring.get("score_high", 5.0))
+    default = ScoringOptions()  # a key not given has its default
+    low = _number(scoring.get("score_low", default.score_low))
+    high = _number(scoring.get("score_high", default.score_high))
     if low is None or high is None or not low < high:
         problems.append(
             f"scoring.score_low={scoring.get('score_low')!r}, scoring.score_high={scoring.get('score_high')!r}: "

@@ -99,7 +99,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     )
     flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")))
     prompt = prompt_of(to_plain(cfg.prompt))
-    logistic = bool(sc.get("logistic", True))
+    logistic = bool(sc.logistic)
     on_bad_sample = str(cfg.get("on_bad_sample", "raise"))
     overrides: dict[str, Any] = {"on_bad_sample": on_bad_sample}
     if cfg.get("limit"):

@@ -46,12 +46,15 @@ class GRPOLoss(nn.Module):
 
     def __init__(
         self,
-        beta: float = 0.04,
-        eps_low: float = 0.2,
-        eps_high: float = 0.2,
-        aggregation: str = "sequence",
+        *,
+        beta: float,
+        eps_low: float,
+        eps_high: float,
+        aggregation: str,
         max_tokens: int | None = None,
     ) -> None:
+        """Settings of `conf/loss/grpo.yaml`, their one place (paper: beta 0.04, eps 0.2, "sequence");
+        `max_tokens` is needed by "constant" only."""
         super().__init__()
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"loss.aggregation={aggregation!r}: expected one of {AGGREGATIONS}")

@@ -13,8 +13,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from prresq.models import vision_token_ids
-
 
 @dataclass(frozen=True)
 class GenerationTokens:
@@ -26,6 +24,8 @@ class GenerationTokens:
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any) -> GenerationTokens:
+        from prresq.models import vision_token_ids  # torch; `prresq.config` imports this module on `import prresq`
+
         eos = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[-1]
         return cls(eos, pad, vision_token_ids(tokenizer))
@@ -35,11 +35,11 @@ class GenerationTokens:
 class SamplingConfig:
     """How answers are sampled: logits / temperature, then top-k and top-p filtering; length bounds."""
 
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int | None = None
-    max_new_tokens: int = 256
-    min_new_tokens: int | None = None
+    temperature: float = 1.0  # logits are divided by it (grpo: also the temperature log-probs are scored at)
+    top_p: float = 1.0  # nucleus filtering; 1.0 = off
+    top_k: int | None = None  # keep the k most likely tokens; None = off
+    max_new_tokens: int = 256  # completion length cap (paper: 256)
+    min_new_tokens: int | None = None  # EOS suppressed before this many tokens; None = off
 
     @property
     def sampling(self) -> SamplingConfig:

@@ -40,7 +40,7 @@ class TwoStageSchedule(L.Callback):
 
     def __init__(
         self,
-        switch_fraction: float = 0.5,
+        switch_fraction: float,  # its one default: conf/schedule/two_stage.yaml
         stage1: Mapping[str, Any] | None = None,
         stage2: Mapping[str, Any] | None = None,
         total_steps: int | None = None,

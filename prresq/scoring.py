@@ -46,10 +46,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from prresq.config import ScoringOptions
 from prresq.prefix import generate_completions_shared
 from prresq.rewards import parse_answers
 from prresq.rollout import TOKEN_KEYS, generate_completions
-from prresq.sampling import GenerationTokens, SamplingConfig
+from prresq.sampling import GenerationTokens
 
 MODES = ("greedy", "sample", "both", "expected")
 ANSWER_TAG = "<answer>"
@@ -57,15 +58,11 @@ ANSWER_TAG = "<answer>"
 
 
 @dataclass
-class ScoringConfig(SamplingConfig):
-    """How a model's answers become one score per item (sampling parameters: `SamplingConfig`'s fields)."""
+class ScoringConfig(ScoringOptions):
+    """How a model's answers become one score per item: the `scoring` group (`prresq.config.ScoringOptions`,
+    sampling parameters `SamplingConfig`'s) plus the prompt's number of aspect scores."""
 
-    mode: str = "greedy"  # "greedy" | "sample" | "both" | "expected"
-    n: int = 8  # samples per item in "sample" mode
-    num_aspects: int = 1
-    score_low: float = 1.0
-    score_high: float = 5.0
-    shared_prefix: bool = True  # N samples on one prefill per item (False: the plain path, N prefills)
+    num_aspects: int = 1  # scores per answer (the prompt group's num_aspects)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], **overrides: Any) -> ScoringConfig:

@@ -47,7 +47,7 @@ def test_every_shipped_experiment_passes(experiment, tmp_path):
         ),
         (["grpo.micro_batch_size=0"], r"grpo\.micro_batch_size=0: must be a positive integer"),
         (["grpo.num_iterations=0"], r"grpo\.num_iterations=0: must be an integer >= 1"),
-        (["grpo.temperature=0"], r"grpo\.temperature=0: must be > 0"),
+        (["grpo.temperature=0"], r"grpo\.temperature=0(\.0)?: must be > 0"),
         (["grpo.top_p=1.5"], r"grpo\.top_p=1\.5: must be in \(0, 1\]"),
         (["optim.lr=0"], r"optim\.lr=0: must be > 0"),
         (["loss.beta=-0.1"], r"loss\.beta=-0\.1: must be a number >= 0"),

@@ -90,7 +90,9 @@ def compare_logprobs_and_grads(model, processor, device: str) -> dict[str, float
         ):
             model.zero_grad(set_to_none=True)
             logp = fn()
-            loss, _ = GRPOLoss(beta=0.0)(logp, adv, mask, old_logp=None, ref_logp=None)
+            loss, _ = GRPOLoss(beta=0.0, eps_low=0.2, eps_high=0.2, aggregation="sequence")(
+                logp, adv, mask, old_logp=None, ref_logp=None
+            )
             loss.backward()
             grads = {n: p.grad.float().clone() for n, p in model.named_parameters() if p.grad is not None}
             results[name] = (logp.detach().float(), grads)

@@ -14,7 +14,9 @@ def test_ratio_one_no_kl_gives_minus_mean_advantage():
     # logp == old => ratio 1, min(A, clip(1)A) = A; loss = -mean_seq(A) = -(2 - 1)/2 = -0.5.
     logp = torch.tensor([[-1.0, -2.0], [-0.5, -0.1]])
     mask = torch.ones(2, 2)
-    loss, stats = GRPOLoss(beta=0.0)(logp, torch.tensor([2.0, -1.0]), mask)
+    loss, stats = GRPOLoss(beta=0.0, eps_low=0.2, eps_high=0.2, aggregation="sequence")(
+        logp, torch.tensor([2.0, -1.0]), mask
+    )
     assert loss.item() == pytest.approx(-0.5)
     assert stats.clip_ratio_low.item() == 0 and stats.clip_ratio_high.item() == 0
 
@@ -24,7 +26,7 @@ def test_clipping_on_both_sides():
     # Token 2: ratio e^{-0.5}=0.6065 < 0.8 with A=-1 -> min(-0.6065, -0.8) = -0.8 (low clip).
     logp = torch.tensor([[0.0], [0.0]])
     old = torch.tensor([[-0.5], [0.5]])
-    loss, stats = GRPOLoss(beta=0.0, eps_low=0.2, eps_high=0.2)(
+    loss, stats = GRPOLoss(beta=0.0, eps_low=0.2, eps_high=0.2, aggregation="sequence")(
         logp, torch.tensor([1.0, -1.0]), torch.ones(2, 1), old_logp=old
     )
     assert loss.item() == pytest.approx(-(1.2 + -0.8) / 2)
@@ -34,14 +36,16 @@ def test_clipping_on_both_sides():
 
 def test_asymmetric_eps_high():
     logp, old = torch.tensor([[0.0]]), torch.tensor([[-0.5]])
-    loss, _ = GRPOLoss(beta=0.0, eps_low=0.2, eps_high=0.28)(logp, torch.tensor([1.0]), torch.ones(1, 1), old)
+    loss, _ = GRPOLoss(beta=0.0, eps_low=0.2, eps_high=0.28, aggregation="sequence")(
+        logp, torch.tensor([1.0]), torch.ones(1, 1), old
+    )
     assert loss.item() == pytest.approx(-1.28)
 
 
 def test_k3_kl_hand_value_and_zero_when_equal():
     logp = torch.tensor([[-1.0, -1.0]])
     ref = torch.tensor([[-1.0, -1.5]])
-    loss_fn = GRPOLoss(beta=0.5)
+    loss_fn = GRPOLoss(beta=0.5, eps_low=0.2, eps_high=0.2, aggregation="sequence")
     # token 2: d = ref - logp = -0.5 -> KL = e^{-0.5} + 0.5 - 1 = 0.10653
     kl2 = math.exp(-0.5) + 0.5 - 1.0
     loss, stats = loss_fn(logp, torch.tensor([0.0]), torch.ones(1, 2), ref_logp=ref)
@@ -56,9 +60,9 @@ def test_sequence_vs_token_vs_constant_aggregation():
     logp = torch.zeros(2, 3)
     mask = torch.tensor([[1.0, 0, 0], [1, 1, 1]])
     adv = torch.tensor([1.0, 3.0])
-    seq, _ = GRPOLoss(beta=0.0, aggregation="sequence")(logp, adv, mask)
-    tok, _ = GRPOLoss(beta=0.0, aggregation="token")(logp, adv, mask)
-    const, _ = GRPOLoss(beta=0.0, aggregation="constant", max_tokens=4)(logp, adv, mask)
+    seq, _ = GRPOLoss(beta=0.0, eps_low=0.2, eps_high=0.2, aggregation="sequence")(logp, adv, mask)
+    tok, _ = GRPOLoss(beta=0.0, eps_low=0.2, eps_high=0.2, aggregation="token")(logp, adv, mask)
+    const, _ = GRPOLoss(beta=0.0, eps_low=0.2, eps_high=0.2, aggregation="constant", max_tokens=4)(logp, adv, mask)
     assert seq.item() == pytest.approx(-(1 + 3) / 2)
     assert tok.item() == pytest.approx(-(1 + 9) / 4)
     assert const.item() == pytest.approx(-(1 + 9) / (2 * 4))
@@ -66,7 +70,9 @@ def test_sequence_vs_token_vs_constant_aggregation():
 
 def test_gradient_raises_logprob_of_positive_advantage():
     logp = torch.tensor([[-1.0, -2.0], [-1.0, -2.0]], requires_grad=True)
-    loss, _ = GRPOLoss(beta=0.04)(logp, torch.tensor([1.0, -1.0]), torch.ones(2, 2), ref_logp=logp.detach())
+    loss, _ = GRPOLoss(beta=0.04, eps_low=0.2, eps_high=0.2, aggregation="sequence")(
+        logp, torch.tensor([1.0, -1.0]), torch.ones(2, 2), ref_logp=logp.detach()
+    )
     loss.backward()
     # gradient descent moves logp by -grad: positive-advantage row goes up, negative goes down
     assert (logp.grad[0] < 0).all() and (logp.grad[1] > 0).all()
@@ -74,14 +80,16 @@ def test_gradient_raises_logprob_of_positive_advantage():
 
 def test_masked_tokens_do_not_contribute():
     logp = torch.tensor([[-1.0, 5.0]], requires_grad=True)
-    loss, _ = GRPOLoss(beta=0.0)(logp, torch.tensor([1.0]), torch.tensor([[1.0, 0.0]]))
+    loss, _ = GRPOLoss(beta=0.0, eps_low=0.2, eps_high=0.2, aggregation="sequence")(
+        logp, torch.tensor([1.0]), torch.tensor([[1.0, 0.0]])
+    )
     loss.backward()
     assert logp.grad[0, 1].item() == 0.0
 
 
 def test_bad_aggregation_is_a_clear_error():
     with pytest.raises(ValueError, match="loss.aggregation"):
-        GRPOLoss(aggregation="nope")
+        GRPOLoss(beta=0.0, eps_low=0.2, eps_high=0.2, aggregation="nope")
 
 
 def _ragged_batch(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -118,7 +126,7 @@ def _backward(loss_fn: GRPOLoss, batch: dict, slices: list[tuple[slice, slice]])
 def test_micro_batched_loss_and_gradients_equal_the_full_batch(aggregation):
     """Pins: for every aggregation, micro-batches of unequal token counts give the full batch's loss and gradients."""
     batch = _ragged_batch()
-    loss_fn = GRPOLoss(beta=0.04, aggregation=aggregation, max_tokens=6)
+    loss_fn = GRPOLoss(beta=0.04, eps_low=0.2, eps_high=0.2, aggregation=aggregation, max_tokens=6)
     full_loss, full_grad = _backward(loss_fn, batch, [(slice(0, 6), slice(0, 6))])
     direct, _ = loss_fn(batch["logp"], batch["advantages"], batch["mask"], batch["old_logp"], batch["ref_logp"])
     assert full_loss == pytest.approx(direct.item(), rel=1e-6)
@@ -139,7 +147,7 @@ def test_token_aggregation_of_two_micro_batches_by_hand():
     logp = torch.zeros(2, 3, requires_grad=True)
     mask = torch.tensor([[1.0, 0, 0], [1, 1, 1]])
     stats = micro_batched_backward(
-        GRPOLoss(beta=0.0, aggregation="token"),
+        GRPOLoss(beta=0.0, eps_low=0.2, eps_high=0.2, aggregation="token"),
         [(slice(0, 1), slice(0, 1)), (slice(1, 2), slice(1, 2))],
         lambda ps, cs: logp[cs] * 1.0,
         torch.tensor([1.0, 3.0]),
@@ -154,7 +162,7 @@ def test_token_aggregation_of_two_micro_batches_by_hand():
 def test_loss_and_gradients_finite_whatever_masked_positions_hold(aggregation):
     """Pins: padded positions holding -1e4 or -inf (policy, old or reference) leave loss and gradients finite and unchanged."""
     batch = _ragged_batch(1)
-    loss_fn = GRPOLoss(beta=0.04, aggregation=aggregation, max_tokens=6)
+    loss_fn = GRPOLoss(beta=0.04, eps_low=0.2, eps_high=0.2, aggregation=aggregation, max_tokens=6)
     pad = batch["mask"] == 0
     clean, clean_grad = _backward(loss_fn, batch, [(slice(0, 6), slice(0, 6))])
     for fill in (-1e4, float("-inf")):

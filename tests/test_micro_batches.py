@@ -74,7 +74,7 @@ def _gradient(module: GRPOModule, ro: Rollout, micro_batch_size: int | None) -> 
 def test_module_micro_batches_give_the_full_batch_gradient(module_and_rollout, aggregation):
     """Pins: micro_batch_size = K or 2K (1 or 2 prompts per micro-batch) gives the full batch's loss and policy gradient."""
     module, ro = module_and_rollout
-    module.loss_fn = GRPOLoss(beta=0.04, aggregation=aggregation, max_tokens=T)
+    module.loss_fn = GRPOLoss(beta=0.04, eps_low=0.2, eps_high=0.2, aggregation=aggregation, max_tokens=T)
     full_loss, full_grad = _gradient(module, ro, None)
     assert full_grad.abs().max() > 0
     for size in (K, 2 * K):

@@ -113,7 +113,9 @@ def test_logprobs_equal_plain_path(model, processor, batch):
 def _loss_and_grads(model, logp_fn, mask, old, ref, adv):
     model.zero_grad(set_to_none=True)
     logp = logp_fn()
-    loss, _ = GRPOLoss(beta=0.04)(logp, adv, mask, old_logp=old, ref_logp=ref)
+    loss, _ = GRPOLoss(beta=0.04, eps_low=0.2, eps_high=0.2, aggregation="sequence")(
+        logp, adv, mask, old_logp=old, ref_logp=ref
+    )
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)

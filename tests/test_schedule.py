@@ -100,7 +100,7 @@ def test_bad_switch_fraction_and_stage_keys_are_clear_errors():
     with pytest.raises(ValueError, match="switch_fraction"):
         TwoStageSchedule(switch_fraction=1.5)
     with pytest.raises(ValueError, match=r"schedule.stage2: unknown keys \['reward_weights'\]"):
-        TwoStageSchedule(stage2={"reward_weights": {"response_penalty": 0.0}})
+        TwoStageSchedule(switch_fraction=0.5, stage2={"reward_weights": {"response_penalty": 0.0}})
 
 
 # ----------------------------------------------------------------------------- real runs

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 
 import pytest
 import torch
-from conftest import CONF, compose_config
+from conftest import compose_config
+from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 from test_prefix import _images
 
 from prresq.config import GRPOConfig, to_plain
@@ -20,26 +20,54 @@ from prresq.module import GRPOModule
 from prresq.rollout import Rollout
 
 
-def test_grpo_group_matches_dataclass():
-    """conf/grpo/default.yaml holds exactly GRPOConfig's fields with the dataclass's defaults (the seed follows
-    the run's `seed`), so `grpo.*` defaults live in one place."""
-    group = OmegaConf.to_container(OmegaConf.load(CONF / "grpo" / "default.yaml"))
-    assert group.pop("seed") == "${seed}"
-    defaults = {f.name: f.default for f in dataclasses.fields(GRPOConfig) if f.name != "seed"}
-    assert group == defaults
+def test_typed_groups_take_overrides_and_refuse_unknown_keys():
+    """The `grpo` and `scoring` groups are typed by their dataclasses (ConfigStore `grpo/base`, `scoring/base`):
+    the overrides a user types (`grpo.k=4`, `grpo.top_k=5`, `scoring.n=2`, `scoring.shared_prefix=false`) need no
+    `+` and reach `GRPOConfig`; `grpo.seed` follows the run's `seed`; an unknown key and a value of the wrong type
+    are refused at composition with the key's dotted name (an unknown key added with `+` at start-up)."""
+    overrides = [
+        "seed=7",
+        "grpo.k=4",
+        "grpo.top_k=5",
+        "grpo.temperature=0.7",
+        "scoring.n=2",
+        "scoring.shared_prefix=false",
+    ]
+    cfg = compose_config("train", overrides)
+    grpo = GRPOConfig.from_mapping(to_plain(cfg.grpo))
+    assert (grpo.k, grpo.top_k, grpo.temperature, grpo.seed) == (4, 5, 0.7, 7)
+    assert (cfg.scoring.n, cfg.scoring.shared_prefix, cfg.scoring.mode) == (2, False, "both")
+    for override, key in (
+        ("grpo.kk=3", r"grpo\.kk"),
+        ("grpo.k=four", r"grpo\.k\b"),
+        ("scoring.nn=2", r"scoring\.nn"),
+        ("scoring.batch_size=2", r"scoring\.batch_size"),  # offline scoring only (eval, infer)
+    ):
+        with pytest.raises(ConfigCompositionException, match=key):
+            compose_config("train", [override])
+    assert compose_config("eval", ["scoring.batch_size=2"]).scoring.batch_size == 2
+    added = compose_config("train", ["+grpo.kk=3"])  # `+` opens the node; the key is refused at start-up
+    with pytest.raises(ValueError, match=r"grpo\.kk: unknown key"):
+        GRPOConfig.from_mapping(to_plain(added.grpo))
 
 
-def test_loss_group_matches_grpo_loss():
-    """conf/loss/grpo.yaml builds `prresq.loss.GRPOLoss` with its keyword defaults (beta 0.04, eps 0.2/0.2,
-    sequence aggregation); `max_tokens` follows `grpo.max_new_tokens`."""
-    group = OmegaConf.to_container(OmegaConf.load(CONF / "loss" / "grpo.yaml"))
-    assert group.pop("_target_") == "prresq.loss.GRPOLoss"
-    assert group.pop("max_tokens") == "${grpo.max_new_tokens}"
+def test_loss_group_is_the_one_place_of_the_loss_settings(tiny_model_dir, tmp_path):
+    """conf/loss/grpo.yaml builds `prresq.loss.GRPOLoss` with the papers' settings (beta 0.04, eps 0.2/0.2,
+    sequence aggregation; VisualQuality-R1 Sec. 4.1), `max_tokens` following `grpo.max_new_tokens`; GRPOLoss has no
+    defaults of its own, so a setting removed from the block is refused by name, not replaced by a hidden copy."""
+    loss = instantiate(compose_config("train", ["grpo.max_new_tokens=17"]).loss)
+    assert isinstance(loss, GRPOLoss)
+    assert (loss.beta, loss.eps_low, loss.eps_high, loss.aggregation, loss.max_tokens) == (
+        0.04,
+        0.2,
+        0.2,
+        "sequence",
+        17,
+    )
     params = inspect.signature(GRPOLoss).parameters
-    assert group == {name: params[name].default for name in group}
-    cfg = compose_config("train", ["grpo.max_new_tokens=17", "loss.aggregation=constant"])
-    loss = instantiate(cfg.loss)
-    assert isinstance(loss, GRPOLoss) and (loss.max_tokens, loss.beta, loss.aggregation) == (17, 0.04, "constant")
+    assert all(p.default is inspect.Parameter.empty for name, p in params.items() if name != "max_tokens")
+    with pytest.raises(InstantiationException, match="beta"):
+        _module(tiny_model_dir, tmp_path, ["~loss.beta"])
 
 
 def test_grpo_config_names_an_unknown_key():

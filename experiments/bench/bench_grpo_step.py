@@ -132,7 +132,7 @@ def run_prresq(args: argparse.Namespace, shared: bool) -> None:
     eos_ids = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
     tokens = GenerationTokens(eos_ids, tok.pad_token_id, vision_token_ids(tok))
     ids = VisionIds.from_config(policy.config)
-    loss_fn = GRPOLoss(beta=BETA, aggregation="sequence")
+    loss_fn = GRPOLoss(beta=BETA, eps_low=0.2, eps_high=0.2, aggregation="sequence")
     opt = torch.optim.AdamW(
         [p for p in policy.parameters() if p.requires_grad], lr=LR, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
     )

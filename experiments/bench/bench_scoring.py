@@ -45,6 +45,8 @@ def compose_eval(overrides: list[str]) -> Any:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
 
+    import prresq  # noqa: F401  registers the typed grpo/scoring groups (prresq.config) before Hydra composes
+
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("eval", overrides=[*BASE_OVERRIDES, *overrides])
