@@ -22,6 +22,7 @@ wrong type is refused at composition with the key's dotted name.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -106,3 +107,7 @@ def register_configs() -> None:
     cs.store(group="scoring", name="base", node=ScoringOptions)
     cs.store(group="scoring", name="offline_base", node=OfflineScoringOptions)
     cs.store(group="scoring", name="eval_base", node=EvalScoringOptions)
+    if not OmegaConf.has_resolver("prresq.cwd"):
+        # `paths.root_dir`'s fallback. Unlike `${hydra:runtime.cwd}` it resolves before Hydra sets its runtime
+        # config, which the basic sweeper needs for `hydra.sweep.dir` (a plain `-m` multirun failed without it).
+        OmegaConf.register_new_resolver("prresq.cwd", os.getcwd)

@@ -242,3 +242,26 @@ def test_hydra_main_returns_the_optimized_metric(tmp_path, cache_dir, monkeypatc
     with pytest.raises(ValueError, match="optimized_metric='after.srcc_mean'.*eval_before_after"):
         run(compose_train([*TINY, "optimized_metric=after.srcc_mean"], tmp_path / "refused", cache_dir))
     assert not (tmp_path / "refused" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_plain_command_line_multirun_writes_one_job_per_value(tmp_path, cache_dir):
+    """Pins: the README's `python -m prresq.train -m ... grpo.k=2,3`, typed in a folder with no PRRESQ_ROOT and no
+    `hydra.sweep.dir`, launches both jobs under `<cwd>/multirun/train/<time>/`. The basic sweeper resolves
+    `hydra.sweep.dir` before Hydra sets its runtime config, so a `paths.root_dir` falling back to
+    `${hydra:runtime.cwd}` failed with "HydraConfig was not set" and ran nothing."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PRRESQ_ROOT"}
+    env["PYTHONPATH"] = str(CONF.parent)
+    cmd = [sys.executable, "-m", "prresq.train", "-m", *[o for o in TINY if not o.startswith("grpo.k=")]]
+    cmd += ["trainer.fast_dev_run=true", "grpo.k=2,3"]
+    cmd += ["data.synthetic.crops_per_photo=1", f"paths.cache_dir={cache_dir}", f"paths.data_dir={cache_dir / 'data'}"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (sweep,) = (tmp_path / "multirun").glob("*/*")
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert [j for j in jobs if "grpo.k=2" in j] and [j for j in jobs if "grpo.k=3" in j], jobs
+    assert len(jobs) == 2
