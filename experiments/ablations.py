@@ -299,7 +299,8 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
     lines += [
         "",
         "Orderings the papers claim (A >= B on held-out SRCC, mean of 8): paired A - B with its 95% CI;",
-        "`reproduced` = CI above 0, `contradicted` = CI below 0, `unresolved` = CI contains 0.",
+        "`reproduced` = CI above 0, `contradicted` = CI below 0, `unresolved` = CI contains 0 (no verdict from",
+        "fewer than 3 paired units).",
         "",
         "| claim | A - B | 95% CI | n | verdict |",
         "|---|---|---|---|---|",

@@ -73,10 +73,18 @@ def paired_bootstrap(
     return bootstrap_ci(xa - xb, n_boot=n_boot, level=level, seed=seed)
 
 
+MIN_UNITS = 3  # below this a percentile bootstrap has too few distinct resamples to bound anything
+
+
 def verdict(diff: Interval) -> str:
-    """`reproduced` (CI above 0), `contradicted` (CI below 0) or `unresolved` for a claim `A >= B` on A - B."""
+    """`reproduced` (CI above 0), `contradicted` (CI below 0) or `unresolved` for a claim `A >= B` on A - B.
+
+    With fewer than `MIN_UNITS` paired units the CI is degenerate (one unit gives [d, d]), so no verdict.
+    """
     if diff.n == 0 or not np.isfinite(diff.low):
         return "no data"
+    if diff.n < MIN_UNITS:
+        return f"too few units (n = {diff.n})"
     if diff.low > 0.0:
         return "reproduced"
     if diff.high < 0.0:

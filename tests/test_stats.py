@@ -43,3 +43,12 @@ def test_verdict_unresolved_and_bad_input_is_named():
         bootstrap_ci([0.1, float("nan")])
     with pytest.raises(ValueError, match="pairs"):
         paired_bootstrap([0.1, 0.2], [0.1])
+
+
+def test_no_verdict_from_fewer_than_three_units() -> None:
+    """Pins: one or two paired units give a degenerate bootstrap CI ([d, d] for one unit), so a clear
+    difference there is not called reproduced or contradicted; three units are judged."""
+    assert paired_bootstrap([0.9], [0.1]).low == paired_bootstrap([0.9], [0.1]).high
+    assert verdict(paired_bootstrap([0.9], [0.1])) == "too few units (n = 1)"
+    assert verdict(paired_bootstrap([0.1, 0.2], [0.8, 0.9])) == "too few units (n = 2)"
+    assert verdict(paired_bootstrap([0.9, 0.8, 0.85], [0.1, 0.2, 0.15])) == "reproduced"
