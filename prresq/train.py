@@ -21,6 +21,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from prresq.builders import build_datamodule, scoring_config
@@ -53,7 +54,13 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     strategy = build_strategy(cfg)
     # Checkpoint files are written beside their target and read with weights_only=True (prresq.checkpointing).
     plugins = [] if type(strategy).__name__.startswith("DeepSpeed") else [LocalCheckpointIO()]
-    return instantiate(cfg.trainer, strategy=strategy, callbacks=callbacks, logger=loggers or False, plugins=plugins)
+    extra: dict[str, Any] = {}
+    if "enable_checkpointing" not in cfg.trainer:
+        # Without this, `callbacks.checkpoint=null` would get Lightning's default ModelCheckpoint instead of none.
+        extra["enable_checkpointing"] = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+    return instantiate(
+        cfg.trainer, strategy=strategy, callbacks=callbacks, logger=loggers or False, plugins=plugins, **extra
+    )
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

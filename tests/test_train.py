@@ -265,3 +265,15 @@ def test_plain_command_line_multirun_writes_one_job_per_value(tmp_path, cache_di
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert [j for j in jobs if "grpo.k=2" in j] and [j for j in jobs if "grpo.k=3" in j], jobs
     assert len(jobs) == 2
+
+
+def test_no_checkpoint_callback_means_no_checkpoint_files(tmp_path, cache_dir):
+    """Pins: `callbacks.checkpoint=null` (the ablation study's setting) writes no checkpoint at all. Lightning adds
+    its own ModelCheckpoint when none is given, which wrote a 19 MB `.ckpt` per run into the log folder."""
+    from prresq.train import build_trainer
+
+    overrides = [*TINY, "trainer.max_steps=2", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1"]
+    overrides += ["trainer.val_check_interval=1", "export_dir=null"]  # Lightning's default saves after validation
+    run(compose_train([*overrides, "callbacks.checkpoint=null"], tmp_path / "none", cache_dir))
+    assert not list((tmp_path / "none").rglob("*.ckpt"))
+    assert build_trainer(compose_train(overrides, tmp_path / "default", cache_dir)).checkpoint_callbacks
