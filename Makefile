@@ -24,7 +24,7 @@ install: $(STAMP) ## Create .venv and install prresq with the dev extra (CPU; pi
 train: $(STAMP) ## Main job: tiny model + synthetic data, warm-up, RL2R training, held-out SRCC/PLCC before/after (CPU, offline)
 	$(PY) -m prresq.train experiment=tiny_synthetic $(ARGS)
 
-test: $(STAMP) ## Run the test suite (~2.5 min on 2 cores; tests that need CUDA skip themselves with the reason)
+test: $(STAMP) ## Run the test suite (~6-8 min on 2 cores; tests that need CUDA skip themselves with the reason)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -rs $(ARGS)
 
 test-fast: $(STAMP) ## The quick loop: skip the slow tests (every experiment's fast_dev_run) too
