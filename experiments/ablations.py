@@ -21,18 +21,10 @@ Runs: Hydra multirun with the basic launcher, `--jobs 2` processes in parallel (
 Resume: a run is finished once its `study_run.json` says `done` (written after `heldout_metrics.json`);
     a re-run of the command skips those and restarts the others from scratch.
 
-Budget plan (measured on this 2-core machine while shared, load average 9-18; the commands are in
-experiments/results/ablations/README.md):
-    warm-up, one per fold x seed x answer format = 12: 13.4 min each (vision 600 steps 8.5 min, SFT
-        175 steps to val SRCC 0.53, 4.5 min)                                        -> 161 job-min
-        (measured before the vision phase was cached; with it, 2 x 8.5 + 12 x 4.5  ->  71 job-min)
-    RL run, 48: STEPS = 150 updates (B = 8, K = 8: 0.82 steps/s incl. validation every 50 steps,
-        3.0 min) + held-out scoring before and after (400 images, 0.5-1.2 min each) + setup
-        -> about 5 min per run                                                       -> 240 job-min
-    total 401 job-min / 2 jobs = 3.3 h at that speed (311 job-min = 2.6 h with the cached vision
-    phase, projected from the same figures); the 2.5 h budget needs the study's two jobs to run faster
-    than measured, i.e. a machine not shared with other work (the same runs sped up 5-8x in quiet
-    moments of the measurement). If it does not fit, lower `--steps` for all arms.
+Budget (measured by the study itself, experiments/results/ablations/README.md): 79.3 min wall for the
+    48 runs on this 2-core machine (about 20 minutes of it shared with a CI run), plus a 6.5-min re-run of
+    the one run the time cap cut; the budget is 2.5 h. Vision phase 106 s x 2 (10 loads), supervised phase
+    24-160 s per warm-up, a run of STEPS = 300 updates with held-out scoring before and after 2-5 min.
 Outputs: the study directory (default `multirun/ablations`: one folder per `<arm>/fold<f>_seed<s>`,
 the layout of prresq/CONTRACTS.md plus `eval/{before,after}/predictions_test.csv`) and
 experiments/results/ablations/{table.md, runs.csv, results.json, curves.png, score_std.png, errors.png}.
