@@ -78,11 +78,11 @@ def read_jsonl(
                 raise ValueError("record needs an 'image' (or 'video') path and a gpt answer")
         except json.JSONDecodeError as err:
             rows.bad.append(
-                Rejected(f"line {i + 1}", Path(""), math.nan, f"{path}:{i + 1}: malformed JSON ({err.msg})")
+                Rejected(f"line {i + 1}", Path(""), math.nan, f"{path} row {i + 1}: malformed JSON ({err.msg})")
             )
             continue
         except ValueError as err:
-            rows.bad.append(Rejected(f"line {i + 1}", Path(""), math.nan, f"{path}:{i + 1}: {err}"))
+            rows.bad.append(Rejected(f"line {i + 1}", Path(""), math.nan, f"{path} row {i + 1}: {err}"))
             continue
         rows.add(str(rec.get("id", i)), base / media, str(value), None, i + 1)
     out = rows.labels(mos_range=(float(mos_range[0]), float(mos_range[1])))
