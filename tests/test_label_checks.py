@@ -130,6 +130,22 @@ def test_conversation_roles_are_read_case_insensitively_and_unknown_roles_stop(t
         load_benchmark("toy", path, adapter="jsonl")
 
 
+def test_jsonl_adapter_task_and_dataset_name_are_checked(tmp_path):
+    """`task` reads iqa / vqa in any case (a VQA entry spelled "VQA" became images) and stops on
+    anything else; a `dataset_name` filter that matches no record (it returned an empty benchmark
+    with a warning) names the dataset names found."""
+    path = FIXTURES / "synthetic_iqa/test.jsonl"
+    assert load_benchmark("toy", path, adapter="jsonl", task="VQA").task == "vqa"
+    with pytest.raises(ValueError, match="task is 'video'; accepted values \\(case-insensitive\\): iqa, vqa"):
+        load_benchmark("toy", path, adapter="jsonl", task="video")
+    assert len(load_benchmark("toy", path, adapter="jsonl", dataset_name="Synthetic_IQA")) == 2
+    with pytest.raises(
+        LabelFormatError,
+        match=re.escape("no record has dataset_name 'kadid' (case-insensitive); found: ['kadid10k', 'synthetic_iqa']"),
+    ):
+        load_benchmark("toy", path, adapter="jsonl", dataset_name="kadid")
+
+
 # ----------------------------------------------------------------------------- duplicated rows
 
 

@@ -52,7 +52,8 @@ def read_jsonl(
     `root` is the .jsonl file, or a folder with `labels` naming it. Relative media paths resolve
     against `media_root` (default: the file's folder), which media must stay inside. MOS is the
     last answer turn's value (already mapped to [1, 5] by the data convention, hence the default
-    `mos_range`); `dataset_name` keeps only that dataset's rows. A line that is not a JSON record
+    `mos_range`); `dataset_name` keeps only that dataset's rows (case-insensitive; a name that no
+    record has is an error listing the names found). A line that is not a JSON record
     with a media path and an answer is a bad row naming the file and line.
     """
     path = root / labels if labels else root
@@ -61,6 +62,7 @@ def read_jsonl(
     _require(path, root)
     base = Path(media_root) if media_root else path.parent
     rows = _Rows(path)
+    names_found: set[str] = set()
     for i, ln in enumerate(read_label_text(path, LabelFormatError).splitlines()):
         if not ln.strip():
             continue
@@ -68,7 +70,8 @@ def read_jsonl(
             rec = json.loads(ln)
             if not isinstance(rec, dict):
                 raise ValueError(f"expected a JSON object, got {type(rec).__name__}")
-            if dataset_name is not None and rec.get("dataset_name") != dataset_name:
+            names_found.add(str(rec.get("dataset_name")))
+            if dataset_name is not None and str(rec.get("dataset_name")).lower() != dataset_name.lower():
                 continue
             media = rec.get("image", rec.get("video"))
             if isinstance(media, list):
@@ -85,6 +88,10 @@ def read_jsonl(
             rows.bad.append(Rejected(f"line {i + 1}", Path(""), math.nan, f"{path} row {i + 1}: {err}"))
             continue
         rows.add(str(rec.get("id", i)), base / media, str(value), None, i + 1)
+    if dataset_name is not None and not rows.items and not rows.bad:
+        raise LabelFormatError(
+            f"{path}: no record has dataset_name {dataset_name!r} (case-insensitive); found: {sorted(names_found)}"
+        )
     out = rows.labels(mos_range=(float(mos_range[0]), float(mos_range[1])))
     out.task = task
     out.media_root = base
