@@ -231,7 +231,7 @@ def load_dataset(
     dups = find_duplicates([r[0] for r in rows], [r[3] for r in rows], [r[2] for r in rows], [r[1] for r in rows])
     if dups.conflicts:
         raise DataError(
-            f"{path}: {len(dups.conflicts)} id(s) of dataset {spec.name!r} are labelled twice with different "
+            f"{path}: {len(dups.conflicts)} id(s) of dataset {spec.name!r} are labelled more than once with different "
             "values (which one holds is not ours to guess; fix the file):\n  " + "\n  ".join(dups.conflicts[:5])
         )
     if dups.merged:

@@ -165,7 +165,7 @@ def _merge_duplicates(items: list[BenchmarkItem], where: str, label_file: Path) 
             else ""
         )
         raise LabelFormatError(
-            f"{where}: {len(dups.conflicts)} id(s) of {label_file} are labelled twice with different values "
+            f"{where}: {len(dups.conflicts)} id(s) of {label_file} are labelled more than once with different values "
             f"(which one holds is not ours to guess; fix the label file):\n  {listed}{more}"
         )
     if dups.merged:

@@ -147,9 +147,11 @@ def _read_sheet(
             f"{path} is an Excel file and reading it needs openpyxl (pip install openpyxl); "
             f"or export that sheet ({sheet!r}) to CSV with the same columns at {root / csv[0]}"
         ) from err
+    from openpyxl.utils.exceptions import InvalidFileException
+
     try:
         return pd.read_excel(path, sheet_name=sheet, header=header), path
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as err:
+    except (zipfile.BadZipFile, InvalidFileException, KeyError, ValueError, OSError, EOFError) as err:
         raise LabelFormatError(
             f"{path}: not a readable .xlsx workbook with a sheet {sheet!r} ({type(err).__name__}: {err}); a truncated "
             f"or damaged download? Copy it again, or export that sheet to CSV at {root / csv[0]}"
