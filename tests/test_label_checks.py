@@ -376,3 +376,22 @@ def test_jsonl_media_path_leaving_the_root_is_refused_unless_allowed(tmp_path):
     with pytest.raises(LabelFormatError, match=re.escape(f"{path} row 3: media path")):
         load_benchmark("toy", path, adapter="jsonl")
     assert len(load_benchmark("toy", path, adapter="jsonl", allow_media_outside_root=True)) == 4
+
+
+def test_jsonl_line_separator_inside_a_string_is_not_a_line_break(tmp_path):
+    """A prompt holding U+2028 (valid JSON, written by `json.dumps(..., ensure_ascii=False)`) is one
+    record on both JSONL paths; `str.splitlines` cut it in two and the adapter failed on both halves."""
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "b.png").write_bytes(b"")
+    rows = [
+        {
+            "id": "a",
+            "image": ["a.png"],
+            "conversations": [{"from": "human", "value": "x\u2028y"}, {"from": "gpt", "value": 1}],
+        },
+        {"id": "b", "image": ["b.png"], "conversations": [{"from": "gpt", "value": 3}]},
+    ]
+    path = tmp_path / "toy.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert [r.id for r in load_dataset({"name": "toy", "jsonl": str(path)}).records] == ["a", "b"]
+    assert [it.id for it in load_benchmark("toy", path, adapter="jsonl").items] == ["a", "b"]

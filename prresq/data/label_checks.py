@@ -22,8 +22,6 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-MEDIA_OUTSIDE_ROOT_OPTION = "allow_media_outside_root"
-
 
 def read_label_text(path: Path, error: type[Exception] = ValueError) -> str:
     """The text of a label file decoded as UTF-8 (BOM stripped); else `error` naming the file and line."""

@@ -194,7 +194,7 @@ def load_dataset(
     skipped: list[str] = []
     rows: list[tuple[str, str, Path, float, dict[str, Any]]] = []  # id, source, media, mos, extra
     text = read_label_text(path, DataError)
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 may sit inside a string
         if not line.strip():
             continue
         source = f"{path}:{lineno}"

@@ -63,7 +63,7 @@ def read_jsonl(
     base = Path(media_root) if media_root else path.parent
     rows = _Rows(path)
     names_found: set[str] = set()
-    for i, ln in enumerate(read_label_text(path, LabelFormatError).splitlines()):
+    for i, ln in enumerate(read_label_text(path, LabelFormatError).split("\n")):
         if not ln.strip():
             continue
         try:
