@@ -111,3 +111,16 @@ def register_configs() -> None:
         # `paths.root_dir`'s fallback. Unlike `${hydra:runtime.cwd}` it resolves before Hydra sets its runtime
         # config, which the basic sweeper needs for `hydra.sweep.dir` (a plain `-m` multirun failed without it).
         OmegaConf.register_new_resolver("prresq.cwd", os.getcwd)
+    if not OmegaConf.has_resolver("prresq.split_file"):
+        OmegaConf.register_new_resolver("prresq.split_file", split_file)
+
+
+def split_file(split: str, num_folds: int | None = None, fold: int | None = None) -> str:
+    """A synthetic set's split file, relative to the set: `<split>.jsonl`, or fold `fold`'s under `num_folds`
+    folds (`prresq.data.synthetic_set.fold_dir`). The `synthetic_iqa` benchmark reads the test split of the
+    fold its set names (`conf/benchmark/synthetic_iqa.yaml`)."""
+    from prresq.data.synthetic_set import fold_dir
+
+    if num_folds is None or fold is None:
+        return f"{split}.jsonl"
+    return f"{fold_dir(int(num_folds), int(fold))}/{split}.jsonl"

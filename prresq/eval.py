@@ -26,6 +26,12 @@ Model: `checkpoint=null` loads `model.name_or_path`; a directory is an exported 
 policy; a `.ckpt` file is a Lightning checkpoint of `prresq.train` whose `policy.*` weights are
 loaded into a policy built from the checkpoint's `model.name_or_path` hyperparameter (or
 `base_model`). dtype and attention come from the `model` group in every case.
+
+A checkpoint of `prresq.train` (export or `.ckpt`) carries its run record (`prresq.run_record`): the
+prompt, scoring settings, batch size, seed and pixel caps the run was validated with, and its synthetic
+set and fold. They are this command's defaults, so `python -m prresq.eval checkpoint=RUN/export`
+reproduces the run's held-out table; a `prompt=` given on the command line wins, with a warning naming
+both prompts when it differs.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from prresq.data.collate import prompt_of
 from prresq.data.dataflow import build_flows
 from prresq.metrics import correlation_table, summary_table, write_results
 from prresq.models import load_scoring_model
+from prresq.run_record import use_run_record
 from prresq.scoring import ScoringConfig
 
 log = logging.getLogger("prresq.eval")
@@ -80,6 +87,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     """Everything `python -m prresq.eval` does; returns the results table (with the average row)."""
     from prresq.plots import error_histogram, prediction_scatter
 
+    use_run_record(cfg)
     sc = cfg.scoring
     scoring = ScoringConfig.from_mapping(to_plain(sc), num_aspects=int(cfg.prompt.num_aspects))
     seed = int(sc.get("seed", cfg.get("seed", 0)))

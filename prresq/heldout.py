@@ -11,14 +11,25 @@ import json
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+
 from prresq.module import GRPOModule
 from prresq.scoring import ScoringConfig, correlations, score_loader
 
 
 def evaluate(
-    module: GRPOModule, loader: Any, scoring: ScoringConfig, desc: str, save_dir: Path | None = None
+    module: GRPOModule,
+    loader: Any,
+    scoring: ScoringConfig,
+    desc: str,
+    save_dir: Path | None = None,
+    seed: int | None = None,
 ) -> dict[str, float]:
     """Held-out correlations; with `save_dir`, also `predictions_test.csv` + `results.csv` (CONTRACTS.md).
+
+    With `seed`, the generators are seeded first, as `prresq.eval` seeds them before a benchmark, so
+    `python -m prresq.eval checkpoint=RUN/export` (the run record's prompt, scoring, batch size and seed)
+    reproduces these numbers.
 
     The policy is scored in eval mode and handed back in the mode it came in: Lightning keeps the modes it
     finds at the start of fit, so a policy left in eval mode would train without dropout and without
@@ -26,6 +37,8 @@ def evaluate(
     """
     was_training = module.policy.training
     module.policy.eval()
+    if seed is not None:
+        L.seed_everything(seed, workers=True, verbose=False)
     try:
         scored = score_loader(module.policy, module.processor, loader, scoring, progress=desc)
     finally:

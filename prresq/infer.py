@@ -24,6 +24,10 @@ appended after each batch; a rerun with the same `output` skips the paths alread
 with `retry_errors=true`, scores the error rows again), so an interrupted run resumes. An
 unreadable file never stops the run: it is listed with its error and skipped.
 
+A checkpoint of `prresq.train` carries the prompt, scoring settings and pixel caps it was validated with
+(`prresq.run_record`); they are the defaults here, and a differing `prompt=` on the command line is
+used with a warning naming both.
+
 This module is the wiring; inputs are listed by `prresq.infer_inputs`, rows written by
 `prresq.infer_output.ResultWriter`, files scored by `prresq.infer_scorer.Scorer`.
 """
@@ -45,6 +49,7 @@ from prresq.infer_inputs import list_inputs
 from prresq.infer_output import ResultWriter
 from prresq.infer_scorer import MediaFlow, Scorer, aspect_names_of
 from prresq.models import load_scoring_model
+from prresq.run_record import use_run_record
 from prresq.scoring import ScoringConfig
 
 log = logging.getLogger("prresq.infer")
@@ -54,6 +59,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Everything `python -m prresq.infer` does; returns a summary (counts and the output path)."""
     from tqdm.auto import tqdm
 
+    use_run_record(cfg)
     sc = cfg.scoring
     prompt_cfg = to_plain(cfg.prompt)
     scoring = ScoringConfig.from_mapping(to_plain(sc), num_aspects=int(prompt_cfg.get("num_aspects", 1)))

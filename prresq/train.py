@@ -33,6 +33,7 @@ from prresq.models import ensure_model_dir
 from prresq.module import GRPOModule
 from prresq.optimized_metric import check_optimized_metric, optimized_metric
 from prresq.run_dir import claim_run_dir, is_global_rank_zero, is_resume
+from prresq.run_record import build_run_record
 from prresq.warmup import run_warmup
 
 log = logging.getLogger("prresq.train")
@@ -106,6 +107,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         score_range=(float(cfg.scoring.score_low), float(cfg.scoring.score_high)),
         min_pixels=cfg.data.get("min_pixels"),
         max_pixels=cfg.data.get("max_pixels"),
+        run_record=build_run_record(cfg),
     )
     dm = build_datamodule(cfg, module.processor)
     trainer = build_trainer(cfg)
@@ -115,12 +117,12 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if do_eval and ckpt is None and trainer.is_global_zero:
         dm.setup("test")
         out = Path(cfg.paths.output_dir) / "eval" / "before"
-        results["before"] = evaluate(module, dm.test_dataloader(), scoring, "test split (before RL)", out)
+        results["before"] = evaluate(module, dm.test_dataloader(), scoring, "test split (before RL)", out, cfg.seed)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     if do_eval and trainer.is_global_zero:
         dm.setup("test")
         out = Path(cfg.paths.output_dir) / "eval" / "after"
-        results["after"] = evaluate(module, dm.test_dataloader(), scoring, "test split (after RL)", out)
+        results["after"] = evaluate(module, dm.test_dataloader(), scoring, "test split (after RL)", out, cfg.seed)
     export = cfg.get("export_dir")
     if export and trainer.is_global_zero and not cfg.trainer.get("fast_dev_run"):
         module.export(str(export))

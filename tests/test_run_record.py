@@ -1,0 +1,119 @@
+"""A trained model carries its prompt, scoring settings and pixel caps: eval and infer score with them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import compose_config
+
+from prresq.run_record import RECORD_FILE, read_run_record
+
+# A tiny_synthetic run on fold 1 (not the default fold 0), one optimiser step, held-out scores before and after.
+TRAIN = [
+    "experiment=tiny_synthetic",
+    "warmup=none",
+    "grpo.k=2",
+    "grpo.max_new_tokens=8",
+    "scoring.n=2",
+    "data.batch_size=2",
+    "data.synthetic.crops_per_photo=1",
+    "data.synthetic.fold=1",
+    "trainer.max_steps=1",
+    "trainer.max_time=null",
+    "trainer.limit_val_batches=0",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from prresq.train import run
+
+    out = tmp_path_factory.mktemp("run")
+    cache = out / "cache"
+    cfg = compose_config("train", TRAIN, root_dir=out, cache_dir=cache, data_dir=cache / "data", output_dir=out)
+    run(cfg)
+    return out
+
+
+def compose_scoring_app(name: str, run_dir: Path, out: Path, overrides: list[str]):
+    return compose_config(
+        name,
+        [f"checkpoint={run_dir / 'export'}", *overrides],
+        return_hydra_config=True,  # the command line's keys, as `python -m prresq.<name>` sees them
+        root_dir=out,
+        cache_dir=run_dir / "cache",
+        data_dir=run_dir / "cache" / "data",
+        output_dir=out,
+    )
+
+
+def test_export_and_checkpoint_record_the_prompt_scoring_and_pixel_caps(trained):
+    record = json.loads((trained / "export" / RECORD_FILE).read_text())
+    assert record["prompt"]["name"] == "tiny" and record["prompt"]["text"].startswith("Rate the quality")
+    # The whole scoring block as the run validated with it (the train.yaml deltas resolved).
+    assert record["scoring"]["mode"] == "both" and record["scoring"]["max_new_tokens"] == 8
+    assert record["scoring"]["n"] == 2 and "temperature" in record["scoring"] and "shared_prefix" in record["scoring"]
+    assert (record["min_pixels"], record["max_pixels"], record["batch_size"], record["seed"]) == (12544, 12544, 16, 42)
+    assert record["synthetic"]["fold"] == 1
+    from_ckpt, where = read_run_record(trained / "checkpoints" / "last.ckpt")
+    assert from_ckpt == record, where
+
+
+def test_eval_of_the_export_reproduces_the_held_out_table(trained, tmp_path):
+    """Pins: `python -m prresq.eval checkpoint=RUN/export` with no other override scores the run's own test split
+    (its fold, not fold 0) with its prompt and scoring settings: the same answers, predictions and SRCC/PLCC as
+    the held-out table after RL. Before the run record, eval used the vq_r1 prompt, 256 new tokens, greedy
+    scoring and fold 0's test photos."""
+    from prresq.eval import run
+
+    run(compose_scoring_app("eval", trained, tmp_path, []))
+    held = pd.read_csv(trained / "eval" / "after" / "predictions_test.csv")
+    ours = pd.read_csv(tmp_path / "eval" / "predictions_synthetic_iqa.csv")
+    assert list(ours["id"]) == list(held["id"])
+    assert list(ours["text"].fillna("")) == list(held["text"].fillna(""))
+    for column in ("mos", "greedy", "sample_mean", "pred"):
+        pd.testing.assert_series_equal(ours[column], held[column], check_names=False)
+    metrics = json.loads((trained / "heldout_metrics.json").read_text())["after"]
+    table = pd.read_csv(tmp_path / "eval" / "results.csv").set_index("benchmark").loc["synthetic_iqa"]
+    for ours_key, held_key in (("srcc", "srcc_mean"), ("plcc", "plcc_mean")):
+        assert table[ours_key] == pytest.approx(metrics[held_key], nan_ok=True, abs=1e-12)
+
+
+def test_an_explicit_different_prompt_wins_with_a_warning_naming_both(trained, tmp_path, caplog):
+    """Pins: with no `prompt=` eval answers the recorded prompt (the expected score, read from the answer-digit
+    probabilities, depends on every prompt token); `prompt=vq_r1` is used as given, with one warning naming both
+    prompts and the record; `prompt=tiny` (the recorded one) warns about nothing."""
+    from prresq.eval import run
+
+    expected = {}
+    for prompt in ("", "prompt=tiny", "prompt=vq_r1"):
+        caplog.clear()
+        out = tmp_path / (prompt or "default")
+        with caplog.at_level(logging.WARNING, logger="prresq.run_record"):
+            run(compose_scoring_app("eval", trained, out, [*([prompt] if prompt else []), "scoring.mode=expected"]))
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        expected[prompt] = pd.read_csv(out / "eval" / "predictions_synthetic_iqa.csv")["expected"]
+        if prompt == "prompt=vq_r1":
+            (warning,) = warnings
+            assert "'vq_r1'" in warning and "'tiny'" in warning and str(trained / "export") in warning
+        else:
+            assert not warnings
+    pd.testing.assert_series_equal(expected[""], expected["prompt=tiny"])
+    assert (expected[""] - expected["prompt=vq_r1"]).abs().max() > 1e-4
+
+
+def test_infer_scores_with_the_recorded_prompt(trained, tmp_path):
+    """Pins: `python -m prresq.infer input=IMAGE checkpoint=RUN/export` answers as the held-out scoring did."""
+    from prresq.infer import run
+
+    held = pd.read_csv(trained / "eval" / "after" / "predictions_test.csv")
+    media = Path(held["media"][0])
+    image = media if media.is_absolute() else trained / "cache" / "data" / "synthetic_iqa" / media
+    out = tmp_path / "scores.csv"
+    run(compose_scoring_app("infer", trained, tmp_path, [f"input={image}", f"output={out}"]))
+    (row,) = pd.read_csv(out).to_dict("records")
+    assert str(row["text"]) == str(held["text"][0]).replace("\n", "\\n")
