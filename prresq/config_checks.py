@@ -21,7 +21,7 @@ one `ConfigError` listing every problem, each as `<config key>=<value>: <reason>
 - Every enum-like option, named with its accepted values (`_check_choices`): each reward term's name
   (the registry) and constants (`reward.fidelity.variant`, `reward.pairwise_score_rank.variant`, ...: the term
   is built once, as training builds it), `reward.scope`, `loss.aggregation`, `scoring.mode` (and any other
-  field the scoring group validates), `data.on_bad_sample`, `model.attn_implementation`, and on a machine
+  field the scoring group validates), `data.on_bad_sample`, `warmup.on_target_missed`, `model.attn_implementation`, and on a machine
   without CUDA a DeepSpeed strategy, a GPU accelerator or 16-bit mixed precision. Without this they fail at
   the first training step, after data preparation, model loading and the warm-up.
 """
@@ -158,6 +158,11 @@ def _check_choices(cfg: DictConfig | Mapping[str, Any], problems: list[str]) -> 
             ScoringConfig.from_mapping(scoring)
         except (TypeError, ValueError) as err:
             problems.append(f"scoring: {err}")
+    warmup = _section(cfg, "warmup")
+    if warmup.get("enabled", False):
+        from prresq.warmup import ON_TARGET_MISSED
+
+        _choice("warmup.on_target_missed", warmup.get("on_target_missed"), ON_TARGET_MISSED, problems)
     _choice("data.on_bad_sample", (cfg.get("data") or {}).get("on_bad_sample"), ON_BAD_SAMPLE, problems)
     _choice(
         "model.attn_implementation", (cfg.get("model") or {}).get("attn_implementation"), ATTN_IMPLEMENTATIONS, problems
