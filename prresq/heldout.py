@@ -8,6 +8,7 @@ predictions; `report` writes `heldout_metrics.json` and prints the before/after 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +61,22 @@ def evaluate(
     return metrics
 
 
+def finite_or_null(value: Any) -> Any:
+    """`value` with every NaN or infinite float (in nested dicts and lists) replaced by None (JSON `null`)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(v) for v in value]
+    return value
+
+
 def report(results: dict[str, Any], out_dir: Path) -> None:
-    """`heldout_metrics.json` (all results) and, with both scores, the before/after table: printed and
-    written to `heldout_metrics.md`."""
+    """`heldout_metrics.json` (all results; strict JSON: a NaN or infinite metric is `null`) and, with both
+    scores, the before/after table: printed and written to `heldout_metrics.md`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "heldout_metrics.json").write_text(json.dumps(results, indent=2))
+    (out_dir / "heldout_metrics.json").write_text(json.dumps(finite_or_null(results), indent=2, allow_nan=False))
     if "before" in results and "after" in results:
         keys = [k for k in results["after"] if k.startswith(("srcc", "plcc"))]
         lines = ["| held-out test | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -80,7 +81,8 @@ def test_eval_of_the_export_reproduces_the_held_out_table(trained, tmp_path):
     metrics = json.loads((trained / "heldout_metrics.json").read_text())["after"]
     table = pd.read_csv(tmp_path / "eval" / "results.csv").set_index("benchmark").loc["synthetic_iqa"]
     for ours_key, held_key in (("srcc", "srcc_mean"), ("plcc", "plcc_mean")):
-        assert table[ours_key] == pytest.approx(metrics[held_key], nan_ok=True, abs=1e-12)
+        held_value = math.nan if metrics[held_key] is None else metrics[held_key]  # null: NaN (strict JSON)
+        assert table[ours_key] == pytest.approx(held_value, nan_ok=True, abs=1e-12)
 
 
 def test_an_explicit_different_prompt_wins_with_a_warning_naming_both(trained, tmp_path, caplog):
@@ -117,3 +119,15 @@ def test_infer_scores_with_the_recorded_prompt(trained, tmp_path):
     run(compose_scoring_app("infer", trained, tmp_path, [f"input={image}", f"output={out}"]))
     (row,) = pd.read_csv(out).to_dict("records")
     assert str(row["text"]) == str(held["text"][0]).replace("\n", "\\n")
+
+
+def test_heldout_metrics_json_is_strict(trained):
+    """Pins: a NaN metric (the random model parses no answer) is written as `null`, not the bare `NaN` that strict
+    JSON readers (jq, JavaScript, `json.loads(..., parse_constant=...)`) refuse."""
+    text = (trained / "heldout_metrics.json").read_text()
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    metrics = json.loads(text, parse_constant=refuse)
+    assert metrics["after"]["srcc_greedy"] is None and metrics["after"]["fail_greedy"] == 1.0

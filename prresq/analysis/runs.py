@@ -243,8 +243,8 @@ def load_study(root: str | os.PathLike[str]) -> pd.DataFrame:
             metrics = json.loads(held.read_text())
             for when, key in (("warmup", "warmup_final_val"), ("before", "before"), ("after", "after")):
                 for k, v in (metrics.get(key) or {}).items():
-                    if isinstance(v, int | float):
-                        row[f"{when}_{k}"] = float(v)
+                    if v is None or isinstance(v, int | float):  # null: a NaN metric (strict JSON)
+                        row[f"{when}_{k}"] = float("nan") if v is None else float(v)
         rows.append(row)
     if not rows:
         raise FileNotFoundError(f"no runs (folders holding {OVERRIDES_FILE.as_posix()}) below {root}")
