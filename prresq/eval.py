@@ -54,7 +54,7 @@ from prresq.config import to_plain
 from prresq.data.benchmarks import load_benchmark_config
 from prresq.data.collate import prompt_of
 from prresq.data.dataflow import build_flows
-from prresq.metrics import correlation_table, summary_table, write_results
+from prresq.metrics import correlation_table, prediction_hint, summary_table, write_results
 from prresq.models import load_scoring_model
 from prresq.run_record import use_run_record
 from prresq.scoring import ScoringConfig
@@ -88,6 +88,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     from prresq.plots import error_histogram, prediction_scatter
 
     use_run_record(cfg)
+    model_name = cfg.get("checkpoint") or cfg.model.name_or_path
     sc = cfg.scoring
     scoring = ScoringConfig.from_mapping(to_plain(sc), num_aspects=int(cfg.prompt.num_aspects))
     seed = int(sc.get("seed", cfg.get("seed", 0)))
@@ -96,6 +97,11 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     benchmarks = to_plain(cfg.get("benchmark")) or {}
     if not benchmarks:
         raise ValueError("no benchmark selected: pass benchmark=[name,...] (conf/benchmark/*.yaml)")
+    print(
+        f"eval: {model_name} with prompt {cfg.prompt.get('name', '?')!r}, scoring.mode={sc.mode}; "
+        f"results go to {out_dir}",
+        flush=True,
+    )
     L.seed_everything(seed, workers=True, verbose=False)
     model, processor = load_scoring_model(
         to_plain(cfg.model),
@@ -138,9 +144,13 @@ def run(cfg: DictConfig) -> pd.DataFrame:
             error_histogram(pred, mos, out_dir / f"error_hist_{name}.png", title=name)
             prediction_scatter(pred, mos, out_dir / f"scatter_{name}.png", title=name, logistic=logistic)
         log.info("%s: %s", name, {k: v for k, v in row.items() if k != "benchmark"})
+        hint = prediction_hint(pred, name)
+        if hint:
+            print(hint, flush=True)
     table = summary_table(rows)
     _, md = write_results(table, out_dir)
     print(md.read_text(), flush=True)
+    print(f"results: {md.with_suffix('.csv')}, predictions and plots per benchmark in {out_dir}", flush=True)
     return table
 
 

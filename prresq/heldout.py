@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning as L
 
+from prresq.metrics import prediction_hint
 from prresq.module import GRPOModule
 from prresq.scoring import ScoringConfig, correlations, score_loader
 
@@ -45,6 +46,10 @@ def evaluate(
     finally:
         module.policy.train(was_training)
     metrics = correlations(scored)
+    for key in ("greedy", "sample_mean", "expected"):
+        hint = prediction_hint(scored[key], f"{desc}, {key}") if scored.get(key) is not None else None
+        if hint:
+            print(hint, flush=True)
     if save_dir is not None:
         import pandas as pd
 
@@ -78,12 +83,16 @@ def report(results: dict[str, Any], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "heldout_metrics.json").write_text(json.dumps(finite_or_null(results), indent=2, allow_nan=False))
     if "before" in results and "after" in results:
-        keys = [k for k in results["after"] if k.startswith(("srcc", "plcc"))]
-        lines = ["| held-out test | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-        for when in ("before", "after"):
-            lines.append(
-                f"| {when} RL | " + " | ".join(f"{results[when].get(k, float('nan')):.3f}" for k in keys) + " |"
-            )
-        table = "\n".join(lines)
+        table = heldout_table(results)
         print(table, flush=True)
         (out_dir / "heldout_metrics.md").write_text(table + "\n")
+
+
+def heldout_table(results: dict[str, Any], whens: tuple[str, ...] = ("before", "after")) -> str:
+    """The held-out SRCC/PLCC table (Markdown), one row per entry of `whens` found in `results`."""
+    rows = [w for w in whens if w in results]
+    keys = [k for k in results[rows[-1]] if k.startswith(("srcc", "plcc"))]
+    lines = ["| held-out test | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for when in rows:
+        lines.append(f"| {when} RL | " + " | ".join(f"{results[when].get(k, float('nan')):.3f}" for k in keys) + " |")
+    return "\n".join(lines)

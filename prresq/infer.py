@@ -74,6 +74,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     todo = [p for p in paths if p not in done]
     summary: dict[str, Any] = {"output": str(writer.path), "inputs": len(paths), "already_done": len(paths) - len(todo)}
     counts = {"ok": 0, "no_answer": 0, "error": 0}
+    print(
+        f"infer: {len(todo)} of {len(paths)} inputs to score with {cfg.get('checkpoint') or cfg.model.name_or_path} "
+        f"(prompt {prompt_cfg.get('name', '?')!r}); rows go to {writer.path}",
+        flush=True,
+    )
     if todo:
         seed = int(sc.get("seed", cfg.get("seed", 0)))
         L.seed_everything(seed, workers=True, verbose=False)

@@ -28,7 +28,7 @@ from prresq.builders import build_datamodule, scoring_config
 from prresq.checkpointing import LocalCheckpointIO, resolve_ckpt
 from prresq.config import to_plain
 from prresq.config_checks import check_train_config
-from prresq.heldout import evaluate, report
+from prresq.heldout import evaluate, heldout_table, report
 from prresq.models import ensure_model_dir
 from prresq.module import GRPOModule
 from prresq.optimized_metric import check_optimized_metric, optimized_metric
@@ -76,8 +76,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     claim = None
     if is_global_rank_zero():
         claim = claim_run_dir(out_dir, is_resume(cfg.get("ckpt_path"), out_dir), bool(cfg.get("overwrite_run_dir")))
+        print(f"run directory: {out_dir}", flush=True)
     try:
-        return _train(cfg)
+        results = _train(cfg)
+        if is_global_rank_zero():
+            print(where_it_went(out_dir, results), flush=True)
+        return results
     finally:
         if claim is not None:
             claim.release()
@@ -118,6 +122,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         dm.setup("test")
         out = Path(cfg.paths.output_dir) / "eval" / "before"
         results["before"] = evaluate(module, dm.test_dataloader(), scoring, "test split (before RL)", out, cfg.seed)
+        print(heldout_table(results, ("before",)), flush=True)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     if do_eval and trainer.is_global_zero:
         dm.setup("test")
@@ -130,6 +135,21 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero and results:
         report(results, Path(cfg.paths.output_dir))
     return results
+
+
+def where_it_went(out_dir: Path, results: dict[str, Any]) -> str:
+    """The closing lines of a training: the run directory, the export and how to score with it."""
+    lines = [f"run directory: {out_dir}"]
+    if (out_dir / "heldout_metrics.md").exists():
+        lines.append(f"  held-out table: {out_dir / 'heldout_metrics.md'}")
+    if (out_dir / "checkpoints" / "last.ckpt").exists():
+        lines.append(f"  last checkpoint: {out_dir / 'checkpoints' / 'last.ckpt'}")
+    if results.get("export_dir"):
+        export = results["export_dir"]
+        lines.append(f"  export: {export}")
+        lines.append(f"  evaluate it: python -m prresq.eval checkpoint={export}")
+        lines.append(f"  score files: python -m prresq.infer checkpoint={export} input=<folder or image>")
+    return "\n".join(lines)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

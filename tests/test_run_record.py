@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import math
@@ -36,7 +38,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run")
     cache = out / "cache"
     cfg = compose_config("train", TRAIN, root_dir=out, cache_dir=cache, data_dir=cache / "data", output_dir=out)
-    run(cfg)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        run(cfg)
+    (out / "printed.txt").write_text(printed.getvalue())
     return out
 
 
@@ -131,3 +136,31 @@ def test_heldout_metrics_json_is_strict(trained):
 
     metrics = json.loads(text, parse_constant=refuse)
     assert metrics["after"]["srcc_greedy"] is None and metrics["after"]["fail_greedy"] == 1.0
+
+
+def test_train_and_eval_say_where_things_went_and_why_scores_are_nan(trained, tmp_path, capsys):
+    """Pins: training prints its run directory first, the before-RL table when it is computed (before RL), and at
+    the end the export with the commands that score it; a table of NaN comes with its likely cause. Eval prints
+    where its results go."""
+    printed = (trained / "printed.txt").read_text()
+    assert printed.startswith(f"run directory: {trained}\n")
+    before = printed.index("| before RL |")
+    assert before < printed.index("| after RL |")
+    assert "test split (before RL), greedy: no answer parsed" in printed and "untrained model" in printed
+    tail = printed[printed.rindex("run directory:") :]
+    assert f"export: {trained / 'export'}" in tail and f"python -m prresq.eval checkpoint={trained / 'export'}" in tail
+    from prresq.eval import run
+
+    run(compose_scoring_app("eval", trained, tmp_path, ["limit=2"]))
+    out = capsys.readouterr().out
+    assert f"results go to {tmp_path / 'eval'}" in out and f"results: {tmp_path / 'eval' / 'results.csv'}" in out
+    assert "synthetic_iqa: no answer parsed for any of the 2 items" in out
+
+
+def test_prediction_hint_names_nan_and_constant_predictions():
+    from prresq.metrics import prediction_hint
+
+    nan = float("nan")
+    assert "no answer parsed for any of the 3 items" in prediction_hint([nan, nan, nan], "x")
+    assert "every parsed prediction is 3 (2 of 3 items)" in prediction_hint([3.0, nan, 3.0], "x")
+    assert prediction_hint([3.0, nan, 3.5], "x") is None
