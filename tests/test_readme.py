@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from prresq.checkpoint_loading import read_lightning_checkpoint
@@ -69,3 +70,45 @@ def test_tiny_sizes_never_overwrite_a_trained_model(tmp_path):
     assert ensure_model_dir(export, {"seed": 1}) == export
     assert weights.stat().st_mtime_ns == stamp and weights.read_bytes() == before
     assert not (export / "prresq_tiny.json").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_and_score_your_own_images_as_written(tmp_path):
+    """Pins: the README's "Evaluate and score your own images" block works as written after a (tiny) `make train`
+    run: eval reproduces the run's held-out predictions (its prompt, scoring and fold come from the export), infer
+    scores the folder and the single image, and the analysis prints the run's tags."""
+    from conftest import compose_config
+
+    from prresq.train import run
+
+    run_dir = tmp_path / "outputs" / "tiny_synthetic" / "2026-01-01_00-00-00"
+    overrides = [
+        "experiment=tiny_synthetic",
+        "warmup=none",
+        "grpo.k=2",
+        "grpo.max_new_tokens=8",
+        "scoring.n=2",
+        "data.batch_size=2",
+        "data.synthetic.crops_per_photo=1",
+        "trainer.max_steps=1",
+        "trainer.max_time=null",
+        "trainer.limit_val_batches=0",
+    ]
+    cache = tmp_path / ".cache"
+    run(
+        compose_config(
+            "train", overrides, root_dir=tmp_path, cache_dir=cache, data_dir=cache / "data", output_dir=run_dir
+        )
+    )
+    block = readme_block("RUN=$(ls -d outputs/tiny_synthetic/*/ | tail -n 1)\n")
+    done = run_block(block, tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    (eval_dir,) = (tmp_path / "outputs" / "eval").glob("*/eval")
+    ours = pd.read_csv(eval_dir / "predictions_synthetic_iqa.csv")
+    held = pd.read_csv(run_dir / "eval" / "after" / "predictions_test.csv")
+    assert list(ours["id"]) == list(held["id"]) and list(ours["text"]) == list(held["text"])
+    folder = pd.read_csv(tmp_path / "scores" / "astronaut.csv")
+    assert len(folder) == 5 and set(folder["status"]) <= {"ok", "no_answer"}
+    one = (tmp_path / "scores" / "one.jsonl").read_text().splitlines()
+    assert len(one) == 1 and "astronaut_c000_white_noise_l3.png" in one[0]
+    assert "val/" in done.stdout or "train/loss" in done.stdout
