@@ -46,10 +46,11 @@ def evaluate(
     finally:
         module.policy.train(was_training)
     metrics = correlations(scored)
-    for key in ("greedy", "sample_mean", "expected"):
-        hint = prediction_hint(scored[key], f"{desc}, {key}") if scored.get(key) is not None else None
-        if hint:
-            print(hint, flush=True)
+    hint = prediction_hint(scored["pred"], desc) if scored.get("pred") is not None else None
+    if hint is None and scored.get("greedy") is not None:
+        hint = prediction_hint(scored["greedy"], f"{desc}, greedy")
+    if hint:
+        print(hint, flush=True)  # one line per cause
     if save_dir is not None:
         import pandas as pd
 

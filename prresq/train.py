@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         out = Path(cfg.paths.output_dir) / "eval" / "before"
         results["before"] = evaluate(module, dm.test_dataloader(), scoring, "test split (before RL)", out, cfg.seed)
         print(heldout_table(results, ("before",)), flush=True)
+    expect_frozen_reference(module)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     if do_eval and trainer.is_global_zero:
         dm.setup("test")
@@ -135,6 +137,22 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero and results:
         report(results, Path(cfg.paths.output_dir))
     return results
+
+
+def expect_frozen_reference(module: GRPOModule) -> None:
+    """Say once that the frozen KL reference is in eval mode by design, and silence Lightning's warning about it.
+
+    Lightning warns "Found N module(s) in eval mode at the start of training"; with beta > 0 those are the
+    reference's modules (Eq. 6 needs it frozen). When any other module is in eval mode the warning stays.
+    """
+    reference = getattr(module, "reference", None)
+    if reference is None:
+        return
+    in_eval = [m for m in module.modules() if not m.training]
+    ref_modules = {id(m) for m in reference.modules()}
+    if in_eval and all(id(m) in ref_modules for m in in_eval):
+        log.info("the frozen KL reference (%d modules) is in eval mode by design", len(in_eval))
+        warnings.filterwarnings("ignore", message=rf"Found {len(in_eval)} module\(s\) in eval mode at the start")
 
 
 def where_it_went(out_dir: Path, results: dict[str, Any]) -> str:
