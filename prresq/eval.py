@@ -2,8 +2,8 @@
 
     python -m prresq.eval                                             # tiny model on the synthetic test split
     python -m prresq.eval model=qwen2_5_vl_7b benchmark=[kadid10k,spaq] scoring.mode=both scoring.n=8
-    python -m prresq.eval checkpoint=outputs/train/RUN/checkpoints/last.ckpt model=qwen2_5_vl_7b
-    python -m prresq.eval checkpoint=outputs/train/RUN/export benchmark=[konvid1k] \
+    python -m prresq.eval checkpoint=outputs/<experiment>/<date>_<time>/checkpoints/last.ckpt model=qwen2_5_vl_7b
+    python -m prresq.eval checkpoint=outputs/<experiment>/<date>_<time>/export benchmark=[konvid1k] \
         dataflow@video_dataflow=video_native scoring.mode=expected
 
 For each selected benchmark (`conf/benchmark/*.yaml`): the items are read by the benchmark's

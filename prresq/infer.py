@@ -3,7 +3,7 @@
     python -m prresq.infer input=photos/ output=scores.csv                      # a folder, recursively
     python -m prresq.infer input=photo.png                                      # one image (or video)
     python -m prresq.infer input=list.txt output=scores.jsonl scoring.mode=both scoring.n=8
-    python -m prresq.infer input=items.jsonl checkpoint=outputs/train/RUN/checkpoints/last.ckpt \
+    python -m prresq.infer input=items.jsonl checkpoint=outputs/<experiment>/<date>_<time>/checkpoints/last.ckpt \
         model=qwen2_5_vl_7b prompt=preresq_iqa
     python -m prresq.infer input=clips/ dataflow@video_dataflow=video_native output=clips.csv
 
