@@ -37,6 +37,7 @@ both prompts when it differs.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ from prresq.config import to_plain
 from prresq.data.benchmarks import load_benchmark_config
 from prresq.data.collate import prompt_of
 from prresq.data.dataflow import build_flows
-from prresq.metrics import correlation_table, prediction_hint, summary_table, write_results
+from prresq.metrics import DegenerateInputWarning, correlation_table, prediction_hint, summary_table, write_results
 from prresq.models import load_scoring_model
 from prresq.run_record import use_run_record
 from prresq.scoring import ScoringConfig
@@ -138,13 +139,17 @@ def run(cfg: DictConfig) -> pd.DataFrame:
         )
         df.to_csv(out_dir / f"predictions_{name}.csv", index=False)
         pred, mos = df["pred"].to_numpy(), df["mos"].to_numpy()
-        row = {"benchmark": name, **correlation_table(pred, mos, logistic=logistic and logistic_fittable(pred, mos))}
+        hint = prediction_hint(pred, name)
+        with warnings.catch_warnings():
+            if hint:  # one line per cause: the hint, not also a NaN-correlation warning per metric
+                warnings.simplefilter("ignore", DegenerateInputWarning)
+            fit = logistic and logistic_fittable(pred, mos)
+            row = {"benchmark": name, **correlation_table(pred, mos, logistic=fit)}
         rows.append(row)
         if cfg.get("plots", True):
             error_histogram(pred, mos, out_dir / f"error_hist_{name}.png", title=name)
             prediction_scatter(pred, mos, out_dir / f"scatter_{name}.png", title=name, logistic=logistic)
         log.info("%s: %s", name, {k: v for k, v in row.items() if k != "benchmark"})
-        hint = prediction_hint(pred, name)
         if hint:
             print(hint, flush=True)
     table = summary_table(rows)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 
-from prresq.metrics import prediction_hint
+from prresq.metrics import DegenerateInputWarning, prediction_hint
 from prresq.module import GRPOModule
 from prresq.scoring import ScoringConfig, correlations, score_loader
 
@@ -45,12 +46,15 @@ def evaluate(
         scored = score_loader(module.policy, module.processor, loader, scoring, progress=desc)
     finally:
         module.policy.train(was_training)
-    metrics = correlations(scored)
     hint = prediction_hint(scored["pred"], desc) if scored.get("pred") is not None else None
     if hint is None and scored.get("greedy") is not None:
         hint = prediction_hint(scored["greedy"], f"{desc}, greedy")
+    with warnings.catch_warnings():
+        if hint:  # one line per cause: the hint, not also a NaN-correlation warning per metric
+            warnings.simplefilter("ignore", DegenerateInputWarning)
+        metrics = correlations(scored)
     if hint:
-        print(hint, flush=True)  # one line per cause
+        print(hint, flush=True)
     if save_dir is not None:
         import pandas as pd
 

@@ -77,7 +77,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     claim = None
     if is_global_rank_zero():
         claim = claim_run_dir(out_dir, is_resume(cfg.get("ckpt_path"), out_dir), bool(cfg.get("overwrite_run_dir")))
-        print(f"run directory: {out_dir}", flush=True)
+        export = cfg.get("export_dir")
+        print(f"run directory: {out_dir}" + (f" (the policy is exported to {export})" if export else ""), flush=True)
     try:
         results = _train(cfg)
         if is_global_rank_zero():

@@ -146,7 +146,7 @@ def test_train_and_eval_say_where_things_went_and_why_scores_are_nan(trained, tm
     the end the export with the commands that score it; a table of NaN comes with its likely cause. Eval prints
     where its results go."""
     printed = (trained / "printed.txt").read_text()
-    assert printed.startswith(f"run directory: {trained}\n")
+    assert printed.startswith(f"run directory: {trained} (the policy is exported to {trained / 'export'})\n")
     before = printed.index("| before RL |")
     assert before < printed.index("| after RL |")
     assert printed.count("test split (before RL): no answer parsed") == 1 and "untrained model" in printed
@@ -172,4 +172,6 @@ def test_prediction_hint_names_nan_and_constant_predictions():
 def test_the_frozen_reference_in_eval_mode_is_not_a_warning(trained):
     """Pins: Lightning's "Found N module(s) in eval mode at the start of training" (the frozen KL reference, by
     design) is not shown; training says once, at info level, why those modules are in eval mode."""
-    assert "in eval mode at the start of training" not in (trained / "warnings.txt").read_text()
+    caught = (trained / "warnings.txt").read_text()
+    assert "in eval mode at the start of training" not in caught
+    assert "SRCC is NaN" not in caught  # the printed hint says it once, with the cause
