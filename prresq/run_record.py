@@ -135,7 +135,8 @@ def apply_run_record(cfg: DictConfig, record: Mapping[str, Any], source: str) ->
         synthetic = record.get("synthetic")
         for name, bench in (cfg.get("benchmark") or {}).items():
             node = bench.get("synthetic") if isinstance(bench, DictConfig) else None
-            if not synthetic or node is None or _given(f"benchmark.{name}.synthetic", explicit):
+            # `benchmark=[...]` only selects benchmarks; a key below `benchmark.<name>` (its root, its set) opts out.
+            if not synthetic or node is None or any(e.startswith(f"benchmark.{name}") for e in explicit):
                 continue
             if node.get("_target_") == synthetic.get("_target_") and to_plain(node) != synthetic:
                 bench.synthetic = OmegaConf.create(dict(synthetic))

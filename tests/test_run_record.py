@@ -79,7 +79,7 @@ def test_eval_of_the_export_reproduces_the_held_out_table(trained, tmp_path):
     scoring and fold 0's test photos."""
     from prresq.eval import run
 
-    run(compose_scoring_app("eval", trained, tmp_path, []))
+    run(compose_scoring_app("eval", trained, tmp_path, ["benchmark=[synthetic_iqa]"]))  # selecting is not overriding
     held = pd.read_csv(trained / "eval" / "after" / "predictions_test.csv")
     ours = pd.read_csv(tmp_path / "eval" / "predictions_synthetic_iqa.csv")
     assert list(ours["id"]) == list(held["id"])
