@@ -128,6 +128,8 @@ def apply_run_record(cfg: DictConfig, record: Mapping[str, Any], source: str) ->
                 applied.append("prompt")
         values = dict(record.get("scoring") or {})
         values.update({k: record[k] for k in _OFFLINE_SCORING_KEYS if record.get(k) is not None})
+        if "seed" in explicit:  # `seed=7` on the command line is the scoring seed too (conf/scoring/*.yaml)
+            values.pop("seed", None)
         for key, value in values.items():
             if key in cfg.scoring and not _given(f"scoring.{key}", explicit) and cfg.scoring[key] != value:
                 cfg.scoring[key] = value

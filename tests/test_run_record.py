@@ -175,3 +175,31 @@ def test_the_frozen_reference_in_eval_mode_is_not_a_warning(trained):
     caught = (trained / "warnings.txt").read_text()
     assert "in eval mode at the start of training" not in caught
     assert "SRCC is NaN" not in caught  # the printed hint says it once, with the cause
+
+
+def test_command_line_keys_win_over_the_record(tmp_path):
+    """Pins which value wins, key by key: the record fills what the command line did not set (`seed=7` is the
+    scoring seed too; `benchmark=[...]` only selects benchmarks), and the synthetic benchmark reads its fold's test
+    split."""
+    from omegaconf import OmegaConf
+
+    from prresq.run_record import apply_run_record
+
+    cfg = compose_config(
+        "eval", ["seed=7", "scoring.n=3", "benchmark=[synthetic_iqa]"], return_hydra_config=True, data_dir=tmp_path
+    )
+    synthetic = {**OmegaConf.to_container(cfg.benchmark.synthetic_iqa.synthetic, resolve=True), "fold": 2}
+    record = {
+        "prompt": {"name": "tiny", "text": "Rate it.", "num_aspects": 1, "pool": None},
+        "scoring": {"mode": "both", "n": 8, "max_new_tokens": 24},
+        "batch_size": 16,
+        "seed": 42,
+        "min_pixels": 100,
+        "max_pixels": 200,
+        "synthetic": synthetic,
+    }
+    applied = apply_run_record(cfg, record, "a record")
+    assert cfg.prompt.name == "tiny" and "prompt" in applied
+    assert (cfg.scoring.mode, cfg.scoring.n, cfg.scoring.max_new_tokens, cfg.scoring.seed) == ("both", 3, 24, 7)
+    assert (cfg.scoring.batch_size, cfg.scoring.min_pixels, cfg.scoring.max_pixels) == (16, 100, 200)
+    assert cfg.benchmark.synthetic_iqa.options.labels == "folds5/fold2/test.jsonl"
