@@ -111,3 +111,25 @@ def register_configs() -> None:
         # `paths.root_dir`'s fallback. Unlike `${hydra:runtime.cwd}` it resolves before Hydra sets its runtime
         # config, which the basic sweeper needs for `hydra.sweep.dir` (a plain `-m` multirun failed without it).
         OmegaConf.register_new_resolver("prresq.cwd", os.getcwd)
+    if not OmegaConf.has_resolver("prresq.workers"):
+        OmegaConf.register_new_resolver("prresq.workers", loader_workers)
+    if not OmegaConf.has_resolver("prresq.split_file"):
+        OmegaConf.register_new_resolver("prresq.split_file", split_file)
+
+
+def loader_workers(at_most: int) -> int:
+    """DataLoader workers: `at_most`, but no more than the CPUs this process may use (`${prresq.workers:4}` in the
+    recipes' data configs: 4 on a GPU node, 2 on a 2-core laptop, where PyTorch warns about more)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(int(at_most), cpus))
+
+
+def split_file(split: str, num_folds: int | None = None, fold: int | None = None) -> str:
+    """A synthetic set's split file, relative to the set: `<split>.jsonl`, or fold `fold`'s under `num_folds`
+    folds (`prresq.data.synthetic_set.fold_dir`). The `synthetic_iqa` benchmark reads the test split of the
+    fold its set names (`conf/benchmark/synthetic_iqa.yaml`)."""
+    from prresq.data.synthetic_set import fold_dir
+
+    if num_folds is None or fold is None:
+        return f"{split}.jsonl"
+    return f"{fold_dir(int(num_folds), int(fold))}/{split}.jsonl"

@@ -2,8 +2,8 @@
 
     python -m prresq.eval                                             # tiny model on the synthetic test split
     python -m prresq.eval model=qwen2_5_vl_7b benchmark=[kadid10k,spaq] scoring.mode=both scoring.n=8
-    python -m prresq.eval checkpoint=outputs/train/RUN/checkpoints/last.ckpt model=qwen2_5_vl_7b
-    python -m prresq.eval checkpoint=outputs/train/RUN/export benchmark=[konvid1k] \
+    python -m prresq.eval checkpoint=outputs/<experiment>/<date>_<time>/checkpoints/last.ckpt model=qwen2_5_vl_7b
+    python -m prresq.eval checkpoint=outputs/<experiment>/<date>_<time>/export benchmark=[konvid1k] \
         dataflow@video_dataflow=video_native scoring.mode=expected
 
 For each selected benchmark (`conf/benchmark/*.yaml`): the items are read by the benchmark's
@@ -26,11 +26,18 @@ Model: `checkpoint=null` loads `model.name_or_path`; a directory is an exported 
 policy; a `.ckpt` file is a Lightning checkpoint of `prresq.train` whose `policy.*` weights are
 loaded into a policy built from the checkpoint's `model.name_or_path` hyperparameter (or
 `base_model`). dtype and attention come from the `model` group in every case.
+
+A checkpoint of `prresq.train` (export or `.ckpt`) carries its run record (`prresq.run_record`): the
+prompt, scoring settings, batch size, seed and pixel caps the run was validated with, and its synthetic
+set and fold. They are this command's defaults, so `python -m prresq.eval checkpoint=RUN/export`
+reproduces the run's held-out table; a `prompt=` given on the command line wins, with a warning naming
+both prompts when it differs.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,8 +55,9 @@ from prresq.config import to_plain
 from prresq.data.benchmarks import load_benchmark_config
 from prresq.data.collate import prompt_of
 from prresq.data.dataflow import build_flows
-from prresq.metrics import correlation_table, summary_table, write_results
+from prresq.metrics import DegenerateInputWarning, correlation_table, prediction_hint, summary_table, write_results
 from prresq.models import load_scoring_model
+from prresq.run_record import use_run_record
 from prresq.scoring import ScoringConfig
 
 log = logging.getLogger("prresq.eval")
@@ -80,6 +88,8 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     """Everything `python -m prresq.eval` does; returns the results table (with the average row)."""
     from prresq.plots import error_histogram, prediction_scatter
 
+    use_run_record(cfg)
+    model_name = cfg.get("checkpoint") or cfg.model.name_or_path
     sc = cfg.scoring
     scoring = ScoringConfig.from_mapping(to_plain(sc), num_aspects=int(cfg.prompt.num_aspects))
     seed = int(sc.get("seed", cfg.get("seed", 0)))
@@ -88,6 +98,11 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     benchmarks = to_plain(cfg.get("benchmark")) or {}
     if not benchmarks:
         raise ValueError("no benchmark selected: pass benchmark=[name,...] (conf/benchmark/*.yaml)")
+    print(
+        f"eval: {model_name} with prompt {cfg.prompt.get('name', '?')!r}, scoring.mode={sc.mode}; "
+        f"results go to {out_dir}",
+        flush=True,
+    )
     L.seed_everything(seed, workers=True, verbose=False)
     model, processor = load_scoring_model(
         to_plain(cfg.model),
@@ -124,15 +139,23 @@ def run(cfg: DictConfig) -> pd.DataFrame:
         )
         df.to_csv(out_dir / f"predictions_{name}.csv", index=False)
         pred, mos = df["pred"].to_numpy(), df["mos"].to_numpy()
-        row = {"benchmark": name, **correlation_table(pred, mos, logistic=logistic and logistic_fittable(pred, mos))}
+        hint = prediction_hint(pred, name)
+        with warnings.catch_warnings():
+            if hint:  # one line per cause: the hint, not also a NaN-correlation warning per metric
+                warnings.simplefilter("ignore", DegenerateInputWarning)
+            fit = logistic and logistic_fittable(pred, mos)
+            row = {"benchmark": name, **correlation_table(pred, mos, logistic=fit)}
         rows.append(row)
         if cfg.get("plots", True):
             error_histogram(pred, mos, out_dir / f"error_hist_{name}.png", title=name)
             prediction_scatter(pred, mos, out_dir / f"scatter_{name}.png", title=name, logistic=logistic)
         log.info("%s: %s", name, {k: v for k, v in row.items() if k != "benchmark"})
+        if hint:
+            print(hint, flush=True)
     table = summary_table(rows)
     _, md = write_results(table, out_dir)
     print(md.read_text(), flush=True)
+    print(f"results: {md.with_suffix('.csv')}, predictions and plots per benchmark in {out_dir}", flush=True)
     return table
 
 

@@ -3,7 +3,7 @@
     python -m prresq.infer input=photos/ output=scores.csv                      # a folder, recursively
     python -m prresq.infer input=photo.png                                      # one image (or video)
     python -m prresq.infer input=list.txt output=scores.jsonl scoring.mode=both scoring.n=8
-    python -m prresq.infer input=items.jsonl checkpoint=outputs/train/RUN/checkpoints/last.ckpt \
+    python -m prresq.infer input=items.jsonl checkpoint=outputs/<experiment>/<date>_<time>/checkpoints/last.ckpt \
         model=qwen2_5_vl_7b prompt=preresq_iqa
     python -m prresq.infer input=clips/ dataflow@video_dataflow=video_native output=clips.csv
 
@@ -23,6 +23,10 @@ line breaks are written as the two characters `\\n`, so that every row is one li
 appended after each batch; a rerun with the same `output` skips the paths already there (and,
 with `retry_errors=true`, scores the error rows again), so an interrupted run resumes. An
 unreadable file never stops the run: it is listed with its error and skipped.
+
+A checkpoint of `prresq.train` carries the prompt, scoring settings and pixel caps it was validated with
+(`prresq.run_record`); they are the defaults here, and a differing `prompt=` on the command line is
+used with a warning naming both.
 
 This module is the wiring; inputs are listed by `prresq.infer_inputs`, rows written by
 `prresq.infer_output.ResultWriter`, files scored by `prresq.infer_scorer.Scorer`.
@@ -45,6 +49,7 @@ from prresq.infer_inputs import list_inputs
 from prresq.infer_output import ResultWriter
 from prresq.infer_scorer import MediaFlow, Scorer, aspect_names_of
 from prresq.models import load_scoring_model
+from prresq.run_record import use_run_record
 from prresq.scoring import ScoringConfig
 
 log = logging.getLogger("prresq.infer")
@@ -54,6 +59,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Everything `python -m prresq.infer` does; returns a summary (counts and the output path)."""
     from tqdm.auto import tqdm
 
+    use_run_record(cfg)
     sc = cfg.scoring
     prompt_cfg = to_plain(cfg.prompt)
     scoring = ScoringConfig.from_mapping(to_plain(sc), num_aspects=int(prompt_cfg.get("num_aspects", 1)))
@@ -68,6 +74,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     todo = [p for p in paths if p not in done]
     summary: dict[str, Any] = {"output": str(writer.path), "inputs": len(paths), "already_done": len(paths) - len(todo)}
     counts = {"ok": 0, "no_answer": 0, "error": 0}
+    print(
+        f"infer: {len(todo)} of {len(paths)} inputs to score with {cfg.get('checkpoint') or cfg.model.name_or_path} "
+        f"(prompt {prompt_cfg.get('name', '?')!r}); rows go to {writer.path}",
+        flush=True,
+    )
     if todo:
         seed = int(sc.get("seed", cfg.get("seed", 0)))
         L.seed_everything(seed, workers=True, verbose=False)

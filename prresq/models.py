@@ -182,8 +182,15 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def ensure_model_dir(name_or_path: str | Path, tiny: dict[str, Any] | None = None) -> Path:
-    """Return the model directory, writing the tiny model there first when `tiny` sizes are given."""
+    """Return the model directory, writing the tiny model there first when `tiny` sizes are given.
+
+    A directory that already holds a model this function did not write (no `prresq_tiny.json`: a run's export,
+    a downloaded checkpoint) is used as it is, never overwritten, even with `tiny` sizes (`model=tiny
+    model.name_or_path=RUN/export`).
+    """
     path = Path(name_or_path).expanduser()
+    if tiny is not None and (path / "config.json").exists() and not (path / "prresq_tiny.json").exists():
+        return path
     if tiny is not None:
         return build_tiny_model(path, TinySpec(**tiny))
     if not (path / "config.json").exists():

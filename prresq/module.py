@@ -45,6 +45,7 @@ from prresq.models import load_policy, load_processor, load_reference
 from prresq.rewards import build_reward_mix, compute_rewards, group_advantages, parse_answers
 from prresq.rng_states import capture_rng_states, restore_rng_states
 from prresq.rollout import Rollout, VisionIds
+from prresq.run_record import write_run_record
 from prresq.sampling import GenerationTokens
 from prresq.scoring import ScoringConfig, decode, score_batch
 
@@ -67,6 +68,7 @@ class GRPOModule(L.LightningModule):
         score_range: tuple[float, float] = (1.0, 5.0),
         min_pixels: int | None = None,
         max_pixels: int | None = None,
+        run_record: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters({k: to_plain(v) for k, v in locals().items() if k not in ("self", "__class__")})
@@ -311,15 +313,19 @@ class GRPOModule(L.LightningModule):
         """Write the policy + processor with `save_pretrained`, loadable by `prresq.models.load_policy`.
 
         With LoRA, `model.lora.export` chooses the adapter alone or the merged model (merged in place: last step).
+        The run record (`prresq.run_record`: prompt, scoring, pixel caps the run was validated with) is written
+        beside the weights as `prresq_run.json`, so `prresq.eval` and `prresq.infer` score with them by default.
         """
-        if has_adapters(self.policy):
-            if self.policy.prresq_lora.export == "adapter":
-                save_adapter(self.policy, out_dir)
-                self.processor.save_pretrained(out_dir)
-                return
-            merge_adapters(self.policy)
-        self.policy.save_pretrained(out_dir)
+        record = self.hparams.get("run_record")
+        if has_adapters(self.policy) and self.policy.prresq_lora.export == "adapter":
+            save_adapter(self.policy, out_dir)
+        else:
+            if has_adapters(self.policy):
+                merge_adapters(self.policy)
+            self.policy.save_pretrained(out_dir)
         self.processor.save_pretrained(out_dir)
+        if record:
+            write_run_record(out_dir, record)
 
 
 def _instantiate(node: Mapping[str, Any], key: str) -> Any:

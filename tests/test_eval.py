@@ -36,6 +36,7 @@ def compose_eval(overrides: list[str], out_dir: Path, model_dir: Path, data: Pat
     cfg = compose_app("eval", ["scoring.max_new_tokens=4", "scoring.batch_size=4", *overrides], out_dir, model_dir)
     with open_dict(cfg):
         cfg.benchmark.synthetic_iqa.root = str(data)
+        cfg.benchmark.synthetic_iqa.options.labels = "test.jsonl"  # the fixture set has no folds
     return cfg
 
 
