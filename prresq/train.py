@@ -28,10 +28,12 @@ from prresq.builders import build_datamodule, scoring_config
 from prresq.checkpointing import LocalCheckpointIO, resolve_ckpt
 from prresq.config import to_plain
 from prresq.config_checks import check_train_config
+from prresq.export_dir import check_export_target
 from prresq.heldout import evaluate, report
 from prresq.models import ensure_model_dir
 from prresq.module import GRPOModule
 from prresq.optimized_metric import check_optimized_metric, optimized_metric
+from prresq.resume_config import ResumeChanges, check_resume_config, save_run_config
 from prresq.run_dir import claim_run_dir, is_global_rank_zero, is_resume
 from prresq.warmup import run_warmup
 
@@ -43,8 +45,9 @@ def build_strategy(cfg: DictConfig) -> Any:
     return instantiate(strategy) if "_target_" in strategy else strategy.get("name", "auto")
 
 
-def build_trainer(cfg: DictConfig) -> L.Trainer:
+def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks += list(extra_callbacks)
     schedule = cfg.get("schedule")
     if schedule is not None and schedule.get("enabled", False):
         spec = to_plain(schedule)
@@ -67,7 +70,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Everything `python -m prresq.train` does; returns the before/after held-out metrics.
 
     The config is checked first (`prresq.config_checks`), then the run directory is claimed
-    (`prresq.run_dir`: one run per directory, resume or `overwrite_run_dir=true` into a used one).
+    (`prresq.run_dir`: one run per directory, resume or `overwrite_run_dir=true` into a used one), and a
+    resume's config is compared with the run's (`prresq.resume_config`; a fresh run saves its config).
     """
     check_train_config(cfg)
     check_optimized_metric(cfg)
@@ -76,13 +80,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if is_global_rank_zero():
         claim = claim_run_dir(out_dir, is_resume(cfg.get("ckpt_path"), out_dir), bool(cfg.get("overwrite_run_dir")))
     try:
-        return _train(cfg)
+        if claim is not None and cfg.get("export_dir"):  # before training: a refused export would lose the run
+            check_export_target(cfg.export_dir, bool(cfg.get("export_replace", True)))
+        ckpt = resolve_ckpt(cfg.get("ckpt_path"), out_dir)
+        changes = check_resume_config(cfg, ckpt) if ckpt is not None else []
+        if claim is not None and ckpt is None:
+            save_run_config(cfg, out_dir)
+        return _train(cfg, ckpt, [ResumeChanges(changes, cfg, out_dir, ckpt)] if changes else [])
     finally:
         if claim is not None:
             claim.release()
 
 
-def _train(cfg: DictConfig) -> dict[str, Any]:
+def _train(cfg: DictConfig, ckpt: str | None, extra_callbacks: list[L.Callback]) -> dict[str, Any]:
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     L.seed_everything(cfg.seed, workers=True)
@@ -108,9 +118,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         max_pixels=cfg.data.get("max_pixels"),
     )
     dm = build_datamodule(cfg, module.processor)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, extra_callbacks)
     scoring = scoring_config(cfg)
-    ckpt = resolve_ckpt(cfg.get("ckpt_path"), cfg.paths.output_dir)
     do_eval = cfg.get("eval_before_after", False) and not cfg.trainer.get("fast_dev_run")
     if do_eval and ckpt is None and trainer.is_global_zero:
         dm.setup("test")
@@ -123,7 +132,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         results["after"] = evaluate(module, dm.test_dataloader(), scoring, "test split (after RL)", out)
     export = cfg.get("export_dir")
     if export and trainer.is_global_zero and not cfg.trainer.get("fast_dev_run"):
-        module.export(str(export))
+        module.export(str(export), replace=bool(cfg.get("export_replace", True)))
         results["export_dir"] = str(export)
     if trainer.is_global_zero and results:
         report(results, Path(cfg.paths.output_dir))

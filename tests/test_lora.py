@@ -348,9 +348,12 @@ def test_one_step_changes_only_adapters_and_resume_is_exact(tmp_path, cache_dir)
     assert all(torch.equal(v, state[f"policy.{k}"]) for k, v in loaded.items())
     assert any("lora_B" in k and v.abs().max() > 0 for k, v in loaded.items())
     as_full = [o for o in LORA_RUN if not o.startswith("model.lora")]
-    wrong = compose_train([*as_full, "trainer.max_steps=3", "ckpt_path=last"], tmp_path / "part", cache_dir)
+    wrong = [*as_full, "trainer.max_steps=3", "ckpt_path=last"]
+    with pytest.raises(ValueError, match=r"must not change mid-run:\n  - model\.lora"):  # prresq.resume_config
+        run(compose_train(wrong, tmp_path / "part", cache_dir))
+    forced = compose_train([*wrong, "resume_with_changes=true"], tmp_path / "part", cache_dir)
     with pytest.raises(ValueError, match="the checkpoint is from a LoRA run .* this run is a full fine-tune"):
-        run(wrong)
+        run(forced)
 
 
 @pytest.mark.slow
