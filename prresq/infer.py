@@ -22,7 +22,9 @@ be read or scored), score, `aspect_<name>` columns when the prompt asks for seve
 line breaks are written as the two characters `\\n`, so that every row is one line). Rows are
 appended after each batch; a rerun with the same `output` skips the paths already there (and,
 with `retry_errors=true`, scores the error rows again), so an interrupted run resumes. An
-unreadable file never stops the run: it is listed with its error and skipped.
+unreadable file never stops the run: it is listed with its error and skipped. One process writes an
+output at a time (a lock beside it; a second process stops with a clear message), and an output folder
+that cannot be written fails before the model is loaded (`prresq.infer_output`).
 
 This module is the wiring; inputs are listed by `prresq.infer_inputs`, rows written by
 `prresq.infer_output.ResultWriter`, files scored by `prresq.infer_scorer.Scorer`.
@@ -31,6 +33,7 @@ This module is the wiring; inputs are listed by `prresq.infer_inputs`, rows writ
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import hydra
@@ -52,13 +55,23 @@ log = logging.getLogger("prresq.infer")
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Everything `python -m prresq.infer` does; returns a summary (counts and the output path)."""
-    from tqdm.auto import tqdm
-
     sc = cfg.scoring
     prompt_cfg = to_plain(cfg.prompt)
     scoring = ScoringConfig.from_mapping(to_plain(sc), num_aspects=int(prompt_cfg.get("num_aspects", 1)))
     aspects = aspect_names_of(prompt_cfg)
     writer = ResultWriter(cfg.output, aspects)
+    lock = writer.lock()  # before anything is read or loaded: one process per output, a writable folder
+    try:
+        return _score(cfg, writer, aspects, scoring)
+    finally:
+        os.close(lock)
+
+
+def _score(cfg: DictConfig, writer: ResultWriter, aspects: list[str], scoring: ScoringConfig) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    sc = cfg.scoring
+    prompt_cfg = to_plain(cfg.prompt)
     paths = list_inputs(cfg.input)
     existing = writer.read()
     if cfg.get("retry_errors", False) and any(str(r.get("status", "")).startswith("error") for r in existing):

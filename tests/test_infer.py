@@ -188,3 +188,63 @@ def test_infer_does_not_import_eval():
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+def test_a_second_process_on_the_same_output_stops_clearly(tmp_path, synthetic_iqa, tiny_model_dir):
+    """Pins (issue 25 item 8): two `prresq.infer` processes on one output both scored everything (150 rows for
+    75 files). A real process holds the output's lock; `python -m prresq.infer` on the same output exits non-zero
+    naming it and the holder's pid, and writes no row."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "scores.csv"
+    hold = "import sys, time; from prresq.infer_output import ResultWriter; ResultWriter(sys.argv[1], []).lock()"
+    hold += "; print('locked', flush=True); time.sleep(120)"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(out)], cwd=root, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        image = sorted((synthetic_iqa / "images").rglob("*.png"))[0]
+        cmd = [sys.executable, "-m", "prresq.infer", f"input={image}", f"output={out}", *FAST]
+        cmd += [f"model.name_or_path={tiny_model_dir}", f"hydra.run.dir={tmp_path / 'run'}"]
+        second = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert second.returncode != 0
+    assert f"output={out} is being written by another prresq.infer process (pid {holder.pid}" in second.stderr
+    assert not out.exists()
+
+
+def test_retry_errors_rewrite_that_fails_keeps_the_results_file(tmp_path):
+    """Pins: `retry_errors=true` deleted the results file before writing the kept rows back, so a failure in
+    between lost every row. The rewrite goes through a temporary file and a rename: a failed rewrite leaves the
+    file as it was and no temporary file."""
+    from prresq.infer_output import ResultWriter
+
+    out = tmp_path / "scores.csv"
+    writer = ResultWriter(out, [])
+    writer.append([{"path": "a.png", "status": "ok", "score": 3.0, "n_parsed": 1, "text": "3"}])
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match="fields not in fieldnames"):
+        writer.rewrite([{"path": "a.png", "status": "ok", "bogus": 1}])  # fails while writing the rows
+    assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["scores.csv"]
+    writer.rewrite([])
+    assert _read_csv(out) == [] and out.read_text().startswith("path,status")
+
+
+def test_an_unwritable_output_folder_fails_before_the_model_loads(tmp_path, synthetic_iqa):
+    """Pins (issue 25 item 9): an output folder that cannot be created or written fails first, naming the output,
+    not after the model is loaded (the model here does not exist: loading it first would fail on that)."""
+    from prresq.infer_output import OutputFolderError
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    image = sorted((synthetic_iqa / "images").rglob("*.png"))[0]
+    cfg = compose_infer([f"input={image}", f"output={blocker / 'scores.csv'}"], tmp_path, tmp_path / "no_model")
+    with pytest.raises(OutputFolderError, match=r"output=.*a_file/scores\.csv: cannot write in .*a_file"):
+        run(cfg)
