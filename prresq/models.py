@@ -16,6 +16,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +28,8 @@ from torch import nn
 
 from prresq.checkpoint_loading import UnsafeCheckpointError as UnsafeCheckpointError
 from prresq.checkpoint_loading import load_checkpoint_file as load_checkpoint_file
-from prresq.checkpoint_loading import read_lightning_checkpoint
+from prresq.checkpoint_loading import read_lightning_checkpoint, reading_weights
+from prresq.file_lock import file_lock
 from prresq.tiny_tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -76,8 +79,83 @@ def _init_vision_linears(model: nn.Module, generator: torch.Generator) -> None:
                     module.bias.zero_()
 
 
+TINY_MARKER = "prresq_tiny.json"  # {digest, spec} of a folder written by build_tiny_model
+
+
+def tiny_digest(model_dir: str | Path) -> str | None:
+    """The spec digest of the tiny model in `model_dir` (None when it holds none)."""
+    marker = Path(model_dir) / TINY_MARKER
+    try:
+        return json.loads(marker.read_text()).get("digest")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def tiny_model_path(root: str | Path, spec: TinySpec) -> Path:
+    """Where the tiny model of `spec` lives under the tiny-model folder `root`: `<root>/<digest>`, one folder per
+    spec (so a `model.tiny.*` override never rewrites the folder another spec's adapters were trained on), or
+    `root` itself when it already holds this spec's model (a folder written by `build_tiny_model` directly)."""
+    root = Path(root)
+    return root if tiny_digest(root) == spec.digest() else root / spec.digest()
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """A digest of a model folder's identity: config.json, the tiny model's spec, and each weight file's name,
+    size, first and last MiB (cheap for a 7B model, and any two tiny models differ in it)."""
+    folder = Path(model_dir)
+    h = hashlib.sha256()
+    for name in ("config.json", TINY_MARKER):
+        if (folder / name).is_file():
+            h.update(name.encode() + (folder / name).read_bytes())
+    chunk = 1 << 20
+    for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        size = weights.stat().st_size
+        h.update(f"{weights.name}:{size}".encode())
+        with open(weights, "rb") as f:
+            h.update(f.read(chunk))
+            if size > chunk:
+                f.seek(max(chunk, size - chunk))
+                h.update(f.read(chunk))
+    return h.hexdigest()[:16]
+
+
 def build_tiny_model(out_dir: str | Path, spec: TinySpec | None = None, force: bool = False) -> Path:
-    """Write a random tiny Qwen2.5-VL model directory (cached by spec digest); return its path."""
+    """Write a random tiny Qwen2.5-VL model directory; return its path.
+
+    A folder that holds this spec's model is returned as it is. The model is written under a lock
+    (`<parent>/.<name>.lock`, so concurrent processes write it once) into a temporary folder beside
+    `out_dir`, then renamed to it. A folder holding another spec's model is never rewritten in place
+    (adapters trained on it would load onto other weights): that is an error unless `force`.
+    """
+    spec = spec or TinySpec()
+    out = Path(out_dir)
+    if not force and tiny_digest(out) == spec.digest():
+        return out
+    with file_lock(out.parent / f".{out.name}.lock"):
+        if not force and tiny_digest(out) == spec.digest():
+            return out  # written by another process while this one waited
+        held = tiny_digest(out)
+        if held is not None and not force:
+            raise ValueError(
+                f"{out} holds the tiny model of spec digest {held}, not {spec.digest()}; a model folder is not "
+                "rewritten in place. Use its own folder (prresq.models.tiny_model_path) or force=True"
+            )
+        if out.exists() and not force and any(out.iterdir()):
+            raise ValueError(f"{out}: not empty and not a tiny model folder; choose an empty folder for the tiny model")
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            _write_tiny_model(tmp, spec)
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return out
+
+
+def _write_tiny_model(out: Path, spec: TinySpec) -> None:
     from transformers import (
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
@@ -86,12 +164,7 @@ def build_tiny_model(out_dir: str | Path, spec: TinySpec | None = None, force: b
         Qwen2VLVideoProcessor,
     )
 
-    spec = spec or TinySpec()
-    out = Path(out_dir)
-    marker = out / "prresq_tiny.json"
-    if not force and marker.exists() and json.loads(marker.read_text()).get("digest") == spec.digest():
-        return out
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True)
     torch.manual_seed(spec.seed)
     tok = build_tokenizer(spec.vocab_size)
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
@@ -151,8 +224,7 @@ def build_tiny_model(out_dir: str | Path, spec: TinySpec | None = None, force: b
         chat_template=CHAT_TEMPLATE,
     )
     processor.save_pretrained(out)
-    marker.write_text(json.dumps({"digest": spec.digest(), "spec": asdict(spec)}, indent=2))
-    return out
+    (out / TINY_MARKER).write_text(json.dumps({"digest": spec.digest(), "spec": asdict(spec)}, indent=2))
 
 
 def load_processor(name_or_path: str | Path, min_pixels: int | None = None, max_pixels: int | None = None) -> Any:
@@ -182,10 +254,12 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def ensure_model_dir(name_or_path: str | Path, tiny: dict[str, Any] | None = None) -> Path:
-    """Return the model directory, writing the tiny model there first when `tiny` sizes are given."""
+    """Return the model directory; with `tiny` sizes, the tiny model of that spec under the tiny-model folder
+    `name_or_path` (`tiny_model_path`: `<name_or_path>/<spec digest>`, written first when missing)."""
     path = Path(name_or_path).expanduser()
     if tiny is not None:
-        return build_tiny_model(path, TinySpec(**tiny))
+        spec = TinySpec(**tiny)
+        return build_tiny_model(tiny_model_path(path, spec), spec)
     if not (path / "config.json").exists():
         raise FileNotFoundError(
             f"model.name_or_path={path}: no config.json there. Point it at a local Hugging Face model "
@@ -210,7 +284,7 @@ def load_policy(
     """
     from transformers import AutoModelForImageTextToText
 
-    from prresq.lora import LoraConfig, adapter_base, apply_lora, is_adapter_dir, load_adapter
+    from prresq.lora import LoraConfig, adapter_base, apply_lora, check_adapter_base, is_adapter_dir, load_adapter
 
     spec = LoraConfig.from_mapping(lora)
     if spec is not None and freeze_vision and spec.vision != "frozen":
@@ -221,6 +295,7 @@ def load_policy(
                 f"{name_or_path} is a LoRA adapter export; model.lora must be null to load it "
                 "(new adapters go on a full model directory)"
             )
+        check_adapter_base(name_or_path)  # before loading the base: a rewritten base folder is an error
         base = load_policy(adapter_base(name_or_path), dtype, attn_implementation, gradient_checkpointing=False)
         model = load_adapter(base, name_or_path)
         if gradient_checkpointing:
@@ -233,9 +308,10 @@ def load_policy(
     if attn_implementation == "flash_attention_2" and not torch.cuda.is_available():
         log.warning("model.attn_implementation=flash_attention_2 needs CUDA; falling back to sdpa")
         attn_implementation = "sdpa"
-    model = AutoModelForImageTextToText.from_pretrained(
-        str(path), dtype=_DTYPES[dtype], attn_implementation=attn_implementation
-    )
+    with reading_weights(path):
+        model = AutoModelForImageTextToText.from_pretrained(
+            str(path), dtype=_DTYPES[dtype], attn_implementation=attn_implementation
+        )
     if spec is not None:
         apply_lora(model, spec, base_dir=path)
     if gradient_checkpointing:
