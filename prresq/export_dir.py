@@ -4,7 +4,8 @@ A LoRA adapter export written into a folder that held an earlier full export use
 sets of files there, and eval / infer then loaded the old full model. `write_export(target, write)`
 calls `write(tmp)` on an empty folder `.<name>.tmp-<pid>` next to `target`, then swaps it in:
 the old folder is renamed away (`.<name>.old-<pid>`), the new one renamed to `target`, and the old
-one deleted. A write that fails removes its temporary folder and leaves the old export as it was.
+one deleted. A write that fails removes its temporary folder and leaves the old export as it was
+(a full disk: `prresq.write_errors.WriteFailedError` naming the folder and what was kept).
 
 `check_export_target(target, replace)` refuses a folder that already holds files when `replace` is
 false (the `export_replace` setting of `prresq.train`, checked before training so no run is lost).
@@ -16,6 +17,8 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+from prresq.write_errors import WRITE_ERRORS, write_failed
 
 
 class ExportDirError(RuntimeError):
@@ -51,6 +54,10 @@ def write_export(target: str | Path, write: Callable[[Path], object], replace: b
     tmp.mkdir()
     try:
         write(tmp)
+    except WRITE_ERRORS as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = f"the previous export in {target}, unchanged" if _holds_files(target) else "no earlier export"
+        raise write_failed(target, err, f"{kept} (the partial export was removed)") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

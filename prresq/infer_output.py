@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from prresq.write_errors import write_failed
+
 log = logging.getLogger("prresq.infer")
 
 
@@ -143,6 +145,19 @@ class ResultWriter:
 
     def _write(self, path: Path, rows: list[dict[str, Any]]) -> None:
         """Append encoded `rows` to `path` (a header first when the file is new), flushed and synced."""
+        size = path.stat().st_size if path.exists() else 0
+        try:
+            self._append_rows(path, rows)
+        except OSError as err:
+            if (
+                path == self.path and path.exists()
+            ):  # keep only whole rows: a partial row would be repaired on the next read
+                with open(path, "r+b") as f:
+                    f.truncate(size)
+            kept = f"the {len(self.read())} rows already in {self.path}" if self.path.exists() else "no rows"
+            raise write_failed(path, err, f"{kept}; a rerun scores only the missing inputs") from None
+
+    def _append_rows(self, path: Path, rows: list[dict[str, Any]]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         new = not path.exists() or path.stat().st_size == 0
         with open(path, "a", newline="", encoding="utf-8") as f:
