@@ -51,6 +51,7 @@ from prresq.data.dataflow import build_flows
 from prresq.metrics import correlation_table, summary_table, write_results
 from prresq.models import load_scoring_model
 from prresq.scoring import ScoringConfig
+from prresq.write_errors import ensure_writable_folder
 
 log = logging.getLogger("prresq.eval")
 
@@ -83,8 +84,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     sc = cfg.scoring
     scoring = ScoringConfig.from_mapping(to_plain(sc), num_aspects=int(cfg.prompt.num_aspects))
     seed = int(sc.get("seed", cfg.get("seed", 0)))
-    out_dir = Path(cfg.paths.output_dir) / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_writable_folder(Path(cfg.paths.output_dir) / "eval", "paths.output_dir")  # before the model
     benchmarks = to_plain(cfg.get("benchmark")) or {}
     if not benchmarks:
         raise ValueError("no benchmark selected: pass benchmark=[name,...] (conf/benchmark/*.yaml)")
@@ -96,6 +96,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
         sc.get("min_pixels"),
         sc.get("max_pixels"),
         cfg.get("device", "auto"),
+        sc.get("max_pixels_cap"),
     )
     flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")))
     prompt = prompt_of(to_plain(cfg.prompt))

@@ -91,6 +91,7 @@ def _score(cfg: DictConfig, writer: ResultWriter, aspects: list[str], scoring: S
             sc.get("min_pixels"),
             sc.get("max_pixels"),
             cfg.get("device", "auto"),
+            sc.get("max_pixels_cap"),
         )
         flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")))
         flow = MediaFlow(flows["iqa"], flows["vqa"])

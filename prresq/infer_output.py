@@ -21,17 +21,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from prresq.write_errors import write_failed
+from prresq.write_errors import OutputFolderError as OutputFolderError
+from prresq.write_errors import ensure_writable_folder, write_failed
 
 log = logging.getLogger("prresq.infer")
 
 
 class OutputBusyError(RuntimeError):
     """Another process is writing the same result file."""
-
-
-class OutputFolderError(OSError):
-    """The result file's folder cannot be created or written."""
 
 
 class ResultWriter:
@@ -52,14 +49,8 @@ class ResultWriter:
 
     def lock(self) -> int:
         """Hold the result file's lock for this process (module docstring); returns its descriptor."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise OutputFolderError(
-                f"output={self.path}: cannot write in {self.path.parent} ({err.strerror or err}); choose a "
-                "writable output (checked before the model is loaded)"
-            ) from None
+        ensure_writable_folder(self.path.parent, f"output={self.path}")
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -72,9 +63,6 @@ class ResultWriter:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
-        if not os.access(self.path.parent, os.W_OK):
-            os.close(fd)
-            raise OutputFolderError(f"output={self.path}: {self.path.parent} is not writable; choose another output")
         return fd
 
     def _repair_tail(self) -> None:

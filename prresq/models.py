@@ -227,6 +227,39 @@ def _write_tiny_model(out: Path, spec: TinySpec) -> None:
     (out / TINY_MARKER).write_text(json.dumps({"digest": spec.digest(), "spec": asdict(spec)}, indent=2))
 
 
+def processor_max_pixels(processor: Any) -> int | None:
+    """The image processor's pixel cap (`size["longest_edge"]`, or its `max_pixels`)."""
+    sub = processor.image_processor
+    size = getattr(sub, "size", None) or {}
+    value = size.get("longest_edge") if isinstance(size, Mapping) else None
+    return int(value) if value is not None else getattr(sub, "max_pixels", None)
+
+
+def cap_pixels(processor: Any, cap: int) -> bool:
+    """Lower the pixel cap of the processor's image and video processors to `cap` where it is higher (or unset);
+    returns whether it changed anything."""
+    changed = False
+    for sub in (processor.image_processor, getattr(processor, "video_processor", None)):
+        if sub is None:
+            continue
+        size = dict(sub.size) if getattr(sub, "size", None) is not None else {}
+        if size.get("longest_edge") is None or int(size["longest_edge"]) > cap:
+            size["longest_edge"] = int(cap)
+            if size.get("shortest_edge") is not None and int(size["shortest_edge"]) > cap:
+                size["shortest_edge"] = int(cap)
+            sub.size = size
+            changed = True
+    return changed
+
+
+def prompt_token_limit(model: nn.Module, max_new_tokens: int) -> int | None:
+    """The longest prompt the model's context leaves room for: max_position_embeddings - max_new_tokens."""
+    config = getattr(model, "config", None)
+    text = getattr(config, "text_config", None) or config
+    context = getattr(text, "max_position_embeddings", None)
+    return None if context is None else int(context) - int(max_new_tokens)
+
+
 def load_processor(name_or_path: str | Path, min_pixels: int | None = None, max_pixels: int | None = None) -> Any:
     """Load the stock processor; pixel caps bound the number of vision tokens per image."""
     from transformers import AutoProcessor
@@ -350,12 +383,15 @@ def load_scoring_model(
     min_pixels: int | None = None,
     max_pixels: int | None = None,
     device: str | None = "auto",
+    max_pixels_cap: int | None = None,
 ) -> tuple[nn.Module, Any]:
     """(policy in eval mode on `device`, processor) from the model group, an export dir or a `.ckpt`.
 
     For a `.ckpt` the policy is built from `base_model` or the checkpoint's `model.name_or_path`
     hyperparameter, then its `policy.*` weights are loaded (strictly); pixel caps default to the
-    checkpoint's. dtype and attention implementation always come from `model_cfg`.
+    checkpoint's. Without a `max_pixels` from either, the processor's own cap is lowered to
+    `max_pixels_cap` (the `scoring` group's default: as training caps pixels). dtype and attention
+    implementation always come from `model_cfg`.
     """
     from prresq.lora import is_adapter_dir
 
@@ -378,6 +414,8 @@ def load_scoring_model(
         min_pixels = min_pixels if min_pixels is not None else hparams.get("min_pixels")
         max_pixels = max_pixels if max_pixels is not None else hparams.get("max_pixels")
     processor = load_processor(model_dir, min_pixels, max_pixels)
+    if max_pixels is None and max_pixels_cap is not None and cap_pixels(processor, int(max_pixels_cap)):
+        log.info("pixels per image or video frame capped to %d (scoring.max_pixels_cap)", max_pixels_cap)
     lora = hp_model.get("lora") if state is not None else None  # a LoRA run's .ckpt holds its adapters
     model = load_policy(model_dir, dtype=dtype, attn_implementation=attn, lora=lora)
     if state is not None:

@@ -11,6 +11,7 @@ disk, and what is still there.
 from __future__ import annotations
 
 import errno
+import os
 import re
 import shutil
 from pathlib import Path
@@ -20,6 +21,26 @@ WRITE_ERRORS = (OSError, RuntimeError)  # RuntimeError: torch.save's stream writ
 
 class WriteFailedError(OSError):
     """A file could not be written; the message names it and what was kept."""
+
+
+class OutputFolderError(OSError):
+    """An output folder that cannot be created or written (checked before a model is loaded)."""
+
+
+def ensure_writable_folder(folder: str | Path, key: str) -> Path:
+    """Create `folder` and check that this process can write in it; `OutputFolderError` naming `key` otherwise."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise OutputFolderError(
+            f"{key}: cannot write in {folder} ({err.strerror or err}); choose a writable output folder "
+            "(checked before the model is loaded)"
+        ) from None
+    return folder
 
 
 def _free_bytes(path: Path) -> int | None:

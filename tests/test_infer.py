@@ -248,3 +248,37 @@ def test_an_unwritable_output_folder_fails_before_the_model_loads(tmp_path, synt
     cfg = compose_infer([f"input={image}", f"output={blocker / 'scores.csv'}"], tmp_path, tmp_path / "no_model")
     with pytest.raises(OutputFolderError, match=r"output=.*a_file/scores\.csv: cannot write in .*a_file"):
         run(cfg)
+
+
+def test_pixels_are_capped_by_default_and_an_overlong_prompt_is_an_error_for_that_item(
+    tmp_path, synthetic_iqa, tiny_model_dir
+):
+    """Pins (issue 25 item 9): inference did not cap pixels (an 8K video became a 49,683-token prompt past the
+    model's context and held up its batch). By default a 2600 px image is capped to 512 vision tokens like
+    training's and scored; with the cap off (`scoring.max_pixels_cap=null`) its prompt (~8,600 tokens) exceeds the
+    tiny model's 4,096-token context: that item is an error row naming its length, and the small image of the same
+    batch is scored."""
+    from prresq.models import load_scoring_model, processor_max_pixels
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ramp = Image.linear_gradient("L").resize((2600, 2600)).convert("RGB")
+    ramp.save(folder / "big.png")
+    shutil.copy(sorted((synthetic_iqa / "images").rglob("*.png"))[0], folder / "small.png")
+
+    capped = compose_infer([f"input={folder}", f"output={tmp_path / 'capped.csv'}"], tmp_path, tiny_model_dir)
+    assert capped.scoring.max_pixels_cap == 401408
+    _, processor = load_scoring_model({"name_or_path": str(tiny_model_dir)}, device="cpu", max_pixels_cap=401408)
+    assert processor_max_pixels(processor) == 401408
+    summary = run(capped)
+    assert summary["error"] == 0 and summary["ok"] + summary["no_answer"] == 2
+
+    out = tmp_path / "uncapped.csv"
+    uncapped = compose_infer(
+        [f"input={folder}", f"output={out}", "scoring.max_pixels_cap=null"], tmp_path, tiny_model_dir
+    )
+    summary = run(uncapped)
+    rows = {Path(r["path"]).name: r for r in _read_csv(out)}
+    assert summary["error"] == 1 and rows["small.png"]["status"] in ("ok", "no_answer")
+    status = rows["big.png"]["status"]
+    assert status.startswith("error: its prompt is ") and "more than the 4092 the model's context leaves" in status
