@@ -33,7 +33,7 @@ from prresq.heldout import evaluate, report
 from prresq.models import ensure_model_dir
 from prresq.module import GRPOModule
 from prresq.optimized_metric import check_optimized_metric, optimized_metric
-from prresq.resume_config import ResumeChanges, check_resume_config, save_run_config
+from prresq.resume_config import RUN_CONFIG, ResumeChanges, check_resume_config, save_run_config
 from prresq.run_dir import claim_run_dir, is_global_rank_zero, is_resume
 from prresq.warmup import run_warmup
 
@@ -84,8 +84,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             check_export_target(cfg.export_dir, bool(cfg.get("export_replace", True)))
         ckpt = resolve_ckpt(cfg.get("ckpt_path"), out_dir)
         changes = check_resume_config(cfg, ckpt) if ckpt is not None else []
-        if claim is not None and ckpt is None:
-            save_run_config(cfg, out_dir)
+        if claim is not None and (ckpt is None or not (out_dir / RUN_CONFIG).is_file()):
+            save_run_config(cfg, out_dir)  # a fresh run, or one started from another run's checkpoint
         return _train(cfg, ckpt, [ResumeChanges(changes, cfg, out_dir, ckpt)] if changes else [])
     finally:
         if claim is not None:
