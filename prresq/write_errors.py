@@ -57,7 +57,8 @@ def _reason(err: BaseException) -> str:
     if isinstance(err, OSError) and err.strerror:
         return err.strerror
     text = re.sub(r"\[enforce fail at [^\]]*\]\s*\.?\s*", "", str(err)).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    text = text.splitlines()[0] if text else type(err).__name__
+    return f"the write stopped part-way: {text}" if "inline_container" in str(err) else text
 
 
 def write_failed(path: str | Path, err: BaseException, kept: str) -> WriteFailedError:
