@@ -45,9 +45,8 @@ def build_strategy(cfg: DictConfig) -> Any:
     return instantiate(strategy) if "_target_" in strategy else strategy.get("name", "auto")
 
 
-def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.Trainer:
+def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    callbacks += list(extra_callbacks)
     schedule = cfg.get("schedule")
     if schedule is not None and schedule.get("enabled", False):
         spec = to_plain(schedule)
@@ -118,7 +117,8 @@ def _train(cfg: DictConfig, ckpt: str | None, extra_callbacks: list[L.Callback])
         max_pixels=cfg.data.get("max_pixels"),
     )
     dm = build_datamodule(cfg, module.processor)
-    trainer = build_trainer(cfg, extra_callbacks)
+    trainer = build_trainer(cfg)
+    trainer.callbacks.extend(extra_callbacks)  # a resume's accepted changes (prresq.resume_config.ResumeChanges)
     scoring = scoring_config(cfg)
     do_eval = cfg.get("eval_before_after", False) and not cfg.trainer.get("fast_dev_run")
     if do_eval and ckpt is None and trainer.is_global_zero:
