@@ -18,6 +18,7 @@ from prresq.data.benchmarks import Benchmark
 from prresq.data.collate import PromptCollator
 from prresq.data.dataflow import Flow
 from prresq.data.records import Record
+from prresq.models import prompt_token_limit
 from prresq.scoring import ScoringConfig, score_loader
 
 PREDICTION_COLUMNS = ["id", "media", "mos", "pred", "n_parsed", "text"]
@@ -115,7 +116,15 @@ def evaluate_benchmark(
     from torch.utils.data import DataLoader
 
     records = benchmark_records(bench)
-    collator = PromptCollator(processor, prompt, flow, seed=seed, on_bad_sample=on_bad_sample)  # type: ignore[arg-type]
+    limit = prompt_token_limit(model, scoring.max_new_tokens)  # a longer prompt is a bad item, not a stalled batch
+    collator = PromptCollator(
+        processor,
+        prompt,
+        flow,  # type: ignore[arg-type]
+        seed=seed,
+        on_bad_sample=on_bad_sample,  # type: ignore[arg-type]
+        max_prompt_tokens=limit,
+    )
     loader = DataLoader(records, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collator)
     L.seed_everything(seed, workers=True, verbose=False)
     scored = score_loader(model, processor, loader, scoring, progress=f"{name} ({len(records)} items)")

@@ -91,6 +91,10 @@ class OfflineScoringOptions(ScoringOptions):
     batch_size: int = 8
     min_pixels: int | None = None  # processor pixel caps (None: the processor's, or the checkpoint's)
     max_pixels: int | None = None
+    # With max_pixels null, an image or video frame is still capped to this many pixels when the processor (or the
+    # checkpoint) allows more: 512 vision tokens, the training recipes' data.max_pixels. null: no cap (an 8K
+    # frame is ~40k vision tokens, past the model's context).
+    max_pixels_cap: int | None = 401408
 
 
 @dataclass

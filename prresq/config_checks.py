@@ -13,7 +13,8 @@ one `ConfigError` listing every problem, each as `<config key>=<value>: <reason>
 - `grpo.num_iterations` < 1, `grpo.max_new_tokens` < 1, `grpo.temperature` <= 0, `grpo.top_p` outside
   (0, 1], `data.batch_size` < 1, `optim.lr` <= 0, `loss.beta` < 0, `loss.eps_low` / `loss.eps_high` < 0,
   `loss` / `optim` / `lr_scheduler` without a `_target_`, an unknown `lr_scheduler.decay`,
-  `scoring.score_low` >= `scoring.score_high`, `scoring.n` < 1 when sampling, `trainer.max_steps` = 0.
+  `scoring.score_low` >= `scoring.score_high`, `scoring.n` < 1 when sampling, `trainer.max_steps` = 0,
+  `data.val_subset` below 1 (an empty validation subset: validation silently off; null = the whole split).
 - `data.mos_map_to` that is not an increasing [low, high] inside the answer scale
   [`scoring.score_low`, `scoring.score_high`] (default [1, 5], the range answers are clamped to): [5, 1]
   inverts quality, [0, 100] maps MOS where no answer can reach.
@@ -230,6 +231,12 @@ def check_train_config(cfg: DictConfig | Mapping[str, Any]) -> None:
         batch_size = None
     else:
         batch_size = int(batch_size)
+    val_subset = (cfg.get("data") or {}).get("val_subset")
+    if val_subset is not None and (not _is_int(val_subset) or int(val_subset) < 1):
+        problems.append(
+            f"data.val_subset={val_subset!r}: must be an integer >= 1 (items of the validation split scored) or "
+            "null (the whole split); a value below 1 would score no validation item"
+        )
     k = _check_k("grpo.k", grpo.get("k"), problems)
     if k is not None:
         _check_micro_batch(grpo, batch_size, k, problems)

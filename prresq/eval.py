@@ -59,6 +59,7 @@ from prresq.metrics import DegenerateInputWarning, correlation_table, prediction
 from prresq.models import load_scoring_model
 from prresq.run_record import use_run_record
 from prresq.scoring import ScoringConfig
+from prresq.write_errors import ensure_writable_folder
 
 log = logging.getLogger("prresq.eval")
 
@@ -93,8 +94,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     sc = cfg.scoring
     scoring = ScoringConfig.from_mapping(to_plain(sc), num_aspects=int(cfg.prompt.num_aspects))
     seed = int(sc.get("seed", cfg.get("seed", 0)))
-    out_dir = Path(cfg.paths.output_dir) / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_writable_folder(Path(cfg.paths.output_dir) / "eval", "paths.output_dir")  # before the model
     benchmarks = to_plain(cfg.get("benchmark")) or {}
     if not benchmarks:
         raise ValueError("no benchmark selected: pass benchmark=[name,...] (conf/benchmark/*.yaml)")
@@ -111,6 +111,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
         sc.get("min_pixels"),
         sc.get("max_pixels"),
         cfg.get("device", "auto"),
+        sc.get("max_pixels_cap"),
     )
     flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")))
     prompt = prompt_of(to_plain(cfg.prompt))

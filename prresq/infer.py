@@ -22,7 +22,9 @@ be read or scored), score, `aspect_<name>` columns when the prompt asks for seve
 line breaks are written as the two characters `\\n`, so that every row is one line). Rows are
 appended after each batch; a rerun with the same `output` skips the paths already there (and,
 with `retry_errors=true`, scores the error rows again), so an interrupted run resumes. An
-unreadable file never stops the run: it is listed with its error and skipped.
+unreadable file never stops the run: it is listed with its error and skipped. One process writes an
+output at a time (a lock beside it; a second process stops with a clear message), and an output folder
+that cannot be written fails before the model is loaded (`prresq.infer_output`).
 
 A checkpoint of `prresq.train` carries the prompt, scoring settings and pixel caps it was validated with
 (`prresq.run_record`); they are the defaults here, and a differing `prompt=` on the command line is
@@ -35,6 +37,7 @@ This module is the wiring; inputs are listed by `prresq.infer_inputs`, rows writ
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import hydra
@@ -57,7 +60,6 @@ log = logging.getLogger("prresq.infer")
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Everything `python -m prresq.infer` does; returns a summary (counts and the output path)."""
-    from tqdm.auto import tqdm
 
     use_run_record(cfg)
     sc = cfg.scoring
@@ -65,6 +67,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     scoring = ScoringConfig.from_mapping(to_plain(sc), num_aspects=int(prompt_cfg.get("num_aspects", 1)))
     aspects = aspect_names_of(prompt_cfg)
     writer = ResultWriter(cfg.output, aspects)
+    lock = writer.lock()  # before anything is read or loaded: one process per output, a writable folder
+    try:
+        return _score(cfg, writer, aspects, scoring)
+    finally:
+        os.close(lock)
+
+
+def _score(cfg: DictConfig, writer: ResultWriter, aspects: list[str], scoring: ScoringConfig) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    sc = cfg.scoring
+    prompt_cfg = to_plain(cfg.prompt)
     paths = list_inputs(cfg.input)
     existing = writer.read()
     if cfg.get("retry_errors", False) and any(str(r.get("status", "")).startswith("error") for r in existing):
@@ -89,6 +103,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             sc.get("min_pixels"),
             sc.get("max_pixels"),
             cfg.get("device", "auto"),
+            sc.get("max_pixels_cap"),
         )
         flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")))
         flow = MediaFlow(flows["iqa"], flows["vqa"])

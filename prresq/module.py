@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -38,6 +39,7 @@ from torch import Tensor
 
 from prresq.config import GRPOConfig, to_plain
 from prresq.engine import build_engine
+from prresq.export_dir import write_export
 from prresq.lora import check_checkpoint_kind, has_adapters, merge_adapters, reference_model, save_adapter
 from prresq.loss import GRPOLoss, micro_batched_backward
 from prresq.metrics import plcc, srcc
@@ -309,23 +311,28 @@ class GRPOModule(L.LightningModule):
         restore_rng_states(states)
         self._shuffle_gen.set_state(states["shuffle_mos"])
 
-    def export(self, out_dir: str) -> None:
+    def export(self, out_dir: str, replace: bool = True) -> None:
         """Write the policy + processor with `save_pretrained`, loadable by `prresq.models.load_policy`.
 
         With LoRA, `model.lora.export` chooses the adapter alone or the merged model (merged in place: last step).
         The run record (`prresq.run_record`: prompt, scoring, pixel caps the run was validated with) is written
         beside the weights as `prresq_run.json`, so `prresq.eval` and `prresq.infer` score with them by default.
+        The folder holds this export only: written beside `out_dir` and swapped in whole
+        (`prresq.export_dir.write_export`; `replace=False` refuses a folder that holds files).
         """
-        record = self.hparams.get("run_record")
+        write_export(out_dir, self._write_export, replace=replace)
+
+    def _write_export(self, out: Path) -> None:
         if has_adapters(self.policy) and self.policy.prresq_lora.export == "adapter":
-            save_adapter(self.policy, out_dir)
+            save_adapter(self.policy, out)
         else:
             if has_adapters(self.policy):
                 merge_adapters(self.policy)
-            self.policy.save_pretrained(out_dir)
-        self.processor.save_pretrained(out_dir)
+            self.policy.save_pretrained(out)
+        self.processor.save_pretrained(out)
+        record = self.hparams.get("run_record")
         if record:
-            write_run_record(out_dir, record)
+            write_run_record(out, record)
 
 
 def _instantiate(node: Mapping[str, Any], key: str) -> Any:

@@ -29,10 +29,12 @@ from prresq.builders import build_datamodule, scoring_config
 from prresq.checkpointing import LocalCheckpointIO, resolve_ckpt
 from prresq.config import to_plain
 from prresq.config_checks import check_train_config
+from prresq.export_dir import check_export_target
 from prresq.heldout import evaluate, heldout_table, report, rl_extent
 from prresq.models import ensure_model_dir
 from prresq.module import GRPOModule
 from prresq.optimized_metric import check_optimized_metric, optimized_metric
+from prresq.resume_config import RUN_CONFIG, ResumeChanges, check_resume_config, save_run_config
 from prresq.run_dir import claim_run_dir, is_global_rank_zero, is_resume
 from prresq.run_record import build_run_record
 from prresq.warmup import run_warmup
@@ -69,7 +71,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Everything `python -m prresq.train` does; returns the before/after held-out metrics.
 
     The config is checked first (`prresq.config_checks`), then the run directory is claimed
-    (`prresq.run_dir`: one run per directory, resume or `overwrite_run_dir=true` into a used one).
+    (`prresq.run_dir`: one run per directory, resume or `overwrite_run_dir=true` into a used one), and a
+    resume's config is compared with the run's (`prresq.resume_config`; a fresh run saves its config).
     """
     check_train_config(cfg)
     check_optimized_metric(cfg)
@@ -80,7 +83,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         export = cfg.get("export_dir")
         print(f"run directory: {out_dir}" + (f" (the policy is exported to {export})" if export else ""), flush=True)
     try:
-        results = _train(cfg)
+        if claim is not None and cfg.get("export_dir"):  # before training: a refused export would lose the run
+            check_export_target(cfg.export_dir, bool(cfg.get("export_replace", True)))
+        ckpt = resolve_ckpt(cfg.get("ckpt_path"), out_dir)
+        changes = check_resume_config(cfg, ckpt) if ckpt is not None else []
+        if claim is not None and (ckpt is None or not (out_dir / RUN_CONFIG).is_file()):
+            save_run_config(cfg, out_dir)  # a fresh run, or one started from another run's checkpoint
+        results = _train(cfg, ckpt, [ResumeChanges(changes, cfg, out_dir, ckpt)] if changes else [])
         if is_global_rank_zero():
             print(where_it_went(out_dir, results), flush=True)
         return results
@@ -89,7 +98,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             claim.release()
 
 
-def _train(cfg: DictConfig) -> dict[str, Any]:
+def _train(cfg: DictConfig, ckpt: str | None, extra_callbacks: list[L.Callback]) -> dict[str, Any]:
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     L.seed_everything(cfg.seed, workers=True)
@@ -117,8 +126,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     )
     dm = build_datamodule(cfg, module.processor)
     trainer = build_trainer(cfg)
+    trainer.callbacks.extend(extra_callbacks)  # a resume's accepted changes (prresq.resume_config.ResumeChanges)
     scoring = scoring_config(cfg)
-    ckpt = resolve_ckpt(cfg.get("ckpt_path"), cfg.paths.output_dir)
     do_eval = cfg.get("eval_before_after", False) and not cfg.trainer.get("fast_dev_run")
     if do_eval and ckpt is None and trainer.is_global_zero:
         dm.setup("test")
@@ -143,7 +152,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         results["after"] = evaluate(module, dm.test_dataloader(), scoring, "test split (after RL)", out, cfg.seed)
     export = cfg.get("export_dir")
     if export and trainer.is_global_zero and not cfg.trainer.get("fast_dev_run"):
-        module.export(str(export))
+        module.export(str(export), replace=bool(cfg.get("export_replace", True)))
         results["export_dir"] = str(export)
     if trainer.is_global_zero and results:
         report(results, Path(cfg.paths.output_dir))

@@ -62,6 +62,9 @@ def test_every_shipped_experiment_passes(experiment, tmp_path, monkeypatch):
         (["data.batch_size=0"], r"data\.batch_size=0: must be an integer >= 1"),
         (["scoring.score_low=5"], r"scoring\.score_low=5\.?0?, scoring\.score_high=5\.0: score_low must be below"),
         (["trainer.max_steps=0"], r"trainer\.max_steps=0: trains nothing"),
+        (["data.val_subset=-5"], r"data\.val_subset=-5: must be an integer >= 1 .*no validation item"),
+        (["data.val_subset=0"], r"data\.val_subset=0: must be an integer >= 1"),
+        (["data.val_subset=2.5"], r"data\.val_subset=2\.5: must be an integer >= 1"),
         (
             ["experiment=preresq_iqa_kadid", "model=tiny", "strategy=single"],
             r"trainer\.devices=8: strategy=single trains in one process",

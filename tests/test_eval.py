@@ -304,3 +304,15 @@ def test_missing_media_follow_on_bad_sample(tmp_path, tiny_model_dir, synthetic_
     assert pd.isna(row["pred"]) and row["mos_raw"] == pytest.approx(float(gone["conversations"][-1]["value"]))
     assert (pred[pred["id"] != gone["id"]]["status"] == "ok").all()
     assert results.loc[0, "n"] + results.loc[0, "n_failed"] == 4 and results.loc[0, "n_failed"] >= 1
+
+
+def test_an_unwritable_output_folder_fails_before_the_model_loads(tmp_path, synthetic_iqa):
+    """Pins (issue 25 item 9): `prresq.eval` into a folder it cannot write fails first, naming the setting, not with
+    a bare OSError (the model here does not exist: loading it first would fail on that instead)."""
+    from prresq.write_errors import OutputFolderError
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    cfg = compose_eval([], blocker, tmp_path / "no_model", synthetic_iqa)
+    with pytest.raises(OutputFolderError, match=r"paths\.output_dir: cannot write in .*a_file/eval"):
+        run(cfg)
