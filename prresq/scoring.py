@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from prresq.config import ScoringOptions
+from prresq.eval_ranks import seed_unit
 from prresq.prefix import generate_completions_shared
 from prresq.rewards import parse_answers
 from prresq.rollout import TOKEN_KEYS, generate_completions
@@ -264,9 +265,18 @@ _STACKED = ("greedy", "sample_mean", "n_parsed", "expected", "expected_mass", "a
 
 @torch.no_grad()
 def score_loader(
-    model: nn.Module, processor: Any, loader: Any, cfg: ScoringConfig, progress: str | None = None
+    model: nn.Module,
+    processor: Any,
+    loader: Any,
+    cfg: ScoringConfig,
+    progress: str | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Score every batch of a loader.
+
+    With `seed`, the generators are seeded before each batch from the seed and the batch's item ids
+    (`prresq.eval_ranks.seed_unit`): a batch's answers then depend on its items only, not on the batches
+    before it, so a sharded or resumed `prresq.eval` and the held-out table give the same predictions.
 
     Returns {"mos", "greedy", "sample_mean", "n_parsed", "expected", "expected_mass", "pred": [N]
     tensors (None when the mode does not produce them), "aspects": [N, D], "texts", "ids", "media"}.
@@ -280,6 +290,8 @@ def score_loader(
         if batch is None:
             continue
         inputs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch["model_inputs"].items()}
+        if seed is not None:
+            seed_unit(seed, batch["ids"])
         out = score_batch(model, processor, inputs, cfg)
         acc["mos"].append(batch["mos"].float().cpu())
         acc["pred"].append(out.primary.cpu())

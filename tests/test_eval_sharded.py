@@ -1,0 +1,142 @@
+"""`prresq.eval` on several real processes (torchrun, gloo on CPU), killed and resumed, and failing on one rank.
+
+Every test starts real `python -m prresq.eval` processes on the tiny model and 7 items of the small
+synthetic set, in batches of 2 (4 work units: 2 per rank with 2 processes, the last one short).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image, UnidentifiedImageError
+
+ROOT = Path(__file__).resolve().parents[1]
+ITEMS = 7
+TIMEOUT = 300
+
+
+def eval_command(out: Path, model: Path, data: Path, *extra: str, processes: int = 1) -> list[str]:
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+        if processes > 1
+        else [sys.executable]
+    )
+    return [
+        *launcher,
+        "-m",
+        "prresq.eval",
+        f"hydra.run.dir={out}",
+        f"paths.root_dir={out}",
+        f"model.name_or_path={model}",
+        f"benchmark.synthetic_iqa.root={data}",
+        "benchmark.synthetic_iqa.options.labels=test.jsonl",
+        "scoring.mode=sample",
+        "scoring.n=2",
+        "scoring.temperature=1.0",
+        "scoring.max_new_tokens=4",
+        "scoring.batch_size=2",
+        f"limit={ITEMS}",
+        "plots=false",
+        *extra,
+    ]
+
+
+def run_eval(
+    cmd: list[str], env_extra: dict[str, str] | None = None, timeout: float = TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def predictions(out: Path) -> str:
+    return (out / "eval" / "predictions_synthetic_iqa.csv").read_text()
+
+
+def progress_lines(out: Path) -> list[dict]:
+    folder = out / "eval" / "progress" / "synthetic_iqa"
+    return [json.loads(line) for f in sorted(folder.glob("rank*.jsonl")) for line in f.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, tiny_model_dir, synthetic_iqa) -> Path:
+    """An uninterrupted run on one process: the reference predictions."""
+    out = tmp_path_factory.mktemp("eval1")
+    done = run_eval(eval_command(out, tiny_model_dir, synthetic_iqa))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_two_processes_write_the_predictions_of_one(one_process, tmp_path, tiny_model_dir, synthetic_iqa):
+    """Pins: 2 processes split the work units (2 each, one rank prints nothing), and write the same
+    predictions file byte for byte as 1 process (sampled answers at temperature 1: each batch is seeded by
+    its items, not by its rank or position), with the metrics table written once."""
+    done = run_eval(eval_command(tmp_path, tiny_model_dir, synthetic_iqa, processes=2))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "on 2 processes" in done.stdout and done.stdout.count("| synthetic_iqa |") == 1
+    assert predictions(tmp_path) == predictions(one_process)
+    reference = (one_process / "eval" / "results.csv").read_text()
+    assert (tmp_path / "eval" / "results.csv").read_text() == reference
+    by_rank = {f.name: len(f.read_text().splitlines()) for f in (tmp_path / "eval/progress/synthetic_iqa").glob("r*")}
+    assert by_rank == {"rank0.jsonl": 2, "rank1.jsonl": 2}
+    frame = predictions(tmp_path).splitlines()
+    assert len(frame) == ITEMS + 1 and len({line.split(",")[0] for line in frame[1:]}) == ITEMS
+
+
+def test_a_killed_evaluation_resumes_without_rescoring(one_process, tmp_path, tiny_model_dir, synthetic_iqa):
+    """Pins: a run killed (SIGKILL) after its 2nd batch leaves 2 batches on disk and no predictions file;
+    the rerun into the same folder scores only the 2 missing batches (each batch is on disk once) and
+    writes the uninterrupted run's predictions and results."""
+    cmd = eval_command(tmp_path, tiny_model_dir, synthetic_iqa)
+    killed = run_eval(cmd, {"PRRESQ_EVAL_KILL_AFTER": "2"})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert [e["unit"] for e in progress_lines(tmp_path)] == [0, 1]
+    assert not (tmp_path / "eval" / "predictions_synthetic_iqa.csv").exists()
+    resumed = run_eval(cmd)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming, 2 of 4 batches already scored" in resumed.stdout
+    assert sorted(e["unit"] for e in progress_lines(tmp_path)) == [0, 1, 2, 3]
+    assert predictions(tmp_path) == predictions(one_process)
+    assert (tmp_path / "eval" / "results.csv").read_text() == (one_process / "eval" / "results.csv").read_text()
+
+
+def test_a_resume_with_other_settings_refuses_naming_them(one_process, tmp_path, tiny_model_dir, synthetic_iqa):
+    """Pins: a rerun into a folder whose predictions were made with other scoring settings and another prompt
+    stops before the model loads, naming each difference; the predictions already there are untouched."""
+    import shutil
+
+    shutil.copytree(one_process / "eval", tmp_path / "eval")
+    before = predictions(tmp_path)
+    cmd = eval_command(tmp_path, tiny_model_dir, synthetic_iqa, "scoring.n=3", "prompt=tiny")
+    done = run_eval(cmd)
+    assert done.returncode != 0
+    assert "cannot be resumed" in done.stderr and "scoring.n: 2 -> 3" in done.stderr
+    assert 'prompt.name: "vq_r1" -> "tiny"' in done.stderr and "prompt.text:" in done.stderr
+    assert "Loading" not in done.stderr and predictions(tmp_path) == before
+
+
+def test_a_bad_file_on_one_rank_stops_both_with_one_message(tmp_path, tiny_model_dir, synthetic_iqa):
+    """Pins: an unreadable image in the 2nd batch (rank 1's first) under on_bad_sample=raise stops both
+    processes, before the timeout, each with the same message naming rank 1 and the file."""
+    import shutil
+
+    data = tmp_path / "set"
+    shutil.copytree(synthetic_iqa, data)
+    rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()]
+    image = rows[2]["image"]
+    bad = data / (image[0] if isinstance(image, list) else image)
+    assert bad.exists(), rows[2]
+    bad.write_bytes(b"not an image")
+    with pytest.raises(UnidentifiedImageError):  # the file really is unreadable
+        Image.open(bad).load()
+    done = run_eval(eval_command(tmp_path / "out", tiny_model_dir, data, processes=2), timeout=150)  # no hang
+    assert done.returncode != 0
+    messages = [line for line in done.stderr.splitlines() if "failed on rank 1 of 2" in line]
+    assert len({m.split("failed on rank", 1)[1] for m in messages}) == 1, done.stderr[-3000:]
+    assert len(messages) >= 2 and bad.name in messages[0], done.stderr[-3000:]
