@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image, UnidentifiedImageError
 
@@ -85,8 +86,8 @@ def test_two_processes_write_the_predictions_of_one(one_process, tmp_path, tiny_
     assert (tmp_path / "eval" / "results.csv").read_text() == reference
     by_rank = {f.name: len(f.read_text().splitlines()) for f in (tmp_path / "eval/progress/synthetic_iqa").glob("r*")}
     assert by_rank == {"rank0.jsonl": 2, "rank1.jsonl": 2}
-    frame = predictions(tmp_path).splitlines()
-    assert len(frame) == ITEMS + 1 and len({line.split(",")[0] for line in frame[1:]}) == ITEMS
+    frame = pd.read_csv(tmp_path / "eval" / "predictions_synthetic_iqa.csv")
+    assert len(frame) == ITEMS and frame["id"].is_unique and (frame["status"] == "ok").all()
 
 
 def test_a_killed_evaluation_resumes_without_rescoring(one_process, tmp_path, tiny_model_dir, synthetic_iqa):
@@ -140,3 +141,44 @@ def test_a_bad_file_on_one_rank_stops_both_with_one_message(tmp_path, tiny_model
     messages = [line for line in done.stderr.splitlines() if "failed on rank 1 of 2" in line]
     assert len({m.split("failed on rank", 1)[1] for m in messages}) == 1, done.stderr[-3000:]
     assert len(messages) >= 2 and bad.name in messages[0], done.stderr[-3000:]
+
+
+def test_a_multirun_over_benchmarks_runs_one_job_each_and_resumes(tmp_path, tiny_model_dir, synthetic_iqa):
+    """Pins: `-m benchmark=kadid10k,spaq` (local launcher) runs one job per benchmark, each with its own
+    predictions, progress and results; the same command rerun into the same sweep folder scores nothing
+    again (every batch of both jobs is on disk) and writes the same files."""
+    from prresq.data.mirrors import write_kadid10k, write_spaq
+
+    data = tmp_path / "data"
+    write_kadid10k(synthetic_iqa, data / "kadid10k")
+    write_spaq(synthetic_iqa, data / "spaq")
+    sweep = tmp_path / "sweep"
+    cmd = [
+        sys.executable,
+        "-m",
+        "prresq.eval",
+        "-m",
+        "benchmark=kadid10k,spaq",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweep.subdir=${hydra.job.num}",
+        f"paths.root_dir={tmp_path}",
+        f"paths.data_dir={data}",
+        f"model.name_or_path={tiny_model_dir}",
+        "scoring.mode=greedy",
+        "scoring.max_new_tokens=4",
+        "scoring.batch_size=2",
+        "limit=3",
+        "plots=false",
+    ]
+    first = run_eval(cmd)
+    assert first.returncode == 0, first.stderr[-3000:]
+    jobs = {name: sweep / str(num) / "eval" for num, name in enumerate(("kadid10k", "spaq"))}
+    files = {name: (job / f"predictions_{name}.csv").read_text() for name, job in jobs.items()}
+    for name, job in jobs.items():
+        assert len(pd.read_csv(job / f"predictions_{name}.csv")) == 3
+        assert [p.name for p in (job / "progress").iterdir()] == [name]
+        assert f"| {name} |" in (job / "results.md").read_text()
+    again = run_eval(cmd)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("resuming, 2 of 2 batches already scored") == 2
+    assert {name: (job / f"predictions_{name}.csv").read_text() for name, job in jobs.items()} == files
