@@ -182,3 +182,35 @@ def test_a_multirun_over_benchmarks_runs_one_job_each_and_resumes(tmp_path, tiny
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("resuming, 2 of 2 batches already scored") == 2
     assert {name: (job / f"predictions_{name}.csv").read_text() for name, job in jobs.items()} == files
+
+
+def test_infer_on_two_processes_writes_the_rows_of_one(tmp_path, tiny_model_dir, synthetic_iqa):
+    """Pins: `prresq.infer` on 2 processes (torchrun) writes the same result file, row for row and in input
+    order, as on one (sampled answers: each batch seeded by its files), with a corrupt file listed once."""
+    import shutil
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, image in enumerate(sorted((synthetic_iqa / "images").rglob("*.png"))[:6]):
+        shutil.copy(image, folder / f"img{i}.png")
+    (folder / "img3b.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    common = [
+        "-m",
+        "prresq.infer",
+        f"input={folder}",
+        f"paths.root_dir={tmp_path}",
+        f"model.name_or_path={tiny_model_dir}",
+        "scoring.mode=sample",
+        "scoring.n=2",
+        "scoring.max_new_tokens=4",
+        "scoring.batch_size=2",
+    ]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    one = run_eval([sys.executable, *common, f"output={tmp_path / 'one.csv'}", f"hydra.run.dir={tmp_path / 'r1'}"])
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = run_eval([*launch, *common, f"output={tmp_path / 'two.csv'}", f"hydra.run.dir={tmp_path / 'r2'}"])
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "on 2 processes" in two.stdout
+    assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
+    rows = pd.read_csv(tmp_path / "two.csv")
+    assert len(rows) == 7 and rows["path"].is_unique and rows["status"].str.startswith("error").sum() == 1
