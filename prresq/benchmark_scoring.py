@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,7 @@ def evaluate_benchmark(
     scored_units: dict[int, list[dict[str, Any]]] = {}
     steps = -(-len(todo) // ranks.world)
     bar = tqdm(total=len(mine), desc=f"{name} ({len(records)} items)", disable=not ranks.is_main, leave=False)
+    started = time.perf_counter()
     for step in range(steps):
         error: BaseException | None = None
         if step < len(mine):
@@ -175,6 +177,14 @@ def evaluate_benchmark(
     gathered = ranks.gather(scored_units)
     if gathered is None:
         return None
+    n_new = sum(len(units[u]) for part in gathered for u in part)
+    if n_new:
+        seconds = time.perf_counter() - started
+        print(
+            f"{name}: scored {n_new} items in {seconds:.2f} s on {ranks.world} process(es): "
+            f"{n_new / seconds:.2f} items/s",
+            flush=True,
+        )
     by_unit = {u: entry["rows"] for u, entry in done.items()}
     for part in gathered:
         by_unit.update(part)

@@ -22,6 +22,13 @@ numbers. Written under `<paths.output_dir>/eval/`:
 - `error_hist_<benchmark>.png` (prediction minus MOS) and `scatter_<benchmark>.png` (prediction vs
   MOS with the fitted logistic curve), from `prresq.plots`.
 
+Several processes (`torchrun --nproc_per_node=N -m prresq.eval ...`; gloo on CPUs, NCCL on GPUs): the items
+are cut into batches of `scoring.batch_size` in file order, each seeded by its item ids and dealt to the
+ranks; rank 0 gathers the predictions in item order and writes the files and metrics once
+(`prresq.eval_ranks`). Every scored batch is appended to `eval/progress/<benchmark>/` at once: a rerun into
+the same folder (`hydra.run.dir=...`) scores only the batches missing there, and stops before the model
+loads if its settings differ from those the predictions were made with (`prresq.eval_progress`).
+
 Model: `checkpoint=null` loads `model.name_or_path`; a directory is an exported `save_pretrained`
 policy; a `.ckpt` file is a Lightning checkpoint of `prresq.train` whose `policy.*` weights are
 loaded into a policy built from the checkpoint's `model.name_or_path` hyperparameter (or

@@ -26,6 +26,10 @@ unreadable file never stops the run: it is listed with its error and skipped. On
 output at a time (a lock beside it; a second process stops with a clear message), and an output folder
 that cannot be written fails before the model is loaded (`prresq.infer_output`).
 
+Several processes (`torchrun --nproc_per_node=N -m prresq.infer ...`): the inputs are cut into batches of
+`scoring.batch_size` in input order, each seeded by its files and dealt to the ranks; rank 0 holds the lock
+and appends every step's rows in input order, so the output equals a one-process run's (`prresq.eval_ranks`).
+
 A checkpoint of `prresq.train` carries the prompt, scoring settings and pixel caps it was validated with
 (`prresq.run_record`); they are the defaults here, and a differing `prompt=` on the command line is
 used with a warning naming both.
