@@ -130,11 +130,17 @@ def evaluate_benchmark(
 
     records = benchmark_records(bench)
     units = work_units(len(records), batch_size)
-    done = ranks.run_on_main(lambda: _checked_done(progress, units, records), f"benchmark {name} (resume)")
-    todo = [u for u in range(len(units)) if u not in done]
+    done: dict[int, dict[str, Any]] = {}  # rank 0: the batches on disk; the other ranks only learn their numbers
+
+    def read_done() -> list[int]:
+        done.update(_checked_done(progress, units, records))
+        return sorted(done)
+
+    done_units = set(ranks.run_on_main(read_done, f"benchmark {name} (resume)"))
+    todo = [u for u in range(len(units)) if u not in done_units]
     mine = todo[ranks.rank :: ranks.world]
-    if ranks.is_main and done:
-        print(f"{name}: resuming, {len(done)} of {len(units)} batches already scored", flush=True)
+    if ranks.is_main and done_units:
+        print(f"{name}: resuming, {len(done_units)} of {len(units)} batches already scored", flush=True)
     limit = prompt_token_limit(model, scoring.max_new_tokens)  # a longer prompt is a bad item, not a stalled batch
     collator = PromptCollator(
         processor,
@@ -154,7 +160,7 @@ def evaluate_benchmark(
     scored_units: dict[int, list[dict[str, Any]]] = {}
     steps = -(-len(todo) // ranks.world)
     bar = tqdm(total=len(mine), desc=f"{name} ({len(records)} items)", disable=not ranks.is_main, leave=False)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for step in range(steps):
         error: BaseException | None = None
         if step < len(mine):
@@ -174,15 +180,16 @@ def evaluate_benchmark(
             bar.update(1)
         ranks.agree(error, f"benchmark {name}")
     bar.close()
-    gathered = ranks.gather(scored_units)
-    if gathered is None:
+    parts = ranks.gather((scored_units, time.process_time() - cpu_started))
+    if parts is None:
         return None
+    gathered = [part for part, _ in parts]
     n_new = sum(len(units[u]) for part in gathered for u in part)
     if n_new:
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, sum(c for _, c in parts)
         print(
             f"{name}: scored {n_new} items in {seconds:.2f} s on {ranks.world} process(es): "
-            f"{n_new / seconds:.2f} items/s",
+            f"{n_new / seconds:.2f} items/s; CPU {cpu:.2f} s over all ranks: {n_new / cpu:.2f} items per CPU-second",
             flush=True,
         )
     by_unit = {u: entry["rows"] for u, entry in done.items()}

@@ -63,7 +63,7 @@ from prresq.data.benchmarks import load_benchmark_config
 from prresq.data.collate import prompt_of
 from prresq.data.dataflow import build_flows
 from prresq.eval_progress import BenchmarkProgress
-from prresq.eval_ranks import Ranks, close_process_group
+from prresq.eval_ranks import Ranks, close_process_group, launch_processes
 from prresq.metrics import DegenerateInputWarning, correlation_table, prediction_hint, summary_table, write_results
 from prresq.models import load_scoring_model
 from prresq.run_record import use_run_record
@@ -225,6 +225,8 @@ def _write_benchmark(cfg: DictConfig, name: str, df: pd.DataFrame, out_dir: Path
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision("high")
+    if launch_processes(int(cfg.get("devices", 1)), "prresq.eval"):  # devices=N: N processes ran this job
+        return
     try:
         run(cfg)
     finally:

@@ -161,3 +161,34 @@ def close_process_group() -> None:
     """Leave the process group, if this process joined one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def launch_processes(devices: int, module: str) -> bool:
+    """`devices=N` (N > 1) in a process that no launcher started: run this Hydra job again as N processes
+    (`torch.distributed.run --standalone`, the job's overrides and its output folder), wait for them, and
+    return True (the caller then stops; a failed launch raises `ShardFailure`). Returns False when this
+    process is one of the N (WORLD_SIZE set) or one device was asked for."""
+    if devices <= 1 or os.environ.get("WORLD_SIZE"):
+        return False
+    import subprocess
+    import sys
+
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    overrides = [o for o in hc.overrides.task if not o.startswith("hydra.run.dir=")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={devices}",
+        "-m",
+        module,
+        *overrides,
+        f"hydra.run.dir={hc.runtime.output_dir}",
+    ]
+    done = subprocess.run(cmd, check=False)
+    if done.returncode != 0:
+        raise ShardFailure(f"{module} on devices={devices} processes failed (exit status {done.returncode}); see above")
+    return True

@@ -52,7 +52,7 @@ from omegaconf import DictConfig
 from prresq.config import to_plain
 from prresq.data.collate import prompt_of
 from prresq.data.dataflow import build_flows
-from prresq.eval_ranks import Ranks, close_process_group, work_units
+from prresq.eval_ranks import Ranks, close_process_group, launch_processes, work_units
 from prresq.infer_inputs import list_inputs
 from prresq.infer_output import ResultWriter
 from prresq.infer_scorer import MediaFlow, Scorer, aspect_names_of
@@ -168,6 +168,8 @@ def _score(
 @hydra.main(version_base="1.3", config_path="../conf", config_name="infer")
 def main(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision("high")
+    if launch_processes(int(cfg.get("devices", 1)), "prresq.infer"):  # devices=N: N processes ran this job
+        return
     try:
         run(cfg)
     finally:

@@ -21,12 +21,17 @@ ITEMS = 7
 TIMEOUT = 300
 
 
-def eval_command(out: Path, model: Path, data: Path, *extra: str, processes: int = 1) -> list[str]:
+def eval_command(
+    out: Path, model: Path, data: Path, *extra: str, processes: int = 1, torchrun: bool = True
+) -> list[str]:
+    """`python -m prresq.eval` (1 process), under torchrun, or with `devices=N` (it starts torchrun itself)."""
     launcher = (
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-        if processes > 1
+        if processes > 1 and torchrun
         else [sys.executable]
     )
+    if processes > 1 and not torchrun:
+        extra = (*extra, f"devices={processes}")
     return [
         *launcher,
         "-m",
@@ -75,10 +80,10 @@ def one_process(tmp_path_factory, tiny_model_dir, synthetic_iqa) -> Path:
 
 
 def test_two_processes_write_the_predictions_of_one(one_process, tmp_path, tiny_model_dir, synthetic_iqa):
-    """Pins: 2 processes split the work units (2 each, one rank prints nothing), and write the same
-    predictions file byte for byte as 1 process (sampled answers at temperature 1: each batch is seeded by
-    its items, not by its rank or position), with the metrics table written once."""
-    done = run_eval(eval_command(tmp_path, tiny_model_dir, synthetic_iqa, processes=2))
+    """Pins: `devices=2` starts 2 processes that split the work units (2 each, one rank prints nothing), and
+    write the same predictions file byte for byte as 1 process (sampled answers at temperature 1: each batch
+    is seeded by its items, not by its rank or position), with the metrics table written once."""
+    done = run_eval(eval_command(tmp_path, tiny_model_dir, synthetic_iqa, processes=2, torchrun=False))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "on 2 processes" in done.stdout and done.stdout.count("| synthetic_iqa |") == 1
     assert predictions(tmp_path) == predictions(one_process)
@@ -214,3 +219,18 @@ def test_infer_on_two_processes_writes_the_rows_of_one(tmp_path, tiny_model_dir,
     assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
     rows = pd.read_csv(tmp_path / "two.csv")
     assert len(rows) == 7 and rows["path"].is_unique and rows["status"].str.startswith("error").sum() == 1
+
+
+def test_an_unreadable_label_file_stops_both_ranks_with_one_message(tmp_path, tiny_model_dir, synthetic_iqa):
+    """Pins: a label file that is not UTF-8 text stops both processes, before the timeout, with one message
+    naming the file (both ranks fail on it: rank 0's message, with the count of the others)."""
+    import shutil
+
+    data = tmp_path / "set"
+    shutil.copytree(synthetic_iqa, data)
+    (data / "test.jsonl").write_bytes(b"\xff\xfe not a label file \x00\x81")
+    done = run_eval(eval_command(tmp_path / "out", tiny_model_dir, data, processes=2), timeout=150)  # no hang
+    assert done.returncode != 0
+    messages = [line for line in done.stderr.splitlines() if "failed on rank 0 of 2 (and on 1 other rank(s))" in line]
+    assert len(messages) >= 2 and len(set(messages)) == 1, done.stderr[-3000:]
+    assert "test.jsonl" in messages[0], messages[0]

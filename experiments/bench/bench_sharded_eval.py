@@ -9,7 +9,9 @@ on the synthetic IQA test split with the tiny model (written to `.cache/` on fir
 with one thread (`OMP_NUM_THREADS=1`), into a fresh output folder each time, in alternating order over
 the repeats after one untimed warm-up run of each. Reported: items/s of the scoring loop (the line
 `prresq.eval` prints: from the first batch to the gathered predictions, without start-up and model
-loading), the command's wall time, and whether the 1- and 2-process predictions files are identical.
+loading), items per CPU-second of that loop summed over the ranks (the work per item, whatever other
+load the machine carries), the command's wall time, and whether the 1- and 2-process predictions files
+are identical.
 
     PYTHONPATH=$PWD python experiments/bench/bench_sharded_eval.py                 # 3 repeats
     PYTHONPATH=$PWD python experiments/bench/bench_sharded_eval.py --repeats 1 limit=16
@@ -34,7 +36,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_OVERRIDES = ["scoring.mode=both", "scoring.n=8", "limit=32", "plots=false"]
-RATE = re.compile(r"scored (\d+) items in ([\d.]+) s on (\d+) process\(es\): ([\d.]+) items/s")
+RATE = re.compile(
+    r"scored (\d+) items in ([\d.]+) s on (\d+) process\(es\): ([\d.]+) items/s; CPU ([\d.]+) s over all ranks"
+)
 
 
 def command(processes: int, out: Path, overrides: list[str]) -> list[str]:
@@ -59,7 +63,7 @@ def one_run(processes: int, overrides: list[str], scratch: Path) -> dict[str, An
         raise RuntimeError(f"no throughput line in the output:\n{done.stdout[-2000:]}")
     preds = next((out / "eval").glob("predictions_*.csv")).read_text()
     return {"items": int(match[1]), "scoring_s": float(match[2]), "items_per_s": float(match[4]), "wall_s": wall,
-            "predictions": preds}  # fmt: skip
+            "items_per_cpu_s": int(match[1]) / float(match[5]), "predictions": preds}  # fmt: skip
 
 
 def main() -> None:
@@ -88,6 +92,7 @@ def main() -> None:
             "items_per_s_median": statistics.median(x["items_per_s"] for x in runs[p]),
             "items_per_s": [x["items_per_s"] for x in runs[p]],
             "wall_s_median": statistics.median(x["wall_s"] for x in runs[p]),
+            "items_per_cpu_s_median": statistics.median(x["items_per_cpu_s"] for x in runs[p]),
         }
         for p in counts
     }
@@ -106,10 +111,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
-        "| processes | items | items/s (median) | command wall time (median) |",
-        "|---|---|---|---|",
+        "| processes | items | items/s (median) | items per CPU-second (median) | command wall time (median) |",
+        "|---|---|---|---|---|",
         *(
-            f"| {p} | {rows[p]['items']} | {rows[p]['items_per_s_median']:.2f} | {rows[p]['wall_s_median']:.1f} s |"
+            f"| {p} | {rows[p]['items']} | {rows[p]['items_per_s_median']:.2f} | "
+            f"{rows[p]['items_per_cpu_s_median']:.2f} | {rows[p]['wall_s_median']:.1f} s |"
             for p in counts
         ),
         "",
