@@ -37,12 +37,12 @@ $(RUFF):
 	$(PY) -m pip install -q "ruff>=0.6"
 
 lint: $(RUFF) ## ruff check + format check (installs ruff alone if missing)
-	$(RUFF) check prresq tests experiments
-	$(RUFF) format --check prresq tests experiments
+	$(RUFF) check prresq hydra_plugins tests experiments
+	$(RUFF) format --check prresq hydra_plugins tests experiments
 
 format: $(RUFF) ## ruff format + autofix
-	$(RUFF) format prresq tests experiments
-	$(RUFF) check --fix prresq tests experiments
+	$(RUFF) format prresq hydra_plugins tests experiments
+	$(RUFF) check --fix prresq hydra_plugins tests experiments
 
 bench: $(STAMP) ## Run the benchmarks under experiments/bench (print figures)
 	$(PY) experiments/bench/bench_preresq_rewards.py
