@@ -4,6 +4,7 @@ splits, applies `on_bad_sample`, the MOS range and direction.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping
@@ -15,12 +16,12 @@ from prresq.data.benchmarks.registry import (
     BENCHMARKS,
     MAX_LISTED_MISSING,
     Benchmark,
-    BenchmarkItem,
     LabelFormatError,
     MissingMediaError,
     Rejected,
     log,
 )
+from prresq.data.benchmarks.splits import filter_by_split_list
 
 # ----------------------------------------------------------------------------- loading
 
@@ -35,6 +36,7 @@ def load_benchmark(
     skip_missing: bool = False,
     check_media: bool = True,
     limit: int | None = None,
+    split_lists: Mapping[str, str] | None = None,
     **options: Any,
 ) -> Benchmark:
     """Load benchmark `name` from `root` with its registered adapter (or `adapter`, a BENCHMARKS key).
@@ -44,6 +46,11 @@ def load_benchmark(
     `check_media`, MOS not a number or outside the adapter's fixed range) raise, naming the label
     file and row, unless `on_bad_sample="skip"` (`skip_missing=True` is the older spelling): then
     they are dropped, logged and kept in `Benchmark.rejected`. `limit` keeps the first N items.
+
+    `split_lists` ({split: file}, relative to `root` unless absolute; any adapter): the user's own split,
+    one label list per split in the anchors' formats (`read_label_list`); `split` then selects the items
+    its list names, from all of the label file's items. Names the label file lacks are an error naming
+    the list and the count (listed and left out with `on_bad_sample="skip"`).
     """
     if on_bad_sample not in ("raise", "skip"):
         raise ValueError(f"on_bad_sample={on_bad_sample!r}: expected 'raise' or 'skip'")
@@ -57,18 +64,35 @@ def load_benchmark(
     if bad:
         raise TypeError(f"{where}: unknown option(s) {bad}; accepted: {spec.options()}")
     split = split if split is not None else spec.default_split
-    if split not in ALL_SPLITS and split not in spec.splits:
+    lists = {str(k): str(v) for k, v in (split_lists or {}).items()}
+    if lists and split not in ALL_SPLITS and split not in lists:
+        raise ValueError(f"{where}: split {split!r} has no file in split_lists (has {sorted(lists)})")
+    if split not in ALL_SPLITS and split not in spec.splits and split not in lists:
         accepted = ["all", *spec.splits] if spec.splits else ["all (no splits)"]
         raise ValueError(f"{where}: unknown split {split!r}; accepted: {accepted}")
     root = Path(root).expanduser()
+    read_split = None if split in lists else split
     try:
-        labels = spec.read(root, split, **options)
+        labels = spec.read(root, read_split, **options)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{where}: {err}") from err
     except LabelFormatError as err:
         raise LabelFormatError(f"{where}: {err}") from err
     items = labels.items
     rejected: list[Rejected] = list(labels.bad)
+    if split in lists:
+        list_path = Path(lists[split]).expanduser()
+        list_path = list_path if list_path.is_absolute() else root / list_path
+        if not list_path.is_file():
+            raise FileNotFoundError(f"{where}: split list {list_path} (split_lists.{split}) not found")
+        try:
+            items, absent = filter_by_split_list(items, list_path, skip=skip)
+        except LabelFormatError as err:
+            raise LabelFormatError(f"{where}: {err}") from err
+        if absent:
+            msg = f"{where}: split list {list_path}: {len(absent)} image(s) not in the label file, left out: {absent[:MAX_LISTED_MISSING]}"
+            log.warning(msg)
+            warnings.warn(msg, stacklevel=2)
     fixed_range = labels.mos_range or spec.mos_range
     if fixed_range is not None:
         lo, hi = fixed_range
@@ -110,7 +134,7 @@ def load_benchmark(
     lower_is_better = options.get("lower_is_better", not spec.higher_is_better)
     if lower_is_better:
         lo, hi = mos_range
-        items = [BenchmarkItem(it.id, it.media, lo + hi - it.mos, it.std, it.source) for it in items]
+        items = [dataclasses.replace(it, mos=lo + hi - it.mos) for it in items]
 
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
