@@ -108,36 +108,6 @@ def test_same_row_twice_is_read_once_and_logged(tmp_path, caplog):
     assert [r.name for r in rows] == ["a.png", "b.png"] and bad == [] and "1 repeated row(s)" in caplog.text
 
 
-def test_released_kadid_split_is_exactly_the_released_lists(tmp_path):
-    """A dmos.csv with KADID-10K's real 10125 names (81 references x 25 types x 5 levels, one tiny image
-    hard-linked under every name): the default split gives the released 6125 / 2000 / 2000 images, the
-    seed-42 split by reference other ones, and `data=kadid`'s datamodule the same 6125 / 2000 / 2000."""
-    root = _real_kadid(tmp_path)
-    counts = {s: len(load_benchmark("kadid10k", root, split=s)) for s in ("train", "val", "test")}
-    assert counts == {"train": 6125, "val": 2000, "test": 2000}
-    test_refs = {it.reference for it in load_benchmark("kadid10k", root, split="test").items}
-    assert test_refs == {f"I{i}.png" for i in (19, 29, 30, 34, 37, 38, 43, 50, 64, 71, 72, 73, 74, 78, 80, 81)}
-    seeded = {
-        it.reference for it in load_benchmark("kadid10k", root, split="test", split_source="reference_seed").items
-    }
-    assert len(seeded) == 16 and seeded != test_refs
-
-
-def _real_kadid(tmp_path: Path) -> Path:
-    root = tmp_path / "kadid10k"
-    (root / "images").mkdir(parents=True)
-    src = KADID / "images" / "I01_01_01.png"
-    rows = ["dist_img,ref_img,dmos,var"]
-    for r in range(1, 82):
-        for t in range(1, 26):
-            for level in range(1, 6):
-                name = f"I{r:02d}_{t:02d}_{level:02d}.png"
-                (root / "images" / name).hardlink_to(src)
-                rows.append(f"{name},I{r:02d}.png,{1 + (r * 7 + t * 3 + level) % 40 / 10:.2f},0.5")
-    (root / "dmos.csv").write_text("\n".join(rows) + "\n")
-    return root
-
-
 def test_references_outside_the_released_split_are_named(tmp_path):
     root = tmp_path / "kadid10k"
     shutil.copytree(KADID, root)
