@@ -58,7 +58,7 @@ def test_every_shipped_experiment_passes(experiment, tmp_path):
         (["trainer.max_steps=0"], r"trainer\.max_steps=0: trains nothing"),
         (
             ["experiment=preresq_iqa_kadid", "model=tiny", "strategy=single"],
-            r"trainer\.devices=8: strategy=single trains in one process",
+            r"trainer\.devices=4: strategy=single trains in one process",
         ),
         (["experiment=tiny_preresq", "schedule=two_stage", "schedule.stage2.k=1"], r"schedule\.stage2\.k=1: K < 2"),
     ],

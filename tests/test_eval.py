@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -15,6 +16,7 @@ from prresq.checkpoint_loading import read_lightning_checkpoint
 from prresq.eval import run
 from prresq.metrics import correlation_table
 from prresq.models import load_policy, load_scoring_model
+from prresq.rewards.parse import score_answers
 
 RESULT_COLUMNS = ["benchmark", "n", "n_failed", "parse_fail_rate", "srcc", "plcc", "plcc_logistic"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -303,3 +305,32 @@ def test_missing_media_follow_on_bad_sample(tmp_path, tiny_model_dir, synthetic_
     assert pd.isna(row["pred"]) and row["mos_raw"] == pytest.approx(float(gone["conversations"][-1]["value"]))
     assert (pred[pred["id"] != gone["id"]]["status"] == "ok").all()
     assert results.loc[0, "n"] + results.loc[0, "n_failed"] == 4 and results.loc[0, "n_failed"] >= 1
+
+
+@pytest.mark.filterwarnings("ignore::prresq.metrics.DegenerateInputWarning")
+@pytest.mark.parametrize("prompt", ["tiny", "preresq_iqa", "preresq_iqa_ours", "preresq_vqa"])
+def test_unreadable_answers_are_nan_counted_and_listed_for_every_prompt(
+    tmp_path, tiny_model_dir, synthetic_iqa, prompt
+):
+    """The random tiny model's short answers: every prompt's default rule (scoring.answer_rule, the paper's) gives
+    NaN where it cannot read the answer, never 3.0 or a padded mean; those rows say `no_answer` and count in
+    n_failed; the `name score` file holds the others, as the anchors' SRCC.py reads them."""
+    cfg = compose_eval(
+        [f"prompt={prompt}", "limit=6", "paper=VisualQuality-R1"], tmp_path, tiny_model_dir, synthetic_iqa
+    )
+    rule = {"tiny": "answer_first", "preresq_iqa": "answer_first_or_text", "preresq_iqa_ours": "aspect_mean"}
+    assert cfg.scoring.answer_rule == ("aspect_mean" if prompt == "preresq_iqa_ours" else "released")
+    results = run(cfg)
+    out = tmp_path / "eval"
+    pred = pd.read_csv(out / "predictions_synthetic_iqa.csv", keep_default_na=False, na_values=[""])
+    d = int(cfg.prompt.num_aspects)
+    expected = score_answers(pred["text"].fillna("").tolist(), rule.get(prompt, "answer_mean"), d)[0].numpy()
+    np.testing.assert_allclose(pred["pred"].to_numpy(dtype=float), expected, rtol=1e-6)
+    failed = pred["pred"].isna()
+    assert (pred.loc[failed, "status"] == "no_answer").all() and (pred.loc[~failed, "status"] == "ok").all()
+    assert results.loc[0, "n_failed"] == failed.sum() and failed.sum() >= 1
+    lines = (out / "predictions_synthetic_iqa.txt").read_text().splitlines()
+    assert [ln.split()[0] for ln in lines] == pred.loc[~failed, "id"].tolist()
+    assert [float(ln.split()[1]) for ln in lines] == pytest.approx(pred.loc[~failed, "pred"].tolist())
+    beside = pd.read_csv(out / "results_vs_paper.csv")
+    assert beside.loc[beside["benchmark"] == "average", "paper_srcc"].item() == 0.777
