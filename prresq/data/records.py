@@ -16,11 +16,13 @@ summarised in one warning. Corrupt images are found when loaded (`prresq.data.me
 
 A spec may instead name a benchmark adapter (`prresq.data.benchmarks`), a root and a split, and is
 then read from the dataset's own label files through the adapter `prresq.eval` uses, with the
-same split function (`reference_split`: 6:2:2 by reference image / content, seed 42)::
+same split (KADID-10K: the released split; datasets without one: `reference_split`, 6:2:2 by
+reference image / content, seed 42; any adapter: the user's `split_lists`)::
 
     ds = load_dataset({"name": "kadid10k", "benchmark": "kadid10k", "root": "/data/kadid10k", "split": "train"})
 
-Its MOS are mapped over the adapter's native range (`mos_range` overrides it); its bad rows
+Its MOS are mapped over the adapter's native range (`mos_range` overrides it), or with
+`mos_scaling: observed` over the min and max of the whole label file (the anchors' make_data.py); its bad rows
 (media missing, MOS not a number or out of range) follow the same `on_bad_sample` policy.
 """
 
