@@ -145,3 +145,13 @@ def test_user_split_lists_select_items_for_any_adapter(tmp_path):
     text = load_benchmark("l", LISTS, adapter="text", labels="Deblur_test_all.txt", check_media=False,
                           split="test", split_lists={"test": str(LISTS / "Deblur_test_all.txt")})  # fmt: skip
     assert len(text) == 3 and math.isfinite(text.items[0].mos)
+
+
+def test_sriqa_bench_adapter_reads_the_anchors_ref_name_list(tmp_path):
+    """The sriqa_bench adapter's flat-list fallback (no MOS/ folder) reads the anchors' `ref name mos` list."""
+    root = tmp_path / "sriqa_bench"
+    root.mkdir()
+    shutil.copyfile(LISTS / "GT_SRIQA-Bench.txt", root / "GT_SRIQA-Bench.txt")
+    bench = load_benchmark("sriqa_bench", root, labels="GT_SRIQA-Bench.txt", check_media=False)
+    assert [it.id for it in bench.items] == ["online50_SeeSRx4.png", "online50_Original.png", "online50_OSEDiffx4.png"]
+    assert {it.reference for it in bench.items} == {"online50_Original.png"}
