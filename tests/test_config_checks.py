@@ -56,6 +56,7 @@ def test_every_shipped_experiment_passes(experiment, tmp_path):
         (["data.batch_size=0"], r"data\.batch_size=0: must be an integer >= 1"),
         (["scoring.score_low=5"], r"scoring\.score_low=5\.?0?, scoring\.score_high=5\.0: score_low must be below"),
         (["trainer.max_steps=0"], r"trainer\.max_steps=0: trains nothing"),
+        (["scoring.answer_rule=median"], r"scoring\.answer_rule='median': expected one of released, answer_first"),
         (
             ["experiment=preresq_iqa_kadid", "model=tiny", "strategy=single"],
             r"trainer\.devices=4: strategy=single trains in one process",
