@@ -72,7 +72,8 @@ def test_eval_writes_results_predictions_and_plots(tmp_path, tiny_model_dir, syn
 @pytest.mark.filterwarnings("ignore::prresq.metrics.DegenerateInputWarning")
 def test_failed_answers_are_counted_not_invented(tmp_path, tiny_model_dir, synthetic_iqa):
     """The random tiny model writes no <answer>: every item fails, scores stay NaN, the run still completes."""
-    cfg = compose_eval(["scoring.mode=sample", "scoring.n=2", "limit=4"], tmp_path, tiny_model_dir, synthetic_iqa)
+    overrides = ["prompt=tiny", "scoring.mode=sample", "scoring.n=2", "limit=4"]  # tiny: answer_first
+    cfg = compose_eval(overrides, tmp_path, tiny_model_dir, synthetic_iqa)
     results = run(cfg)
     pred = pd.read_csv(tmp_path / "eval" / "predictions_synthetic_iqa.csv")
     assert pred["pred"].isna().all() and (pred["n_parsed"] == 0).all()
@@ -308,7 +309,7 @@ def test_missing_media_follow_on_bad_sample(tmp_path, tiny_model_dir, synthetic_
 
 
 @pytest.mark.filterwarnings("ignore::prresq.metrics.DegenerateInputWarning")
-@pytest.mark.parametrize("prompt", ["tiny", "preresq_iqa", "preresq_iqa_ours", "preresq_vqa"])
+@pytest.mark.parametrize("prompt", ["tiny", "vq_r1", "preresq_iqa", "preresq_iqa_ours", "preresq_vqa"])
 def test_unreadable_answers_are_nan_counted_and_listed_for_every_prompt(
     tmp_path, tiny_model_dir, synthetic_iqa, prompt
 ):
@@ -318,13 +319,14 @@ def test_unreadable_answers_are_nan_counted_and_listed_for_every_prompt(
     cfg = compose_eval(
         [f"prompt={prompt}", "limit=6", "paper=VisualQuality-R1"], tmp_path, tiny_model_dir, synthetic_iqa
     )
-    rule = {"tiny": "answer_first", "preresq_iqa": "answer_first_or_text", "preresq_iqa_ours": "aspect_mean"}
-    assert cfg.scoring.answer_rule == ("aspect_mean" if prompt == "preresq_iqa_ours" else "released")
+    own = {"tiny": "answer_first", "preresq_iqa_ours": "aspect_mean"}  # the prompts that name their rule
+    assert cfg.scoring.answer_rule == own.get(prompt, "released")
+    rule = {**own, "preresq_vqa": "answer_mean"}
     results = run(cfg)
     out = tmp_path / "eval"
     pred = pd.read_csv(out / "predictions_synthetic_iqa.csv", keep_default_na=False, na_values=[""])
     d = int(cfg.prompt.num_aspects)
-    expected = score_answers(pred["text"].fillna("").tolist(), rule.get(prompt, "answer_mean"), d)[0].numpy()
+    expected = score_answers(pred["text"].fillna("").tolist(), rule.get(prompt, "answer_first_or_text"), d)[0].numpy()
     np.testing.assert_allclose(pred["pred"].to_numpy(dtype=float), expected, rtol=1e-6)
     failed = pred["pred"].isna()
     assert (pred.loc[failed, "status"] == "no_answer").all() and (pred.loc[~failed, "status"] == "ok").all()

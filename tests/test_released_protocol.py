@@ -133,3 +133,10 @@ def test_recipe_batch_geometry_equals_the_released_script(recipe):
     global_batch = rel["gpus"] * rel["completions"] // rel["k"][0]
     assert sampler.global_batch_size == global_batch
     assert len(sampler) == rel["n_train"] // global_batch
+
+
+def test_eval_released_scoring_preset_holds_the_released_inference_settings():
+    """`prresq.eval scoring=eval_released`: one sampled answer, top-k 50, top-p 1, 512 new tokens, released rule."""
+    sc = compose_config("eval", ["scoring=eval_released", "prompt=preresq_iqa"]).scoring
+    assert (sc.mode, sc.n, sc.top_k, sc.top_p, sc.max_new_tokens) == ("sample", 1, 50, 1.0, 512)
+    assert sc.answer_rule == "released" and sc.logistic is True

@@ -173,13 +173,11 @@ def test_score_answers_rules_by_hand(text, rule, d, expected):
 
 
 def test_released_rule_is_the_papers_by_answer_shape():
-    """`released` is VisualQuality-R1's rule for one score, PreResQ-R1's IQA rule for five, its VQA rule for two;
+    """`released` is the anchors' released inference rule: one number of the last <answer> or of the text (one score,
+    VisualQuality-R1; five aspects, PreResQ-R1 IQA), the mean of the last <answer>'s numbers (two, PreResQ-R1 VQA);
     the training reward's parser keeps the released fallback (3.0) where evaluation gives NaN."""
-    assert [resolve_answer_rule("released", d) for d in (1, 5, 2)] == [
-        "answer_first",
-        "answer_first_or_text",
-        "answer_mean",
-    ]
+    released = [resolve_answer_rule("released", d) for d in (1, 5, 2)]
+    assert released == ["answer_first_or_text", "answer_first_or_text", "answer_mean"]
     assert score_answers(["no numbers"], "released", 5)[0].isnan().all()
     assert parse_answers(["no numbers"], 5)[0].tolist() == [3.0]
     with pytest.raises(ValueError, match="scoring.answer_rule='median'"):

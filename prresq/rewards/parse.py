@@ -14,14 +14,15 @@ training reward's parser (the released fallbacks stay there).
 ``score_answers`` is evaluation's and validation's (``scoring.answer_rule``): an answer the rule cannot read
 is NaN, never padded, never 3.0, never random. Rules (``ANSWER_RULES``):
 
-- ``answer_first``: the first number of the last ``<answer>`` (VisualQuality-R1, as ``parse_scores``);
+- ``answer_first``: the first number of the last ``<answer>`` (the paper's Table 1 format, as ``parse_scores``);
 - ``answer_first_or_text``: the first number of the last ``<answer>``, or of the whole text when it holds no
-  ``<answer>`` (PreResQ-R1's released IQA inference, src/inference_PreResIQA_R1.py: one number);
+  ``<answer>`` (the released inference of both anchors: VisualQuality-R1's README quick start and PreResQ-R1's
+  src/inference_PreResIQA_R1.py, one number);
 - ``answer_mean``: the mean of every number of the last ``<answer>`` (PreResQ-R1's released VQA inference,
   src/inference_PreResVQA-R1.py);
 - ``aspect_mean``: the mean of the last D numbers anywhere (the training reward's rule), NaN with fewer than D;
-- ``released``: the paper's rule for the prompt's answer (D = 1: ``answer_first``; D = 5:
-  ``answer_first_or_text``; D = 2: ``answer_mean``).
+- ``released``: the anchors' released inference rule for the prompt's answer (D = 1, VisualQuality-R1, and
+  D = 5, PreResQ-R1 IQA: ``answer_first_or_text``; D = 2, PreResQ-R1 VQA: ``answer_mean``).
 
 Scores are clamped to ``[low, high]`` (NaN stays NaN); the released scripts' random score for an unreadable
 answer is what the NaN replaces.
@@ -60,7 +61,7 @@ RELEASED_VQA_NUMBER_RE = re.compile(r"\d+\.?\d*")
 
 _ASPECT_FALLBACK = 3.0
 ANSWER_RULES = ("released", "answer_first", "answer_first_or_text", "answer_mean", "aspect_mean")
-_RELEASED_BY_ASPECTS = {1: "answer_first", 5: "answer_first_or_text", 2: "answer_mean"}
+_RELEASED_BY_ASPECTS = {1: "answer_first_or_text", 5: "answer_first_or_text", 2: "answer_mean"}
 
 
 def _first_answer_number(text: str) -> float:
