@@ -150,8 +150,12 @@ def test_video_benchmark_goes_through_the_video_flow(tmp_path, tiny_model_dir, s
         }
     results = run(cfg)
     pred = pd.read_csv(tmp_path / "eval" / "predictions_synthetic_vqa.csv")
-    assert len(pred) == 3 and pred["media"].str.endswith(".mp4").all() and (pred["status"] == "ok").all()
-    assert results.loc[0, "n"] + results.loc[0, "n_failed"] == 3
+    assert len(pred) == 3 and pred["media"].str.endswith(".mp4").all()
+    assert (pred["status"] == pred["pred"].isna().map({True: "no_answer", False: "ok"})).all()  # no 3.0 padding
+    assert (
+        results.loc[0, "n"] + results.loc[0, "n_failed"] == 3
+        and results.loc[0, "n_failed"] == pred["pred"].isna().sum()
+    )
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -270,7 +274,7 @@ def test_predictions_align_by_order_and_list_skipped_items():
     df = predictions_frame(recs, scored, skipped=["/d/b.png: corrupt or unreadable image"])
     assert df["id"].tolist() == ["a", "b", "a"] and df["mos"].tolist() == [1.0, 2.0, 3.0]
     assert df["pred"].iloc[0] == 1.5 and df["pred"].iloc[1:].isna().all()
-    assert df["status"].tolist() == ["ok", "error: /d/b.png: corrupt or unreadable image", "ok"]
+    assert df["status"].tolist() == ["ok", "error: /d/b.png: corrupt or unreadable image", "no_answer"]
     assert df["n_parsed"].tolist() == [1, 0, 0] and df["text"].tolist() == ["<answer>1.5</answer>", "", "??"]
     assert df["sample_mean"].isna().all() and df["mos_raw"].tolist() == [2.0, 4.0, 6.0]
 
