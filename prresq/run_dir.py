@@ -144,6 +144,9 @@ class RunDirGuard(Callback):
         if not out_dir.is_dir():
             return  # a new directory holds nothing to protect; prresq.train.run locks it
         try:
-            claim_run_dir(out_dir, is_resume(config.get("ckpt_path"), out_dir), bool(config.overwrite_run_dir))
+            from prresq.preemption import resume_ckpt_path
+
+            resume = is_resume(resume_ckpt_path(config.get("ckpt_path")), out_dir)
+            claim_run_dir(out_dir, resume, bool(config.overwrite_run_dir))
         except RunDirError as err:  # Hydra turns a callback's exception into a warning and runs the job anyway
             raise SystemExit(f"Error: {err}") from None

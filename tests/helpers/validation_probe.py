@@ -1,4 +1,4 @@
-"""A callback for kill tests: marks the start of validation at one step, then holds it open."""
+"""Callbacks for kill and signal tests: mark the start of a validation or a training step, then hold it open."""
 
 from __future__ import annotations
 
@@ -31,3 +31,18 @@ class CharCount:
     def __call__(self, inputs: Any) -> Any:
         k = inputs.scores.shape[1]
         return torch.tensor([len(t) / 10.0 for t in inputs.texts]).view(-1, k)
+
+
+class HoldStep(L.Callback):
+    """At the start of training step `step`, touch `marker`, then wait until `release` exists (the test sends a
+    signal in between, so it arrives during that step)."""
+
+    def __init__(self, step: int, marker: str, release: str, seconds: float = 120.0) -> None:
+        self.step, self.marker, self.release, self.seconds = step, Path(marker), Path(release), seconds
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.global_step == self.step and not self.marker.exists():
+            self.marker.write_text(str(trainer.global_step))
+            deadline = time.monotonic() + self.seconds
+            while not self.release.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
