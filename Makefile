@@ -31,12 +31,12 @@ test-fast: $(STAMP) ## The quick loop: skip the slow tests (every experiment's f
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow and not gpu" $(ARGS)
 
 lint: $(STAMP) ## ruff check + format check
-	$(PY) -m ruff check prresq tests experiments
-	$(PY) -m ruff format --check prresq tests experiments
+	$(PY) -m ruff check prresq tests experiments hydra_plugins
+	$(PY) -m ruff format --check prresq tests experiments hydra_plugins
 
 format: $(STAMP) ## ruff format + autofix
-	$(PY) -m ruff format prresq tests experiments
-	$(PY) -m ruff check --fix prresq tests experiments
+	$(PY) -m ruff format prresq tests experiments hydra_plugins
+	$(PY) -m ruff check --fix prresq tests experiments hydra_plugins
 
 bench: $(STAMP) ## Run the benchmarks under experiments/bench (print figures)
 	$(PY) experiments/bench/bench_preresq_rewards.py

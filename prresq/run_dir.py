@@ -14,12 +14,17 @@ job's `.hydra/` files into the directory, so a refused run does not replace the 
   `overwrite_run_dir=true`, which deletes those outputs first (and nothing else).
 
 Hydra multirun gives every job its own fresh subdirectory, and `python -m prresq.train` without
-`hydra.run.dir` a new dated one, so neither is affected.
+`hydra.run.dir` a new dated one, so neither is affected. A job's subdirectory is named by its overrides
+through `run_dir_name` (the resolver `${prresq.run_dir_name:...}` of `conf/hydra/default.yaml`): a `/` in
+a value is written `%2F` (never a nested folder), and a name longer than `SAFE_NAME_BYTES` keeps its
+start and ends with a hash of the whole override string, which the job's `.hydra/overrides.yaml` and
+`.hydra/hydra.yaml` (`hydra.job.override_dirname`) hold in full.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
@@ -33,7 +38,24 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".run.lock"
+SAFE_NAME_BYTES = 150  # file systems stop at 255 bytes per name; leave room for suffixes other tools add
+HASH_CHARS = 12
 RUN_OUTPUTS = ("checkpoints", "tb", "csv", "export", "eval", "heldout_metrics.json", "heldout_metrics.md")
+
+
+def run_dir_name(override_dirname: str, max_bytes: int = SAFE_NAME_BYTES) -> str:
+    """A folder name for a job's override string: `/` as `%2F`; past `max_bytes`, its start + `-` + a stable hash."""
+    name = override_dirname.replace("%", "%25").replace("/", "%2F")
+    if len(name.encode()) <= max_bytes:
+        return name
+    digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:HASH_CHARS]
+    head = name.encode()[: max_bytes - HASH_CHARS - 1].decode(errors="ignore")
+    return f"{head}-{digest}"
+
+
+def register_resolvers() -> None:
+    """`${prresq.run_dir_name:<overrides>}` for Hydra's sweep subdirectory (conf/hydra/default.yaml)."""
+    OmegaConf.register_new_resolver("prresq.run_dir_name", lambda s: run_dir_name(str(s)), replace=True)
 
 
 class RunDirError(RuntimeError):
