@@ -164,22 +164,24 @@ class SignalCheckpoint(Callback):
         signum = int(self._exit.code) - 128  # type: ignore[arg-type]
         previous = [*self._previous.values(), *getattr(trainer._signal_connector, "_original_handlers", {}).values()]
         self._restore()
-        action = self._requeue(signum, previous) if self.requeue and os.environ.get("SLURM_JOB_ID") else None
+        where = f"{signal.Signals(signum).name} at step {trainer.global_step}"
+        action = self._requeue(signum, previous, where) if self.requeue and os.environ.get("SLURM_JOB_ID") else None
         if action is None:
             action = f"exiting; resume with ckpt_path=last hydra.run.dir={self.dirpath.parent}"
-        log.warning("%s at step %d: %s", signal.Signals(signum).name, trainer.global_step, action)
+        log.warning("%s: %s", where, action)
         raise self._exit
 
-    def _requeue(self, signum: int, previous: list[Any]) -> str | None:
+    def _requeue(self, signum: int, previous: list[Any], where: str) -> str | None:
         """Requeue this SLURM job from rank 0; returns what was done (None: nothing, exit as elsewhere)."""
         if int(os.environ.get("SLURM_PROCID", "0") or 0) != 0:
             return "rank 0 requeues the job"
         submitit = _submitit_handler(previous)
         if submitit is not None:
             # submitit dumps the job for the rerun, requeues it and exits (or raises when it may not requeue)
+            log.warning("%s: requeuing through submitit", where)
             requeue: Callable[..., None] = submitit.checkpoint_and_try_requeue
-            requeue(signum, None)
-            return "requeued by submitit"
+            requeue(signum, None)  # exits here once requeued
+            return "submitit did not requeue"
         job = os.environ["SLURM_JOB_ID"]
         try:
             subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True, text=True, timeout=60)

@@ -63,6 +63,8 @@ ClusterName=prresq
 SlurmctldHost=$host
 SlurmUser=root
 AuthType=auth/munge
+# a requeued job may start again cred_expire s after its requeue (Slurm's default: 120)
+AuthInfo=cred_expire=10
 StateSaveLocation=$STATE/ctld
 SlurmdSpoolDir=$STATE/slurmd
 SlurmctldPidFile=$STATE/slurmctld.pid

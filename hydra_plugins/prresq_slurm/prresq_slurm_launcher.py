@@ -14,6 +14,7 @@ Hydra only instantiates launchers from the `hydra_plugins` package, hence this m
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,29 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
+
+
+ACTIVE_STATES = {"RUNNING", "COMPLETING", "PENDING", "REQUEUED", "UNKNOWN"}
+
+
+def _final_state(job: Any, wait_s: float = 30.0) -> str:
+    """The job's SLURM state once it has ended (the result file is written a moment before)."""
+    deadline = time.monotonic() + wait_s
+    state = "UNKNOWN"
+    while time.monotonic() < deadline:
+        state = str(job.get_info(mode="force").get("State", "UNKNOWN")).split()[0]
+        if state not in ACTIVE_STATES:
+            break
+        time.sleep(1)
+    return state
+
+
+def _error_line(err: BaseException) -> str:
+    """The exception line of a job's error (submitit wraps the job's traceback between dashed lines)."""
+    parts = str(err).split("----------------------")
+    text = parts[1] if len(parts) >= 3 else str(err)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
 
 
 class SlurmJobsFailed(RuntimeError):
@@ -85,10 +109,9 @@ class PrresqSlurmLauncher(SlurmLauncher):
             try:
                 returns.append(job.results()[0])
             except Exception as err:  # noqa: BLE001 (submitit's FailedJobError / UncompletedJobError)
-                lines = [line for line in str(err).splitlines() if line.strip()]
                 failed.append(
-                    f"job {job.job_id} ({' '.join(filter_overrides(overrides))}): SLURM state {job.state}: "
-                    f"{lines[-1] if lines else type(err).__name__} (log: {job.paths.stderr})"
+                    f"job {job.job_id} ({' '.join(filter_overrides(overrides))}): SLURM state {_final_state(job)}: "
+                    f"{_error_line(err)} (log: {job.paths.stderr})"
                 )
         if failed:
             raise SlurmJobsFailed(f"{len(failed)} of {len(jobs)} SLURM job(s) failed:\n  " + "\n  ".join(failed))

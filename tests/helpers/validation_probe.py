@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from hydra.experimental.callback import Callback as HydraCallback
 
 from prresq.rewards import register_reward
 
@@ -46,3 +48,20 @@ class HoldStep(L.Callback):
             deadline = time.monotonic() + self.seconds
             while not self.release.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
+
+
+class PaceFirstSlurmRun(L.Callback):
+    """Sleep `seconds` after each training step, only in the first run of a SLURM job (not after a requeue,
+    not outside SLURM): the job is still training when its time-limit signal comes. Sleeping changes no result."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) == 0:
+            time.sleep(self.seconds)
+
+
+class RegisterTestRewards(HydraCallback):
+    """A Hydra callback (`+hydra.callbacks.test_rewards={_target_: validation_probe.RegisterTestRewards}`): Hydra
+    creates it in every job process (SLURM jobs too), and importing this module registers `test_char_count`."""
