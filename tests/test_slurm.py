@@ -241,6 +241,6 @@ def test_a_2_task_ddp_job_preempted_resumes_where_it_stopped(root, tmp_path):
     assert proc.returncode == 0, out[-4000:]
     log = _logs(sweep, job)
     assert _sacct(job) == ["REQUEUED", "COMPLETED"]
-    assert _saved_at_signal(log) == [3], log[-4000:]  # step 2 in flight when the signal came: saved after it
+    assert _saved_at_signal(log) == [3, 3], log[-4000:]  # each rank: step 2 was in flight, the save follows it
     (run_dir,) = _job_dirs(sweep)
     _assert_same_run(tmp_path / "reference", run_dir, steps)
