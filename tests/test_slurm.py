@@ -101,7 +101,7 @@ def _slurm(args: list[str], root: Path, sweep: Path, **env: str) -> subprocess.P
 
 def _job_ids(sweep: Path) -> list[str]:
     folder = sweep / ".submitit"
-    return sorted(p.name for p in folder.iterdir() if re.fullmatch(r"\d+(_\d+)?", p.name)) if folder.is_dir() else []
+    return sorted(p.parent.name for p in folder.glob("*/*_submitted.pkl"))  # one folder per job (array task)
 
 
 def _sacct(job: str, wait_s: float = 60) -> list[str]:
@@ -171,10 +171,12 @@ def test_readme_multirun_one_job_per_override_set_results_returned(root, tmp_pat
             outcome, ret = pickle.load(f)
         assert outcome == "success" and ret.status.name == "COMPLETED"
         ks.append(int(ret.cfg.grpo.k))
-        log = _logs(sweep, job)
-        assert "OMP_NUM_THREADS" not in log or "OMP_NUM_THREADS=1" in log
-        assert "\r" not in log, "a progress bar redraws in the batch job's log"
+        assert "Epoch 0:" not in _logs(sweep, job), "Lightning's progress bar redraws in the batch job's log"
     assert sorted(ks) == [2, 3]
+    (script,) = (sweep / ".submitit").glob("*/*_submission.sh")
+    sbatch = script.read_text()
+    assert "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}" in sbatch  # = cpus_per_task unless set
+    assert "--cpus-per-task=1" in sbatch and "--mem=" in sbatch and "gpu" not in sbatch  # a CPU node: no GPU asked
 
 
 def test_a_failing_job_ends_failed_and_is_named(root, tmp_path):
