@@ -246,3 +246,14 @@ def test_a_2_task_ddp_job_preempted_resumes_where_it_stopped(root, tmp_path):
     assert _saved_at_signal(log) == [3, 3], log[-4000:]  # each rank: step 2 was in flight, the save follows it
     (run_dir,) = _job_dirs(sweep)
     _assert_same_run(tmp_path / "reference", run_dir, steps)
+
+
+def test_a_request_no_node_can_hold_stops_before_submission(root, tmp_path):
+    """Before: sbatch accepted it and the job stayed PENDING (Reason=PartitionConfig) while the launcher waited.
+    (Memory, GPUs, nodes and time limits: tests/test_slurm_resources.py.)"""
+    sweep = tmp_path / "sweep"
+    proc = _slurm([*TINY, "trainer.max_steps=1", "grpo.k=2"], root, sweep, SLURM_CPUS_PER_TASK="64")
+    out = _wait(proc, sweep)
+    message = "hydra.launcher.cpus_per_task=64 x tasks_per_node=1: the largest node has 2 CPUs"
+    assert proc.returncode != 0 and message in out, out[-3000:]
+    assert _job_ids(sweep) == []  # nothing was submitted
