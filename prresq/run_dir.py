@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".run.lock"
-SAFE_NAME_BYTES = 150  # file systems stop at 255 bytes per name; leave room for suffixes other tools add
+SAFE_NAME_BYTES = 240  # file systems stop at 255 bytes per name; a little room for suffixes other tools add
 HASH_CHARS = 12
 RUN_OUTPUTS = ("checkpoints", "tb", "csv", "export", "eval", "heldout_metrics.json", "heldout_metrics.md")
 
