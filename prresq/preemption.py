@@ -12,7 +12,8 @@ every rank agrees on it (one all-reduce per step with several processes), the tr
 - elsewhere the process exits with status 128 + signal number (never 0).
 
 `ckpt_path=last` then resumes from exactly that step. A requeued SLURM job (`SLURM_RESTART_COUNT` > 0)
-resumes by itself: `resume_ckpt_path` turns an unset `ckpt_path` into `last` (`prresq.train.run`).
+resumes by itself from its own `last.ckpt` (`resume_ckpt_path`, called by `prresq.train.run`), also when the
+command named another checkpoint to start from.
 Outside `fit`, these signals keep their previous handlers (a signal before the first step loses nothing).
 """
 
@@ -42,9 +43,14 @@ def requeued_slurm_job() -> bool:
     return bool(os.environ.get("SLURM_JOB_ID")) and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
 
 
-def resume_ckpt_path(ckpt_path: Any) -> Any:
-    """`ckpt_path` as given; `last` when it is unset and this is a requeued SLURM job (automatic resume)."""
-    if ckpt_path is None and requeued_slurm_job():
+def resume_ckpt_path(ckpt_path: Any, out_dir: str | Path) -> Any:
+    """The checkpoint a run starts from: `ckpt_path` as given, except in a requeued SLURM job, which resumes
+    from its own `<out_dir>/checkpoints/last.ckpt` (`last`) when there is one, or when `ckpt_path` is unset
+    (a job requeued before its first save starts again from scratch in the same folder)."""
+    if not requeued_slurm_job():
+        return ckpt_path
+    own = any((Path(out_dir) / "checkpoints").glob("last*.ckpt"))
+    if ckpt_path is None or (own and ckpt_path != "last"):
         log.info("requeued SLURM job %s: resuming from checkpoints/last.ckpt", os.environ.get("SLURM_JOB_ID"))
         return "last"
     return ckpt_path

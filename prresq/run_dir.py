@@ -168,7 +168,7 @@ class RunDirGuard(Callback):
         try:
             from prresq.preemption import resume_ckpt_path
 
-            resume = is_resume(resume_ckpt_path(config.get("ckpt_path")), out_dir)
+            resume = is_resume(resume_ckpt_path(config.get("ckpt_path"), out_dir), out_dir)
             claim_run_dir(out_dir, resume, bool(config.overwrite_run_dir))
         except RunDirError as err:  # Hydra turns a callback's exception into a warning and runs the job anyway
             raise SystemExit(f"Error: {err}") from None

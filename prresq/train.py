@@ -89,7 +89,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     check_train_config(cfg)
     check_optimized_metric(cfg)
-    ckpt_path = resume_ckpt_path(cfg.get("ckpt_path"))  # a requeued SLURM job resumes by itself
+    ckpt_path = resume_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)  # a requeued SLURM job resumes itself
     if ckpt_path != cfg.get("ckpt_path"):
         with open_dict(cfg):
             cfg.ckpt_path = ckpt_path

@@ -126,12 +126,15 @@ def test_usr_signals_save_at_the_step_in_flight_and_exit_non_zero(uninterrupted,
     assert saved["global_step"] == HELD_STEP + 1
 
 
-def test_a_requeued_slurm_job_resumes_by_itself(monkeypatch):
+def test_a_requeued_slurm_job_resumes_by_itself(monkeypatch, tmp_path):
     monkeypatch.setenv("SLURM_JOB_ID", "17")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
-    assert resume_ckpt_path(None) is None  # the first run of a job starts fresh
+    assert resume_ckpt_path(None, tmp_path) is None  # the first run of a job starts fresh
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    assert resume_ckpt_path(None) == "last"
-    assert resume_ckpt_path("/ckpt/x.ckpt") == "/ckpt/x.ckpt"  # an explicit checkpoint is kept
+    assert resume_ckpt_path(None, tmp_path) == "last"  # requeued before its first save: `last` finds none, fresh
+    assert resume_ckpt_path("/init/x.ckpt", tmp_path) == "/init/x.ckpt"  # nothing of its own yet: the given start
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert resume_ckpt_path("/init/x.ckpt", tmp_path) == "last"  # never back to the start after a requeue
     monkeypatch.delenv("SLURM_JOB_ID")
-    assert resume_ckpt_path(None) is None
+    assert resume_ckpt_path(None, tmp_path) is None and resume_ckpt_path("/init/x.ckpt", tmp_path) == "/init/x.ckpt"
