@@ -35,6 +35,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from prresq.file_lock import LockHeld, hold_lock
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".run.lock"
@@ -120,19 +122,13 @@ def is_resume(ckpt_path: Any, out_dir: Path) -> bool:
 
 def _lock(out_dir: Path) -> RunDirClaim:
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
+        fd = hold_lock(out_dir / LOCK_NAME)
+    except LockHeld as held:
         raise RunDirError(
-            f"{out_dir}: another training is running in this directory ({holder}); one run directory holds "
+            f"{out_dir}: another training is running in this directory ({held.holder}); one run directory holds "
             "one run. Wait for it, or pick another hydra.run.dir"
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
     return RunDirClaim(out_dir, fd)
 
 
