@@ -29,7 +29,7 @@ test: $(STAMP) ## Run the test suite (~6-8 min on 2 cores; tests that need CUDA 
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -rs $(ARGS)
 
 test-fast: $(STAMP) ## The quick loop: skip the slow tests (every experiment's fast_dev_run) too
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow and not gpu" $(ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow and not gpu and not slurm" $(ARGS)
 
 # lint and format need ruff only: no reinstall of the project when pyproject.toml changed.
 $(RUFF):
@@ -37,12 +37,12 @@ $(RUFF):
 	$(PY) -m pip install -q "ruff>=0.6"
 
 lint: $(RUFF) ## ruff check + format check (installs ruff alone if missing)
-	$(RUFF) check prresq tests experiments
-	$(RUFF) format --check prresq tests experiments
+	$(RUFF) check prresq hydra_plugins tests experiments
+	$(RUFF) format --check prresq hydra_plugins tests experiments
 
 format: $(RUFF) ## ruff format + autofix
-	$(RUFF) format prresq tests experiments
-	$(RUFF) check --fix prresq tests experiments
+	$(RUFF) format prresq hydra_plugins tests experiments
+	$(RUFF) check --fix prresq hydra_plugins tests experiments
 
 bench: $(STAMP) ## Run the benchmarks under experiments/bench (print figures)
 	$(PY) experiments/bench/bench_preresq_rewards.py

@@ -67,7 +67,8 @@ def predictions_frame(records: Sequence[Record], scored: dict[str, Any], skipped
     for rec in records:
         row: dict[str, Any] = {"id": rec.id, "media": str(rec.media), "mos": rec.mos_mapped}
         if j < n and ids[j] == rec.id:
-            row.update({k: v[j] for k, v in cols.items()}, n_parsed=n_parsed[j], text=texts[j], status="ok")
+            status = "ok" if math.isfinite(cols["pred"][j]) else "no_answer"  # unreadable by scoring.answer_rule
+            row.update({k: v[j] for k, v in cols.items()}, n_parsed=n_parsed[j], text=texts[j], status=status)
             j += 1
         else:
             reason = next((s for s in skipped if s.startswith(f"{rec.source}:")), "unreadable")

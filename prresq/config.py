@@ -80,6 +80,10 @@ class ScoringOptions(SamplingConfig):
     score_low: float = 1.0  # the answer's score range (parsing, expected-score candidates)
     score_high: float = 5.0
     shared_prefix: bool = True  # N samples on one vision encoding + prompt prefill per item (False: N plain prefills)
+    # answer -> score (prresq.rewards.score_answers): released | answer_first | answer_first_or_text | answer_mean |
+    # aspect_mean; an answer the rule cannot read is NaN and counted as failed. Default: the prompt's `answer_rule`
+    # when it names one, else `released` (the paper's rule for the prompt's number of scores).
+    answer_rule: str = "${oc.select:prompt.answer_rule,released}"
 
 
 @dataclass

@@ -41,6 +41,7 @@ from omegaconf import DictConfig
 
 from prresq.config import GRPOConfig, ScoringOptions, to_plain
 from prresq.lr_schedule import DECAYS
+from prresq.rewards.parse import resolve_answer_rule
 
 
 class ConfigError(ValueError):
@@ -302,6 +303,11 @@ def check_train_config(cfg: DictConfig | Mapping[str, Any]) -> None:
     n = scoring.get("n")
     if scoring.get("mode", "both") in ("sample", "both") and n is not None and (not _is_int(n) or int(n) < 1):
         problems.append(f"scoring.n={n!r}: must be an integer >= 1 with scoring.mode={scoring.get('mode')}")
+    num_aspects = (cfg.get("prompt") or {}).get("num_aspects", 1)
+    try:
+        resolve_answer_rule(str(scoring.get("answer_rule", "released")), int(num_aspects))
+    except (TypeError, ValueError) as err:
+        problems.append(str(err))
 
     if low is not None and high is not None and low < high:
         _check_mos_map_to((cfg.get("data") or {}).get("mos_map_to"), low, high, problems)

@@ -19,6 +19,11 @@ numbers. Written under `<paths.output_dir>/eval/`:
   mos_raw, greedy, sample_mean, expected, expected_mass, status. With `on_bad_sample=skip`, items
   whose media are missing or unreadable (or whose MOS is bad) are listed with no prediction and
   status `skipped: <label file row and reason>` / `error: <reason>`, and count in `n_failed`.
+- `predictions_<benchmark>.txt`: one `name score` line per item with a prediction, the form the anchors'
+  `SRCC.py` reads (`name` as the label file writes it); items without one are left out, as that script
+  counts missing names.
+- `results_vs_paper.{csv,md}` (with `paper=VisualQuality-R1` or `VisualQuality-R1-dagger`): the table beside the
+  paper's reported SRCC/PLCC (`prresq/data/paper_results.csv`, `prresq.paper_results`); also printed.
 - `error_hist_<benchmark>.png` (prediction minus MOS) and `scatter_<benchmark>.png` (prediction vs
   MOS with the fitted logistic curve), from `prresq.plots`.
 
@@ -51,6 +56,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import numpy as np
 import pandas as pd
 import torch
 from hydra.utils import instantiate
@@ -66,6 +72,7 @@ from prresq.eval_progress import BenchmarkProgress
 from prresq.eval_ranks import Ranks, close_process_group, launch_processes
 from prresq.metrics import DegenerateInputWarning, correlation_table, prediction_hint, summary_table, write_results
 from prresq.models import load_scoring_model
+from prresq.paper_results import beside_paper
 from prresq.run_record import use_run_record
 from prresq.scoring import ScoringConfig
 from prresq.write_errors import ensure_writable_folder
@@ -196,6 +203,9 @@ def run(cfg: DictConfig) -> pd.DataFrame | None:
     table = summary_table(rows)
     _, md = write_results(table, out_dir)
     print(md.read_text(), flush=True)
+    if cfg.get("paper"):
+        _, paper_md = write_results(beside_paper(table, str(cfg.paper)), out_dir, stem="results_vs_paper")
+        print(paper_md.read_text(), flush=True)
     print(f"results: {md.with_suffix('.csv')}, predictions and plots per benchmark in {out_dir}", flush=True)
     return table
 
@@ -206,6 +216,7 @@ def _write_benchmark(cfg: DictConfig, name: str, df: pd.DataFrame, out_dir: Path
 
     logistic = bool(cfg.scoring.logistic)
     df.to_csv(out_dir / f"predictions_{name}.csv", index=False)
+    write_name_scores(df, out_dir / f"predictions_{name}.txt")
     pred, mos = df["pred"].to_numpy(), df["mos"].to_numpy()
     hint = prediction_hint(pred, name)
     with warnings.catch_warnings():
@@ -220,6 +231,13 @@ def _write_benchmark(cfg: DictConfig, name: str, df: pd.DataFrame, out_dir: Path
     if hint:
         print(hint, flush=True)
     return row
+
+
+def write_name_scores(df: pd.DataFrame, path: Path) -> int:
+    """`name score` lines (the anchors' prediction files) for the rows with a finite prediction; returns their count."""
+    kept = df[np.isfinite(df["pred"].to_numpy(dtype=float))]
+    path.write_text("".join(f"{name} {score!r}\n" for name, score in zip(kept["id"], kept["pred"].astype(float))))
+    return len(kept)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

@@ -6,7 +6,8 @@ an item whose N answers all fail has a NaN score and is reported as failed.
 
 Modes (`ScoringConfig.mode`):
 
-- ``greedy``: one greedy answer, parsed (`prresq.rewards.parse_answers`).
+- ``greedy``: one greedy answer, read by `answer_rule` (`prresq.rewards.score_answers`: the paper's rule for
+  the prompt by default; an answer the rule cannot read is NaN and counted, never padded or 3.0).
 - ``sample``: N answers at `temperature`, the mean of those that parse; `n_parsed` counts them.
   With `shared_prefix` (the default) the N answers continue one vision encoding and one prompt
   prefill per item (`prresq.prefix.generate_completions_shared`, as in training); with
@@ -49,7 +50,7 @@ from torch import Tensor, nn
 from prresq.config import ScoringOptions
 from prresq.eval_ranks import seed_unit
 from prresq.prefix import generate_completions_shared
-from prresq.rewards import parse_answers
+from prresq.rewards.parse import resolve_answer_rule, score_answers
 from prresq.rollout import TOKEN_KEYS, generate_completions
 from prresq.sampling import GenerationTokens
 
@@ -64,6 +65,7 @@ class ScoringConfig(ScoringOptions):
     sampling parameters `SamplingConfig`'s) plus the prompt's number of aspect scores."""
 
     num_aspects: int = 1  # scores per answer (the prompt group's num_aspects)
+    answer_rule: str = "released"  # prresq.rewards.score_answers; NaN where the rule cannot read an answer
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], **overrides: Any) -> ScoringConfig:
@@ -227,6 +229,7 @@ def score_batch(model: nn.Module, processor: Any, inputs: dict[str, Tensor], cfg
     """Score every item of a collated batch (see the module docstring for the modes)."""
     if cfg.mode not in MODES:
         raise ValueError(f"scoring.mode={cfg.mode!r}: expected one of {', '.join(MODES)}")
+    rule = resolve_answer_rule(cfg.answer_rule, cfg.num_aspects)
     tokens = GenerationTokens.from_tokenizer(processor.tokenizer)
     b = inputs["input_ids"].shape[0]
     out = Scores()
@@ -234,7 +237,7 @@ def score_batch(model: nn.Module, processor: Any, inputs: dict[str, Tensor], cfg
     if cfg.mode in ("greedy", "both", "expected"):
         ids, _ = generate_completions(model, inputs, 1, tokens, cfg.sampling, do_sample=False)
         texts = decode(processor, ids)
-        scores, aspects = parse_answers(texts, cfg.num_aspects, *rng)
+        scores, aspects = score_answers(texts, rule, cfg.num_aspects, *rng)
         out.greedy, out.aspects, out.texts = scores, aspects, texts
         out.n_parsed = (~torch.isnan(scores)).long()
         if cfg.mode == "expected":
@@ -243,7 +246,7 @@ def score_batch(model: nn.Module, processor: Any, inputs: dict[str, Tensor], cfg
         sample = generate_completions_shared if cfg.shared_prefix else generate_completions
         ids, _ = sample(model, inputs, cfg.n, tokens, cfg.sampling)
         texts = decode(processor, ids)
-        scores, aspects = parse_answers(texts, cfg.num_aspects, *rng)
+        scores, aspects = score_answers(texts, rule, cfg.num_aspects, *rng)
         scores = scores.view(b, cfg.n)
         parsed = ~torch.isnan(scores)
         out.n_parsed = parsed.sum(1)

@@ -65,9 +65,10 @@ def test_every_shipped_experiment_passes(experiment, tmp_path, monkeypatch):
         (["data.val_subset=-5"], r"data\.val_subset=-5: must be an integer >= 1 .*no validation item"),
         (["data.val_subset=0"], r"data\.val_subset=0: must be an integer >= 1"),
         (["data.val_subset=2.5"], r"data\.val_subset=2\.5: must be an integer >= 1"),
+        (["scoring.answer_rule=median"], r"scoring\.answer_rule='median': expected one of released, answer_first"),
         (
             ["experiment=preresq_iqa_kadid", "model=tiny", "strategy=single"],
-            r"trainer\.devices=8: strategy=single trains in one process",
+            r"trainer\.devices=4: strategy=single trains in one process",
         ),
         (["experiment=tiny_preresq", "schedule=two_stage", "schedule.stage2.k=1"], r"schedule\.stage2\.k=1: K < 2"),
     ],
