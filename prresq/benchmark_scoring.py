@@ -7,7 +7,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ def logistic_fittable(pred: np.ndarray, mos: np.ndarray) -> bool:
 def evaluate_benchmark(
     name: str,
     bench: Benchmark,
-    model: nn.Module,
+    model: nn.Module | None,
     processor: Any,
     flow: Flow,
     prompt: str,
@@ -142,22 +142,27 @@ def evaluate_benchmark(
     mine = todo[ranks.rank :: ranks.world]
     if ranks.is_main and done_units:
         print(f"{name}: resuming, {len(done_units)} of {len(units)} batches already scored", flush=True)
-    limit = prompt_token_limit(model, scoring.max_new_tokens)  # a longer prompt is a bad item, not a stalled batch
-    collator = PromptCollator(
-        processor,
-        prompt,
-        flow,  # type: ignore[arg-type]
-        seed=seed,
-        on_bad_sample=on_bad_sample,  # type: ignore[arg-type]
-        max_prompt_tokens=limit,
-    )
-    loader = DataLoader(
-        records,
-        batch_sampler=[list(units[u]) for u in mine],
-        num_workers=num_workers,
-        collate_fn=collator,
-    )
-    batches = iter(loader)
+    batches: Iterator[Any] = iter(())
+    collator: PromptCollator | None = None
+    if mine:
+        if model is None:
+            raise ValueError(f"benchmark {name}: {len(mine)} batches to score and no model")
+        limit = prompt_token_limit(model, scoring.max_new_tokens)  # a longer prompt is a bad item, not a stall
+        collator = PromptCollator(
+            processor,
+            prompt,
+            flow,  # type: ignore[arg-type]
+            seed=seed,
+            on_bad_sample=on_bad_sample,  # type: ignore[arg-type]
+            max_prompt_tokens=limit,
+        )
+        loader = DataLoader(
+            records,
+            batch_sampler=[list(units[u]) for u in mine],
+            num_workers=num_workers,
+            collate_fn=collator,
+        )
+        batches = iter(loader)
     scored_units: dict[int, list[dict[str, Any]]] = {}
     steps = -(-len(todo) // ranks.world)
     bar = tqdm(total=len(mine), desc=f"{name} ({len(records)} items)", disable=not ranks.is_main, leave=False)
@@ -170,6 +175,7 @@ def evaluate_benchmark(
                 unit_records = [records[i] for i in units[unit]]
                 ids = [r.id for r in unit_records]
                 batch = next(batches)
+                assert collator is not None and model is not None
                 scored = score_loader(model, processor, [] if batch is None else [batch], scoring, seed=seed)
                 rows = rows_of(predictions_frame(unit_records, scored, collator.skipped))
                 if progress is not None:

@@ -69,7 +69,7 @@ from prresq.data.benchmarks import load_benchmark_config
 from prresq.data.collate import prompt_of
 from prresq.data.dataflow import build_flows
 from prresq.eval_progress import BenchmarkProgress
-from prresq.eval_ranks import Ranks, close_process_group, launch_processes
+from prresq.eval_ranks import Ranks, close_process_group, launch_processes, work_units
 from prresq.metrics import DegenerateInputWarning, correlation_table, prediction_hint, summary_table, write_results
 from prresq.models import load_scoring_model
 from prresq.paper_results import beside_paper
@@ -155,23 +155,14 @@ def run(cfg: DictConfig) -> pd.DataFrame | None:
             f"{f' on {ranks.world} processes' if ranks.world > 1 else ''}; results go to {out_dir}",
             flush=True,
         )
-    L.seed_everything(seed, workers=True, verbose=False)
-    model, processor = load_scoring_model(
-        to_plain(cfg.model),
-        cfg.get("checkpoint"),
-        cfg.get("base_model"),
-        sc.get("min_pixels"),
-        sc.get("max_pixels"),
-        ranks.device(str(cfg.get("device", "auto"))),
-        sc.get("max_pixels_cap"),
-    )
-    flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")))
     on_bad_sample = str(cfg.get("on_bad_sample", "raise"))
     overrides: dict[str, Any] = {"on_bad_sample": on_bad_sample}
     if cfg.get("limit"):
         overrides["limit"] = int(cfg.limit)
-    rows = []
-    for key, bcfg in benchmarks.items():
+    batch_size = int(sc.get("batch_size", 8))
+    loaded = {}
+    to_score = False
+    for key, bcfg in benchmarks.items():  # labels before the model: a bad label file stops at once
         name = str(bcfg.get("name", key))
         ranks.run_on_main(lambda: prepare_synthetic(name, bcfg), f"benchmark {name}")  # noqa: B023 - called now
         bench, error = None, None
@@ -181,6 +172,27 @@ def run(cfg: DictConfig) -> pd.DataFrame | None:
             error = exc
         ranks.agree(error, f"benchmark {name}")
         assert bench is not None
+        loaded[key] = bench
+        total = len(work_units(len(bench.items), batch_size))
+        to_score |= ranks.run_on_main(lambda: len(progress[key].done()) < total, f"benchmark {name}")  # noqa: B023
+    L.seed_everything(seed, workers=True, verbose=False)
+    model, processor = None, None
+    if not to_score and ranks.is_main:
+        print("every batch of every benchmark is on disk: the model is not loaded", flush=True)
+    if to_score:  # a rerun whose batches are all on disk rewrites the files without loading the model
+        model, processor = load_scoring_model(
+            to_plain(cfg.model),
+            cfg.get("checkpoint"),
+            cfg.get("base_model"),
+            sc.get("min_pixels"),
+            sc.get("max_pixels"),
+            ranks.device(str(cfg.get("device", "auto"))),
+            sc.get("max_pixels_cap"),
+        )
+    flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")))
+    rows = []
+    for key, bench in loaded.items():
+        name = bench.name
         df = evaluate_benchmark(
             name,
             bench,
@@ -189,7 +201,7 @@ def run(cfg: DictConfig) -> pd.DataFrame | None:
             flows[bench.task],
             prompt,
             scoring,
-            batch_size=int(sc.get("batch_size", 8)),
+            batch_size=batch_size,
             seed=seed,
             num_workers=int(cfg.get("num_workers", 0)),
             on_bad_sample=on_bad_sample,

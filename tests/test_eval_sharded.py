@@ -186,6 +186,7 @@ def test_a_multirun_over_benchmarks_runs_one_job_each_and_resumes(tmp_path, tiny
     again = run_eval(cmd)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("resuming, 2 of 2 batches already scored") == 2
+    assert "the model is not loaded" in again.stdout and "the model is not loaded" not in first.stdout
     assert {name: (job / f"predictions_{name}.csv").read_text() for name, job in jobs.items()} == files
 
 
