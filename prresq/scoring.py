@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from prresq.config import ScoringOptions
 from prresq.eval_ranks import seed_unit
+from prresq.one_prefill import generate_greedy_and_samples
 from prresq.prefix import generate_completions_shared
 from prresq.rewards.parse import resolve_answer_rule, score_answers
 from prresq.rollout import TOKEN_KEYS, generate_completions
@@ -234,8 +235,12 @@ def score_batch(model: nn.Module, processor: Any, inputs: dict[str, Tensor], cfg
     b = inputs["input_ids"].shape[0]
     out = Scores()
     rng = (cfg.score_low, cfg.score_high)
-    if cfg.mode in ("greedy", "both", "expected"):
+    sampled = None
+    if cfg.mode == "both" and cfg.shared_prefix:  # greedy and samples from one prefill (prresq.one_prefill)
+        (ids, _), sampled = generate_greedy_and_samples(model, inputs, cfg.n, tokens, cfg.sampling)
+    elif cfg.mode in ("greedy", "both", "expected"):
         ids, _ = generate_completions(model, inputs, 1, tokens, cfg.sampling, do_sample=False)
+    if cfg.mode in ("greedy", "both", "expected"):
         texts = decode(processor, ids)
         scores, aspects = score_answers(texts, rule, cfg.num_aspects, *rng)
         out.greedy, out.aspects, out.texts = scores, aspects, texts
@@ -243,8 +248,10 @@ def score_batch(model: nn.Module, processor: Any, inputs: dict[str, Tensor], cfg
         if cfg.mode == "expected":
             out.expected, out.expected_mass, _ = expected_scores(model, processor, inputs, ids, cfg)
     if cfg.mode in ("sample", "both"):
-        sample = generate_completions_shared if cfg.shared_prefix else generate_completions
-        ids, _ = sample(model, inputs, cfg.n, tokens, cfg.sampling)
+        if sampled is None:
+            sample = generate_completions_shared if cfg.shared_prefix else generate_completions
+            sampled = sample(model, inputs, cfg.n, tokens, cfg.sampling)
+        ids, _ = sampled
         texts = decode(processor, ids)
         scores, aspects = score_answers(texts, rule, cfg.num_aspects, *rng)
         scores = scores.view(b, cfg.n)
