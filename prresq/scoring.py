@@ -13,7 +13,9 @@ Modes (`ScoringConfig.mode`):
   prefill per item (`prresq.prefix.generate_completions_shared`, as in training); with
   ``shared_prefix=False`` the plain path encodes the media and prefills the prompt N times. Same
   seed, same sampled tokens (`tests/test_prefix.py::test_scoring_samples_identical`).
-- ``both``: greedy and sample; the sample mean is the prediction.
+- ``both``: greedy and sample; the sample mean is the prediction. With `shared_prefix`, the greedy
+  answer and the N samples continue one vision encoding and one prompt prefill per item
+  (`prresq.one_prefill`; same tokens as a greedy pass followed by a sample pass).
 - ``expected``: greedy decoding, then the expected score read from the answer-token
   probabilities (single-number answers only). The rule, exactly:
 
