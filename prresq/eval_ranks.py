@@ -78,6 +78,11 @@ class Ranks:
         """Read WORLD_SIZE / RANK / LOCAL_RANK; with several processes, join (or reuse) the process group:
         NCCL on GPUs, gloo on CPUs. `timeout_s` bounds a collective whose peer died without a word."""
         world, rank = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0)
+        if world > 1 and not os.environ.get("RANK"):
+            raise ValueError(
+                f"WORLD_SIZE={world} without RANK: start the processes with torchrun (or devices={world}), "
+                "which sets both, or unset WORLD_SIZE for one process"
+            )
         local = _env_int("LOCAL_RANK", rank)
         if world < 1 or not 0 <= rank < world:
             raise ValueError(f"WORLD_SIZE={world}, RANK={rank}: expected 0 <= RANK < WORLD_SIZE")

@@ -57,3 +57,19 @@ def test_work_units_and_their_seeds_depend_on_the_items_only():
         == 4
     )
     assert 0 <= unit_seed(42, ["a"]) < 2**63
+
+
+def test_a_world_size_without_ranks_is_an_error_not_a_hang(monkeypatch):
+    """Pins: WORLD_SIZE left over from another launcher, without RANK, stops with what to do instead of waiting
+    for peers that will never come; RANK outside the world is an error too; no WORLD_SIZE is one process."""
+    from prresq.eval_ranks import Ranks
+
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    assert Ranks.from_env() == Ranks(1, 0, 0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="WORLD_SIZE=2 without RANK: start the processes with torchrun"):
+        Ranks.from_env()
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match="expected 0 <= RANK < WORLD_SIZE"):
+        Ranks.from_env()
