@@ -79,7 +79,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             sc.get("max_pixels"),
             cfg.get("device", "auto"),
         )
-        flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")))
+        flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")), processor)
         flow = MediaFlow(flows["iqa"], flows["vqa"])
         scorer = Scorer(model, processor, flow, prompt_of(prompt_cfg), scoring, aspects, seed=seed)
         size = int(sc.get("batch_size", 8))

@@ -85,6 +85,7 @@ class GRPOModule(L.LightningModule):
             freeze_vision=model_cfg.get("freeze_vision", False),
             tiny=model_cfg.get("tiny"),
             lora=model_cfg.get("lora"),
+            family=model_cfg.get("family"),
         )
         self.loss_fn: GRPOLoss = _instantiate(hp.loss, "loss")
         # beta = 0 loads no reference model at all (no second copy in memory); with LoRA the reference is

@@ -7,8 +7,9 @@ run them once per image and share the result between the K completions:
 
 1. **Prefix.** One forward over the B prompts (pixels through the vision encoder, the left-padded
    prompt tokens through the decoder) records every decoder layer's keys/values ([B, H, P, D]).
-   Positions are Qwen2.5-VL's 3D multimodal rotary positions (`get_rope_index`), computed from
-   the same inputs the plain forward uses.
+   Positions are the model family's (`prresq.models`, `ModelFamily.prompt_positions`), computed
+   from the same inputs the plain forward uses: the Qwen-VL families' 3D multimodal rotary
+   positions (`get_rope_index`), InternVL's 1D positions over the attention mask.
 2. **Continuations.** The K completions of image i (rows i*k .. i*k+k-1, the layout of
    `expand_inputs`) run on top of those keys/values, repeated to B*k rows. Completion token t sits
    at text position `p_last + 1 + t` (p_last: the position of the last prompt token, a text token
@@ -27,7 +28,8 @@ caches below are idempotent (a second `update` with the same input returns the s
 a non-reentrant gradient-checkpointing replay recomputes exactly what the first forward computed;
 decoder layers are allowed to keep the cache under checkpointing only for the duration of a call.
 
-Batches without visual inputs (no `*_grid_thw` or no `mm_token_type_ids`), and a model
+Batches the family cannot share (`ModelFamily.shareable`: for the Qwen-VL families, no `*_grid_thw`
+or no `mm_token_type_ids`; a family with `shares_prefix = False` never), and a model
 checkpointed with `use_reentrant=True` (its replay would drop the gradient flowing into the shared
 prefix), go through the plain functions instead. Drop-in use, same signatures as `prresq.rollout`:
 
@@ -53,6 +55,7 @@ import torch
 from torch import Tensor, nn
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
+from prresq.models.families import family_of
 from prresq.rollout import (
     TOKEN_KEYS,
     VisionIds,
@@ -155,25 +158,6 @@ def _cache_under_checkpointing(model: nn.Module) -> Iterator[None]:
                 del m._can_checkpoint_with_cache
 
 
-def _shareable(inputs: dict[str, Any]) -> bool:
-    """Visual inputs with their token types: the case the plain forward gives 3D rotary positions."""
-    has_media = inputs.get("image_grid_thw") is not None or inputs.get("video_grid_thw") is not None
-    return has_media and inputs.get("mm_token_type_ids") is not None and inputs["input_ids"].shape[1] > 1
-
-
-def _prompt_positions(model: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
-    """3D rotary positions of the prompts [3, B, P] (padded columns at 0), as the plain forward computes them."""
-    positions, _ = model.model.get_rope_index(
-        inputs["input_ids"],
-        mm_token_type_ids=inputs["mm_token_type_ids"],
-        image_grid_thw=inputs.get("image_grid_thw"),
-        video_grid_thw=inputs.get("video_grid_thw"),
-        second_per_grid_ts=inputs.get("second_per_grid_ts"),
-        attention_mask=inputs.get("attention_mask"),
-    )
-    return positions
-
-
 def _prefix_forward(
     model: nn.Module, inputs: dict[str, Tensor], positions: Tensor, cache: Cache, columns: int | None = None
 ) -> Tensor:
@@ -182,7 +166,7 @@ def _prefix_forward(
     kwargs: dict[str, Any] = {key: inputs[key][:, sl] for key in TOKEN_KEYS if inputs.get(key) is not None}
     kwargs.update({key: inputs[key] for key in _VISUAL_KEYS if inputs.get(key) is not None})
     with _cache_under_checkpointing(model):
-        out = model(**kwargs, position_ids=positions[..., sl], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = model(**kwargs, position_ids=positions[..., sl], cache=cache, use_cache=True, logits_to_keep=1)
     return out.logits[:, -1, :]
 
 
@@ -202,15 +186,14 @@ def generate_completions_shared(
     """
     gen_inputs = {key: v for key, v in inputs.items() if key != "labels"}
     input_ids = gen_inputs["input_ids"]
-    if not _shareable(gen_inputs):
+    family = family_of(model)
+    if not family.shareable(gen_inputs):
         return generate_completions(model, gen_inputs, k, tokens, sampling, do_sample)
     kwargs = sampling.generate_kwargs(tokens, do_sample)
     with generation_mode(model):
-        # `generate`'s positions: a text row (for the attention mask) on top of the three rotary rows. They grow by
-        # one per new token, so the completion continues from the last prompt token as in the plain forward.
-        mask = gen_inputs["attention_mask"]
-        text = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
-        positions = torch.cat([text[None], _prompt_positions(model, gen_inputs)], dim=0)  # [4, B, P]
+        # `generate`'s positions [..., B, P] grow by one per new token, so the completion continues from the
+        # last prompt token as in the plain forward.
+        positions = family.generate_positions(model, gen_inputs)
         # Prefill all but the last prompt column (left padding: it is a real token of every row), so that
         # `generate` has one uncached token per row and continues from the shared cache.
         cache = DynamicCache(config=model.config)
@@ -219,8 +202,8 @@ def generate_completions_shared(
         rows = {key: gen_inputs[key].repeat_interleave(k, dim=0) for key in TOKEN_KEYS if key in gen_inputs}
         out = model.generate(
             **rows,
-            position_ids=positions.repeat_interleave(k, dim=1),
-            past_key_values=cache,
+            position_ids=positions.repeat_interleave(k, dim=-2),
+            cache=cache,
             num_return_sequences=1,
             **kwargs,
         )
@@ -244,23 +227,24 @@ def completion_logprobs_shared(
     if completion_ids.shape[0] != b * k:
         raise ValueError(f"{completion_ids.shape[0]} completions for {b} prompts x k={k}")
     reentrant = torch.is_grad_enabled() and model.training and _reentrant_checkpointing(model)
-    if not _shareable(inputs) or reentrant:
+    family = family_of(model)
+    if not family.shareable(inputs) or reentrant:
         if reentrant:
             log.warning("shared prefix: use_reentrant=True checkpointing drops the prefix gradient; plain path used")
         expanded = expand_inputs(inputs, k, VisionIds.from_config(model.config))
         return completion_logprobs(model, expanded, completion_ids, completion_mask, temperature)
 
-    positions = _prompt_positions(model, inputs)
+    positions = family.prompt_positions(model, inputs)  # [..., B, P]
     # The last prompt column is a text token of every row (left padding); the plain forward numbers the
-    # completion on from it (`get_rope_index` over prompt + completion).
-    start = positions[0, :, -1] + 1  # [B]
+    # completion on from it (e.g. `get_rope_index` over prompt + completion).
+    start = positions[..., -1] + 1  # [..., B]
     record = _record_cache(_num_layers(model))
     last = _prefix_forward(model, inputs, positions, record)  # [B, V]: predicts completion token 0
     logits = last.repeat_interleave(k, dim=0).unsqueeze(1)  # [B*k, 1, V]
     if t > 1:
         # Completion tokens 0 .. T-2 predict tokens 1 .. T-1; the last token is never an input.
         steps = torch.arange(t - 1, device=completion_ids.device)
-        pos = (start.repeat_interleave(k, dim=0)[:, None] + steps).unsqueeze(0).expand(3, -1, -1)
+        pos = start.repeat_interleave(k, dim=-1)[..., None] + steps  # [..., B*k, T-1]
         mask = torch.cat(
             [
                 inputs["attention_mask"].repeat_interleave(k, dim=0),
@@ -273,7 +257,7 @@ def completion_logprobs_shared(
                 input_ids=completion_ids[:, : t - 1],
                 attention_mask=mask,
                 position_ids=pos,
-                past_key_values=_prefix_cache(record, k),
+                cache=_prefix_cache(record, k),
                 use_cache=True,
             )
         logits = torch.cat([logits, out.logits], dim=1)  # [B*k, T, V]

@@ -1,7 +1,7 @@
 """Rollouts: K sampled completions per prompt, and per-token log-probs of completions.
 
-`generate_completions` samples K answers for every image of a batch (vision special tokens are
-suppressed: a sampled `<|image_pad|>` would break the multimodal rotary positions).
+`generate_completions` samples K answers for every image of a batch (the family's vision special
+tokens are suppressed: a sampled image placeholder would break the next forward's visual inputs).
 `completion_logprobs` scores completions under any model sharing the policy's tokenizer
 (policy with gradients, the old policy, the frozen reference), computing logits only for the
 completion positions (`logits_to_keep`), which keeps the [N, T, V] tensor small for a 152k vocabulary.
@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from prresq.models.families import family_of
+from prresq.models.family import MediaGroup
 from prresq.sampling import GenerationTokens, SamplingConfig
 
 # Model inputs that are per-sample rows (dim 0 = batch) and per-token columns (dim 1 = sequence).
@@ -50,23 +52,15 @@ class Rollout:
     ref_logp: Tensor | None  # [B*K, T] reference log-probs; None when beta = 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class VisionIds:
-    """Special token ids needed to split a batch's visual inputs per sample."""
+    """How a model's processor batches hold their visual inputs (its family's `MediaGroup`s), to split them per sample."""
 
-    image: int
-    video: int
-    vision_start: int
+    groups: tuple[MediaGroup, ...]
 
     @classmethod
     def from_config(cls, config: Any) -> VisionIds:
-        return cls(config.image_token_id, config.video_token_id, config.vision_start_token_id)
-
-
-def _media_per_sample(input_ids: Tensor, vision_start: int, pad_id: int) -> Tensor:
-    """Number of images (or videos) in each row: vision_start immediately followed by pad_id."""
-    starts = input_ids[:, :-1] == vision_start
-    return (starts & (input_ids[:, 1:] == pad_id)).sum(1)
+        return cls(tuple(family_of(config).media_groups(config)))
 
 
 def _repeat_chunks(values: Tensor, sizes: Tensor, k: int) -> Tensor:
@@ -75,30 +69,28 @@ def _repeat_chunks(values: Tensor, sizes: Tensor, k: int) -> Tensor:
     return torch.cat([c for c in chunks for _ in range(k)]) if chunks else values
 
 
+def _as_tensor(value: Any) -> Tensor:
+    return value if isinstance(value, Tensor) else torch.tensor(value)
+
+
 def expand_inputs(inputs: dict[str, Tensor], k: int, ids: VisionIds) -> dict[str, Tensor]:
     """Repeat every sample of a processor batch k times (sample i -> rows i*k .. i*k+k-1)."""
     if k == 1:
         return dict(inputs)
     out: dict[str, Tensor] = {}
-    input_ids = inputs["input_ids"]
     for key, value in inputs.items():
         if key in TOKEN_KEYS or key == "labels":
             out[key] = value.repeat_interleave(k, dim=0)
-    for kind, pad in (("image", ids.image), ("video", ids.video)):
-        grid_key = f"{kind}_grid_thw"
-        pix_key = "pixel_values" if kind == "image" else "pixel_values_videos"
-        if grid_key not in inputs or inputs[grid_key] is None:
+    for group in ids.groups:
+        if not group.present(inputs):
             continue
-        grid = inputs[grid_key]  # [num_media, 3]
-        per_sample = _media_per_sample(input_ids, ids.vision_start, pad)  # [B]
-        out[grid_key] = _repeat_chunks(grid, per_sample, k)
-        rows_per_media = grid.prod(-1)
-        rows_per_sample = torch.stack([c.sum() for c in torch.split(rows_per_media, per_sample.tolist())])
-        out[pix_key] = _repeat_chunks(inputs[pix_key], rows_per_sample, k)
-        if kind == "video" and "second_per_grid_ts" in inputs:
-            sec = inputs["second_per_grid_ts"]
-            sec = sec if isinstance(sec, Tensor) else torch.tensor(sec)
-            out["second_per_grid_ts"] = _repeat_chunks(sec, per_sample, k)
+        media, rows = group.spans(inputs)  # [B] media and pixel rows of each sample
+        if group.grid_key is not None:
+            out[group.grid_key] = _repeat_chunks(inputs[group.grid_key], media, k)
+        out[group.pixel_key] = _repeat_chunks(inputs[group.pixel_key], rows, k)
+        for key in group.per_media_keys:
+            if key in inputs:
+                out[key] = _repeat_chunks(_as_tensor(inputs[key]), media, k)
     for key, value in inputs.items():
         out.setdefault(key, value)
     return out
@@ -110,22 +102,18 @@ def slice_inputs(inputs: dict[str, Tensor], sl: slice, ids: VisionIds) -> dict[s
     if sl.start == 0 and sl.stop == n:
         return inputs
     out = {k: inputs[k][sl] for k in (*TOKEN_KEYS, "labels") if k in inputs}
-    input_ids = inputs["input_ids"]
-    for kind, pad in (("image", ids.image), ("video", ids.video)):
-        grid_key = f"{kind}_grid_thw"
-        pix_key = "pixel_values" if kind == "image" else "pixel_values_videos"
-        if inputs.get(grid_key) is None:
+    for group in ids.groups:
+        if not group.present(inputs):
             continue
-        per_sample = _media_per_sample(input_ids, ids.vision_start, pad)
-        media_start = int(per_sample[: sl.start].sum())
-        media_stop = int(per_sample[: sl.stop].sum())
-        grid = inputs[grid_key]
-        rows = grid.prod(-1)
-        row_start, row_stop = int(rows[:media_start].sum()), int(rows[:media_stop].sum())
-        out[grid_key] = grid[media_start:media_stop]
-        out[pix_key] = inputs[pix_key][row_start:row_stop]
-        if kind == "video" and "second_per_grid_ts" in inputs:
-            out["second_per_grid_ts"] = inputs["second_per_grid_ts"][media_start:media_stop]
+        media, rows = group.spans(inputs)
+        media_start, media_stop = int(media[: sl.start].sum()), int(media[: sl.stop].sum())
+        row_start, row_stop = int(rows[: sl.start].sum()), int(rows[: sl.stop].sum())
+        if group.grid_key is not None:
+            out[group.grid_key] = inputs[group.grid_key][media_start:media_stop]
+        out[group.pixel_key] = inputs[group.pixel_key][row_start:row_stop]
+        for key in group.per_media_keys:
+            if key in inputs:
+                out[key] = inputs[key][media_start:media_stop]
     return out
 
 
@@ -204,6 +192,9 @@ def completion_logprobs(
     if "mm_token_type_ids" in prompt_inputs:
         zeros = torch.zeros((n, t), dtype=prompt_inputs["mm_token_type_ids"].dtype, device=completion_ids.device)
         inputs["mm_token_type_ids"] = torch.cat([prompt_inputs["mm_token_type_ids"], zeros], dim=1)
+    positions = family_of(model).forward_positions(inputs)  # None: the model computes its own
+    if positions is not None:
+        inputs["position_ids"] = positions
     out = model(**inputs, use_cache=False, logits_to_keep=t + 1)
     logits = out.logits[:, :-1, :].float()  # [N, T, V]: position P-1+t predicts completion token t
     if temperature != 1.0:

@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny Qwen2.5-VL directory and a small synthetic IQA set (built once per run).
+"""Shared fixtures: the tiny model directories (Qwen2.5-VL, and one per family) and a small synthetic IQA set.
 
 `compose_config` composes a real `conf/` config with a test's overrides and points its paths at the
 test's directories; test files import it (`from conftest import compose_config`).
@@ -6,7 +6,7 @@ test's directories; test files import it (`from conftest import compose_config`)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -38,6 +38,22 @@ SYNTHETIC_TEST_OPTIONS = dict(
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A freshly written tiny Qwen2.5-VL model directory (random weights, real processor)."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2.5-vl") / "model")
+
+
+FAMILIES = ["qwen2_5_vl", "qwen3_vl", "internvl"]  # the model families the equality battery runs on
+
+
+@pytest.fixture(scope="session")
+def tiny_family_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Callable[[str], Path]:
+    """`tiny_family_dir(family)`: a freshly written tiny model directory of that family (built once per run)."""
+    built: dict[str, Path] = {"qwen2_5_vl": tiny_model_dir}
+
+    def build(family: str) -> Path:
+        if family not in built:
+            built[family] = build_tiny_model(tmp_path_factory.mktemp(f"tiny-{family}") / "model", family=family)
+        return built[family]
+
+    return build
 
 
 @pytest.fixture(scope="session")
