@@ -8,8 +8,8 @@ run them once per image and share the result between the K completions:
 1. **Prefix.** One forward over the B prompts (pixels through the vision encoder, the left-padded
    prompt tokens through the decoder) records every decoder layer's keys/values ([B, H, P, D]).
    Positions are the model family's (`prresq.models`, `ModelFamily.prompt_positions`), computed
-   from the same inputs the plain forward uses: the Qwen-VL families' 3D multimodal rotary
-   positions (`get_rope_index`), InternVL's 1D positions over the attention mask.
+   from the same inputs the plain forward uses: 3D multimodal rotary positions for a family that
+   has them (`get_rope_index`), 1D positions over the attention mask otherwise.
 2. **Continuations.** The K completions of image i (rows i*k .. i*k+k-1, the layout of
    `expand_inputs`) run on top of those keys/values, repeated to B*k rows. Completion token t sits
    at text position `p_last + 1 + t` (p_last: the position of the last prompt token, a text token
@@ -28,8 +28,8 @@ caches below are idempotent (a second `update` with the same input returns the s
 a non-reentrant gradient-checkpointing replay recomputes exactly what the first forward computed;
 decoder layers are allowed to keep the cache under checkpointing only for the duration of a call.
 
-Batches the family cannot share (`ModelFamily.shareable`: for the Qwen-VL families, no `*_grid_thw`
-or no `mm_token_type_ids`; a family with `shares_prefix = False` never), and a model
+Batches the family cannot share (`ModelFamily.shareable`, e.g. multimodal rotary positions without
+the token types they need; a family with `shares_prefix = False` never), and a model
 checkpointed with `use_reentrant=True` (its replay would drop the gradient flowing into the shared
 prefix), go through the plain functions instead. Drop-in use, same signatures as `prresq.rollout`:
 
@@ -68,10 +68,6 @@ from prresq.rollout import (
 from prresq.sampling import GenerationTokens, SamplingConfig
 
 log = logging.getLogger(__name__)
-
-# Per-token columns of a processor batch, sliced together with `input_ids`.
-# Visual inputs: consumed once, by the prefix forward.
-_VISUAL_KEYS = ("pixel_values", "pixel_values_videos", "image_grid_thw", "video_grid_thw", "second_per_grid_ts")
 
 
 # ----------------------------------------------------------------------------- caches
@@ -164,7 +160,8 @@ def _prefix_forward(
     """Vision encoder + decoder over the prompts (first `columns` columns); fills `cache`, returns last logits [B, V]."""
     sl = slice(None, columns)
     kwargs: dict[str, Any] = {key: inputs[key][:, sl] for key in TOKEN_KEYS if inputs.get(key) is not None}
-    kwargs.update({key: inputs[key] for key in _VISUAL_KEYS if inputs.get(key) is not None})
+    # Every other input (pixels, patch grids, ...) is consumed once, by this forward.
+    kwargs.update({key: v for key, v in inputs.items() if key not in TOKEN_KEYS and key != "labels" and v is not None})
     with _cache_under_checkpointing(model):
         out = model(**kwargs, position_ids=positions[..., sl], cache=cache, use_cache=True, logits_to_keep=1)
     return out.logits[:, -1, :]

@@ -108,6 +108,8 @@ def slice_inputs(inputs: dict[str, Tensor], sl: slice, ids: VisionIds) -> dict[s
         media, rows = group.spans(inputs)
         media_start, media_stop = int(media[: sl.start].sum()), int(media[: sl.stop].sum())
         row_start, row_stop = int(rows[: sl.start].sum()), int(rows[: sl.stop].sum())
+        if row_stop == row_start:
+            continue  # no medium of this kind in these rows: the slice has none (an empty tensor would not encode)
         if group.grid_key is not None:
             out[group.grid_key] = inputs[group.grid_key][media_start:media_stop]
         out[group.pixel_key] = inputs[group.pixel_key][row_start:row_stop]

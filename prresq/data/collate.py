@@ -3,7 +3,8 @@
 For each record the data flow builds the user turn (media + prompt text); the chat template adds
 the system turn and the generation prompt; the processor tokenises the whole batch at once with
 LEFT padding (generation appends on the right) and never truncates (a cut would desynchronise the
-image placeholder tokens from `image_grid_thw`). The image count is checked against the grid.
+image placeholder tokens from the pixels). The placeholder count is checked against the visual
+inputs by the model family (`prresq.models`, `ModelFamily.placeholder_check`).
 
 With a prompt pool, each record gets `pool[hash(seed, id) % len(pool)]`: seeded, independent of
 the number of workers, the same prompt for an image across epochs. `use_pool(False)` restricts it

@@ -5,12 +5,12 @@ Not a Qwen-VL: pictures are fixed-size square tiles (`image_size`, no patch grid
 ("Frame1: <img>...</img>"), all in `pixel_values`. Positions are the decoder's plain 1D rotary
 positions: the shared prefix continues them from the last prompt token, and the plain forward is given
 the same mask-aware positions `generate` uses (left padding), so both paths number tokens alike.
-The tiny model keeps one tile per picture (`crop_to_patches=False`); pixel caps do not apply.
+Pixel caps bound the tiles per picture (`max_pixels // tile area`, a thumbnail tile comes on top when
+a picture is cut); the tiny model's processor keeps one tile per picture unless capped otherwise.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +21,6 @@ from torch import Tensor, nn
 
 from prresq.models.family import MediaGroup, ModelFamily, TinySpec
 from prresq.tiny_tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer
-
-log = logging.getLogger(__name__)
 
 IMAGE_MEAN = [0.485, 0.456, 0.406]  # stock InternVL normalisation (ImageNet statistics)
 IMAGE_STD = [0.229, 0.224, 0.225]
@@ -116,7 +114,7 @@ class InternVL(ModelFamily):
         size = {"height": spec.image_size, "width": spec.image_size}
         norm = dict(image_mean=IMAGE_MEAN, image_std=IMAGE_STD)
         processor = InternVLProcessor(
-            image_processor=GotOcr2ImageProcessor(size=size, crop_to_patches=False, **norm),
+            image_processor=GotOcr2ImageProcessor(size=size, crop_to_patches=False, max_patches=1, **norm),
             tokenizer=tok,
             video_processor=InternVLVideoProcessor(size=size, **norm),
             image_seq_length=seq,
@@ -154,8 +152,13 @@ class InternVL(ModelFamily):
         return int(processor.image_processor.size["height"])
 
     def apply_pixel_caps(self, processor: Any, min_pixels: int | None, max_pixels: int | None) -> None:
-        if min_pixels is not None or max_pixels is not None:
-            log.info("InternVL: pictures are fixed-size tiles; min_pixels/max_pixels do not apply")
+        """Pictures are cut into fixed-size tiles: the caps bound the number of tiles (video frames: one tile each)."""
+        ip = processor.image_processor
+        area = int(ip.size["height"]) * int(ip.size["width"])
+        if max_pixels is not None:
+            ip.max_patches = max(1, int(max_pixels) // area)
+        if min_pixels is not None:
+            ip.min_patches = min(max(1, int(min_pixels) // area), int(ip.max_patches))
 
     # ----------------------------------------------------------------------------- vision tower
     def vision_module(self, model: nn.Module) -> nn.Module:
@@ -165,6 +168,8 @@ class InternVL(ModelFamily):
         return model.model.vision_tower
 
     def pooled_image_features(self, model: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+        """Mean over the tiles of each sample (warm-up batches hold one picture per sample)."""
         features = model.model.get_image_features(pixel_values=inputs["pixel_values"])
-        features = features.pooler_output if hasattr(features, "pooler_output") else features
-        return features.mean(1)  # one tile per image: [num_images, hidden]
+        features = features.pooler_output if hasattr(features, "pooler_output") else features  # [tiles, tokens, H]
+        _, rows = self.media_groups(model.config)[0].spans(inputs)
+        return torch.stack([f.mean((0, 1)) for f in torch.split(features, rows.tolist())])
