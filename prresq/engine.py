@@ -15,6 +15,7 @@ Their log-probs, losses and gradients are equal (`tests/test_prefix.py`).
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 
 import torch
@@ -24,6 +25,8 @@ from prresq.config import GRPOConfig
 from prresq.prefix import completion_logprobs_shared, generate_completions_shared, micro_batches
 from prresq.rollout import VisionIds, completion_logprobs, expand_inputs, generate_completions, slice_inputs
 from prresq.sampling import GenerationTokens
+
+log = logging.getLogger(__name__)
 
 Rows = tuple[slice, slice]  # (prompt rows of `Engine.prompt_rows`, completion rows of the [B*K, ...] tensors)
 
@@ -102,5 +105,12 @@ class SharedPrefixEngine(Engine):
 
 
 def build_engine(cfg: GRPOConfig, tokens: GenerationTokens, vision_ids: VisionIds) -> Engine:
-    """`SharedPrefixEngine` when `grpo.shared_prefix`, else `PlainEngine`."""
+    """`SharedPrefixEngine` when `grpo.shared_prefix` and the model family can share a prefix, else `PlainEngine`."""
+    if cfg.shared_prefix and not vision_ids.shares_prefix:
+        log.warning(
+            "grpo.shared_prefix=true, but the %s model family cannot share the prompt prefix exactly "
+            "(see the README's model-family table); the plain engine is used",
+            vision_ids.family,
+        )
+        return PlainEngine(cfg, tokens, vision_ids)
     return (SharedPrefixEngine if cfg.shared_prefix else PlainEngine)(cfg, tokens, vision_ids)

@@ -57,10 +57,13 @@ class VisionIds:
     """How a model's processor batches hold their visual inputs (its family's `MediaGroup`s), to split them per sample."""
 
     groups: tuple[MediaGroup, ...]
+    family: str = ""  # the model family's name, for messages
+    shares_prefix: bool = True  # False: the family cannot share a prompt prefix exactly (plain engine)
 
     @classmethod
     def from_config(cls, config: Any) -> VisionIds:
-        return cls(tuple(family_of(config).media_groups(config)))
+        family = family_of(config)
+        return cls(tuple(family.media_groups(config)), family.title, family.shares_prefix)
 
 
 def _repeat_chunks(values: Tensor, sizes: Tensor, k: int) -> Tensor:

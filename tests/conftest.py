@@ -40,7 +40,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2.5-vl") / "model")
 
 
-FAMILIES = ["qwen2_5_vl", "qwen3_vl", "internvl"]  # the model families the equality battery runs on
+FAMILIES = ["qwen2_5_vl", "qwen3_vl", "internvl"]  # the model families the shared-prefix equality battery runs on
+ALL_FAMILIES = [*FAMILIES, "qwen3_5"]  # with the family that uses the plain engine (no exact prefix sharing)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """The model-family seam (`prresq.models`): every family's tiny model through the code a run uses.
 
-Per family (`conftest.FAMILIES`): a collated batch from the real collator (placeholder check, supervised
+Per family (`conftest.ALL_FAMILIES`): a collated batch from the real collator (placeholder check, supervised
 labels) runs through the model; the warm-up's vision phase trains the family's tower; `freeze_vision`
 freezes it; LoRA's reference (adapters off) equals a frozen copy; both engines and scoring call no
 deprecated API. Bad input: a directory of an unsupported family, and a model of one family loaded with
@@ -10,6 +10,7 @@ another family's config, are errors that name the families.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import warnings
@@ -17,13 +18,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import FAMILIES
+from conftest import ALL_FAMILIES
 from PIL import Image
 
 from prresq.config import GRPOConfig
 from prresq.data.collate import PromptCollator
 from prresq.data.records import Record
-from prresq.engine import build_engine
+from prresq.engine import PlainEngine, SharedPrefixEngine, build_engine
 from prresq.lora import LoraConfig, adapters_disabled, apply_lora, is_adapter_parameter
 from prresq.models import ensure_model_dir, load_policy, load_processor, load_reference, load_scoring_model
 from prresq.models.families import family_of, family_of_processor
@@ -36,7 +37,7 @@ from prresq.warmup import pretrain_vision
 K = 3
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=ALL_FAMILIES)
 def family_dir(request, tiny_family_dir):
     return tiny_family_dir(request.param)
 
@@ -167,6 +168,18 @@ def test_engines_and_scoring_call_no_deprecated_api(family_dir, processor):
             model.eval()
             scoring = ScoringConfig(mode="both", n=2, max_new_tokens=4, shared_prefix=shared)
             score_batch(model, processor, inputs, scoring)
+
+
+def test_a_family_that_cannot_share_the_prefix_says_so_and_uses_the_plain_engine(tiny_family_dir, caplog):
+    model = load_policy(tiny_family_dir("qwen3_5"))
+    tokens = GenerationTokens([0], 0, [])
+    with caplog.at_level(logging.WARNING, logger="prresq.engine"):
+        engine = build_engine(GRPOConfig(shared_prefix=True), tokens, VisionIds.from_config(model.config))
+    assert isinstance(engine, PlainEngine)
+    assert "the Qwen3.5 model family cannot share the prompt prefix exactly" in caplog.text
+    shared = tiny_family_dir("qwen3_vl")
+    engine = build_engine(GRPOConfig(shared_prefix=True), tokens, VisionIds.from_config(load_policy(shared).config))
+    assert isinstance(engine, SharedPrefixEngine)
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -8,9 +8,10 @@ from typing import Any
 from prresq.models.family import ModelFamily, read_model_type
 from prresq.models.internvl import InternVL
 from prresq.models.qwen2_5_vl import Qwen25VL
+from prresq.models.qwen3_5 import Qwen35
 from prresq.models.qwen3_vl import Qwen3VL
 
-FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (Qwen25VL(), Qwen3VL(), InternVL())}
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (Qwen25VL(), Qwen3VL(), InternVL(), Qwen35())}
 DEFAULT_FAMILY = "qwen2_5_vl"  # the papers' model and the embedded tiny default
 
 

@@ -163,7 +163,8 @@ class Qwen25VL(ModelFamily):
     def shareable(self, inputs: dict[str, Any]) -> bool:
         """Visual inputs with their token types: the case the plain forward gives 3D rotary positions."""
         has_media = inputs.get("image_grid_thw") is not None or inputs.get("video_grid_thw") is not None
-        return has_media and inputs.get("mm_token_type_ids") is not None and inputs["input_ids"].shape[1] > 1
+        has_types = inputs.get("mm_token_type_ids") is not None
+        return self.shares_prefix and has_media and has_types and inputs["input_ids"].shape[1] > 1
 
     def prompt_positions(self, model: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
         """3D rotary positions of the prompts [3, B, P] (padded columns at 0), as the plain forward computes them."""
