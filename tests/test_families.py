@@ -18,16 +18,18 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import ALL_FAMILIES
+from conftest import ALL_FAMILIES, CONF
+from omegaconf import OmegaConf
 from PIL import Image
 
 from prresq.config import GRPOConfig
 from prresq.data.collate import PromptCollator
+from prresq.data.dataflow import build_flows
 from prresq.data.records import Record
 from prresq.engine import PlainEngine, SharedPrefixEngine, build_engine
 from prresq.lora import LoraConfig, adapters_disabled, apply_lora, is_adapter_parameter
 from prresq.models import ensure_model_dir, load_policy, load_processor, load_reference, load_scoring_model
-from prresq.models.families import family_of, family_of_processor
+from prresq.models.families import family_of, family_of_dir, family_of_processor
 from prresq.prefix import completion_logprobs_shared
 from prresq.rollout import VisionIds, generate_completions
 from prresq.sampling import GenerationTokens, SamplingConfig
@@ -104,6 +106,16 @@ def test_collated_batch_runs_through_the_model(family_dir, processor, tmp_path):
     broken = {**inputs, "input_ids": ids}
     with pytest.raises(RuntimeError, match="vision placeholder tokens"):
         collate.family.placeholder_check(processor, broken)
+
+
+def test_native_video_frames_take_the_familys_size_factor(family_dir, processor):
+    """conf/dataflow/video_native.yaml leaves `size_factor` null: the processor's family fills it (28, 32, a tile)."""
+    spec = OmegaConf.to_container(OmegaConf.load(CONF / "dataflow" / "video_native.yaml"))
+    assert spec["size_factor"] is None
+    flow = build_flows(None, spec, processor)["vqa"]
+    # patch x merge: 14 x 2, 16 x 2; InternVL: the tiny model's 56-pixel tile
+    expected = {"qwen2_5_vl": 28, "qwen3_vl": 32, "qwen3_5": 32, "internvl": 56}[family_of_dir(family_dir).name]
+    assert flow.size_factor == expected
 
 
 def test_vision_warmup_trains_and_freeze_vision_freezes_the_familys_tower(family_dir, processor):
