@@ -209,10 +209,27 @@ def test_a_directory_of_an_unsupported_family_names_it_and_the_supported_ones(tm
 
 def test_a_model_of_one_family_under_another_familys_config_is_named(tiny_family_dir, tmp_path):
     internvl = tiny_family_dir("internvl")
-    with pytest.raises(ValueError, match=r"holds a InternVL model \(model.family=internvl\).*model.family=qwen3_vl"):
+    with pytest.raises(
+        ValueError, match=r"holds a model of the InternVL family \(model.family=internvl\).*model.family=qwen3_vl"
+    ):
         load_policy(internvl, family="qwen3_vl")
     export = tmp_path / "export"
     shutil.copytree(tiny_family_dir("qwen3_vl"), export)  # an export is a model directory too
     model_cfg = {"name_or_path": str(internvl), "family": "qwen2_5_vl", "dtype": "float32"}
-    with pytest.raises(ValueError, match=r"holds a Qwen3-VL model \(model.family=qwen3_vl\).*model.family=qwen2_5_vl"):
+    with pytest.raises(
+        ValueError, match=r"holds a model of the Qwen3-VL family \(model.family=qwen3_vl\).*model.family=qwen2_5_vl"
+    ):
         load_scoring_model(model_cfg, checkpoint=export, device="cpu")
+    # A run's .ckpt records its model group; evaluated under another family's model config: named.
+    policy = load_policy(internvl)
+    ckpt = tmp_path / "last.ckpt"
+    hparams = {"model": {"name_or_path": str(internvl), "family": "internvl"}}
+    torch.save(
+        {"hyper_parameters": hparams, "state_dict": {f"policy.{k}": v for k, v in policy.state_dict().items()}}, ckpt
+    )
+    model, _ = load_scoring_model({"family": "internvl"}, checkpoint=ckpt, device="cpu")  # its own family: loads
+    assert family_of(model).name == "internvl"
+    with pytest.raises(
+        ValueError, match=r"holds a model of the InternVL family \(model.family=internvl\).*model.family=qwen3_vl"
+    ):
+        load_scoring_model({"family": "qwen3_vl"}, checkpoint=ckpt, device="cpu")

@@ -51,7 +51,7 @@ def check_family(found: ModelFamily, expected: str | None, source: str) -> None:
     """A directory (model, export, checkpoint base) of one family loaded with another family's config: named."""
     if expected is not None and get_family(expected).name != found.name:
         raise ValueError(
-            f"{source} holds a {found.title} model (model.family={found.name}), but the config says "
+            f"{source} holds a model of the {found.title} family (model.family={found.name}), but the config says "
             f"model.family={expected}; choose the model config of its family (conf/model/)"
         )
 
