@@ -236,7 +236,7 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
     runs = A.load_study(study)
     runs.to_csv(out / "runs.csv", index=False)
     done = runs[runs["status"] == "done"]
-    lines = [f"Study directory: `{study}`; {len(done)} of {len(runs)} runs finished."]
+    lines = [f"Study directory: `{A.project_relative(study, ROOT)}`; {len(done)} of {len(runs)} runs finished."]
     if wall_s is not None:
         lines.append(f"Study wall time (all invocations of the command): {wall_s / 60:.1f} min.")
     steps = done["steps"].dropna()

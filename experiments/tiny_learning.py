@@ -24,6 +24,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
+from prresq.analysis import project_relative  # noqa: E402
 from prresq.train import run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +66,8 @@ def main() -> None:
         run_dir = out / override.split("=")[-1].replace("false", "rl2r").replace("true", "control")
         cfg = compose_run(["experiment=tiny_synthetic", override, *args.overrides], run_dir)
         metrics = run(cfg)
+        if "export_dir" in metrics:
+            metrics["export_dir"] = project_relative(metrics["export_dir"], ROOT)
         results[label] = {"test": metrics, "val_curve": val_curve(run_dir).to_dict("list")}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     report(results, out)

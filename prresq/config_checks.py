@@ -14,6 +14,9 @@ one `ConfigError` listing every problem, each as `<config key>=<value>: <reason>
   (0, 1], `data.batch_size` < 1, `optim.lr` <= 0, `loss.beta` < 0, `loss.eps_low` / `loss.eps_high` < 0,
   `loss` / `optim` / `lr_scheduler` without a `_target_`, an unknown `lr_scheduler.decay`,
   `scoring.score_low` >= `scoring.score_high`, `scoring.n` < 1 when sampling, `trainer.max_steps` = 0.
+- `data.mos_map_to` that is not an increasing [low, high] inside the answer scale
+  [`scoring.score_low`, `scoring.score_high`] (default [1, 5], the range answers are clamped to): [5, 1]
+  inverts quality, [0, 100] maps MOS where no answer can reach.
 - `strategy=single` with `trainer.devices` other than 1 (the paper recipes ask for 8 devices; on a
   CPU, Lightning would start 8 processes that hang at the rendezvous).
 """
@@ -101,6 +104,29 @@ def _check_micro_batch(grpo: Mapping[str, Any], batch_size: int | None, k: int, 
         )
 
 
+def _check_mos_map_to(value: Any, low: float, high: float, problems: list[str]) -> None:
+    """`data.mos_map_to` (the [lo, hi] every dataset's MOS is min-max mapped to) must be increasing and lie
+    inside the answer scale [low, high] that parsed answers are clamped to (prresq.rewards.parse)."""
+    if value is None:
+        return
+    pair = to_plain(value)
+    numbers = [_number(x) for x in pair] if isinstance(pair, list | tuple) else []
+    if len(numbers) != 2 or any(x is None or not math.isfinite(x) for x in numbers):
+        problems.append(f"data.mos_map_to={pair!r}: must be [low, high], two finite numbers")
+        return
+    a, b = numbers
+    if not a < b:
+        problems.append(
+            f"data.mos_map_to={pair}: must be increasing ([low, high] with low < high); "
+            f"{pair} would {'invert quality (the best image gets the lowest target)' if a > b else 'map every MOS to one value'}"
+        )
+    elif a < low or b > high:
+        problems.append(
+            f"data.mos_map_to={pair}: must lie inside the answer scale [scoring.score_low, scoring.score_high] = "
+            f"[{low:g}, {high:g}] that answers are clamped to; targets outside it can never be answered"
+        )
+
+
 def check_train_config(cfg: DictConfig | Mapping[str, Any]) -> None:
     """Raise `ConfigError` naming every key of `cfg` that would make training a no-op or fail mid-step."""
     problems: list[str] = []
@@ -176,6 +202,9 @@ def check_train_config(cfg: DictConfig | Mapping[str, Any]) -> None:
     n = scoring.get("n")
     if scoring.get("mode", "both") in ("sample", "both") and n is not None and (not _is_int(n) or int(n) < 1):
         problems.append(f"scoring.n={n!r}: must be an integer >= 1 with scoring.mode={scoring.get('mode')}")
+
+    if low is not None and high is not None and low < high:
+        _check_mos_map_to((cfg.get("data") or {}).get("mos_map_to"), low, high, problems)
 
     strategy = _section(cfg, "strategy")
     devices = (cfg.get("trainer") or {}).get("devices", 1)

@@ -1,8 +1,9 @@
 """Held-out scoring around RL: the test split scored before and after training, and the report.
 
 `evaluate` scores a `GRPOModule`'s policy on a loader (`prresq.scoring`) and writes the per-image
-predictions; `report` writes `heldout_metrics.json` and prints the before/after table
-(`heldout_metrics.md`), the table the README's learning figures come from.
+predictions; `rl_extent` says how far RL went (steps, and whether `trainer.max_time` cut it); `report`
+writes `heldout_metrics.json` and prints the before/after table (`heldout_metrics.md`), the table the
+README's learning figures come from, with the RL steps behind the "after" row.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Timer
 
 from prresq.module import GRPOModule
 from prresq.scoring import ScoringConfig, correlations, score_loader
@@ -47,18 +51,40 @@ def evaluate(
     return metrics
 
 
+def rl_extent(trainer: L.Trainer) -> dict[str, Any]:
+    """RL steps run (rollout batches, `trainer.global_step`), `trainer.max_steps`, and whether the
+    `trainer.max_time` safety cap stopped RL before `max_steps`: a cut run's table is not the step count's."""
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    remaining = timer.time_remaining() if timer is not None else None
+    steps, max_steps = int(trainer.global_step), int(trainer.max_steps)
+    short = max_steps < 0 or steps < max_steps
+    return {
+        "steps": steps,
+        "max_steps": max_steps,
+        "cut_by_max_time": bool(short and remaining is not None and remaining <= 0),
+    }
+
+
+def _extent_cell(extent: dict[str, Any]) -> str:
+    cell = f"{extent['steps']} of {extent['max_steps']}" if extent["max_steps"] >= 0 else str(extent["steps"])
+    return cell + (" (cut by trainer.max_time)" if extent["cut_by_max_time"] else "")
+
+
 def report(results: dict[str, Any], out_dir: Path) -> None:
     """`heldout_metrics.json` (all results) and, with both scores, the before/after table: printed and
-    written to `heldout_metrics.md`."""
+    written to `heldout_metrics.md`. With `results["rl"]` (`rl_extent`), the table's last column gives the RL
+    steps the "after" row was measured at, and says when `trainer.max_time` cut RL short of `max_steps`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "heldout_metrics.json").write_text(json.dumps(results, indent=2))
     if "before" in results and "after" in results:
         keys = [k for k in results["after"] if k.startswith(("srcc", "plcc"))]
-        lines = ["| held-out test | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        extent = results.get("rl")
+        extra = {"before": "0", "after": _extent_cell(extent)} if extent else {}
+        header = ["held-out test", *keys, *(["RL steps"] if extra else [])]
+        lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
         for when in ("before", "after"):
-            lines.append(
-                f"| {when} RL | " + " | ".join(f"{results[when].get(k, float('nan')):.3f}" for k in keys) + " |"
-            )
+            cells = [f"{when} RL", *(f"{results[when].get(k, float('nan')):.3f}" for k in keys)]
+            lines.append("| " + " | ".join([*cells, *([extra[when]] if extra else [])]) + " |")
         table = "\n".join(lines)
         print(table, flush=True)
         (out_dir / "heldout_metrics.md").write_text(table + "\n")

@@ -28,7 +28,7 @@ from prresq.builders import build_datamodule, scoring_config
 from prresq.checkpointing import LocalCheckpointIO, resolve_ckpt
 from prresq.config import to_plain
 from prresq.config_checks import check_train_config
-from prresq.heldout import evaluate, report
+from prresq.heldout import evaluate, report, rl_extent
 from prresq.models import ensure_model_dir
 from prresq.module import GRPOModule
 from prresq.optimized_metric import check_optimized_metric, optimized_metric
@@ -117,6 +117,16 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         out = Path(cfg.paths.output_dir) / "eval" / "before"
         results["before"] = evaluate(module, dm.test_dataloader(), scoring, "test split (before RL)", out)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    if not cfg.trainer.get("fast_dev_run"):
+        results["rl"] = rl_extent(trainer)
+        if results["rl"]["cut_by_max_time"]:
+            log.warning(
+                "trainer.max_time (%s) stopped RL at step %d of trainer.max_steps=%d: the held-out table after RL "
+                "is not the step count's (it says so in its 'RL steps' column)",
+                cfg.trainer.get("max_time"),
+                results["rl"]["steps"],
+                results["rl"]["max_steps"],
+            )
     if do_eval and trainer.is_global_zero:
         dm.setup("test")
         out = Path(cfg.paths.output_dir) / "eval" / "after"

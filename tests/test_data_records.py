@@ -84,7 +84,7 @@ def test_several_datasets_map_independently(tmp_path):
         (_row(1, "2.0", image="img/missing.png"), "media file not found"),
         ({k: v for k, v in _row(1, "2.0").items() if k != "image"}, "no 'image' or 'video' field"),
         ({k: v for k, v in _row(1, "2.0").items() if k != "id"}, "missing 'id'"),
-        (_row(0, "2.0"), "duplicate id 's0' \\(first on line 1\\)"),
+        (_row(0, "2.0"), "'s0' is labelled 2 times with different MOS: .*toy.jsonl:1: MOS 1; .*toy.jsonl:2: MOS 2"),
     ],
     ids=[
         "malformed",

@@ -190,6 +190,30 @@ def test_policy_trains_in_train_mode_after_the_held_out_score_before(tmp_path):
     results = run(cfg)
     assert "before" in results and "after" in results
     assert ModeProbe.modes == [True, True]
+    assert results["rl"] == {"steps": 2, "max_steps": 2, "cut_by_max_time": False}
+    assert "| RL steps |" in (table := (tmp_path / "run" / "heldout_metrics.md").read_text())
+    assert "| 2 of 2 |" in table and "cut by" not in table
+
+
+def test_a_run_cut_by_max_time_says_so_in_its_held_out_table(tmp_path):
+    """Pins: `make train`'s table is the step count's; when the `trainer.max_time` safety net stops RL before
+    `trainer.max_steps`, the table's RL-steps column says so (a loaded machine once printed another table with no
+    word of the cut)."""
+    overrides = [
+        *[o for o in TINY if o not in ("eval_before_after=false", "trainer.max_time=null")],
+        "eval_before_after=true",
+        "data.synthetic.crops_per_photo=1",
+        "trainer.max_steps=100000",
+        "trainer.max_time=00:00:00:01",
+        "trainer.limit_val_batches=0",
+        "export_dir=null",
+    ]
+    results = run(compose_train(overrides, tmp_path / "run", tmp_path / "cache"))
+    extent = results["rl"]
+    assert extent["cut_by_max_time"] and 0 < extent["steps"] < 100000 and extent["max_steps"] == 100000
+    table = (tmp_path / "run" / "heldout_metrics.md").read_text()
+    assert f"| {extent['steps']} of 100000 (cut by trainer.max_time) |" in table
+    assert json.loads((tmp_path / "run" / "heldout_metrics.json").read_text())["rl"] == extent
 
 
 class JobReturnProbe(Callback):

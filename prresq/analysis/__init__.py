@@ -54,12 +54,14 @@ from prresq.analysis.runs import (
     main,
     pick_before_after,
     pivot_metric,
+    project_relative,
     select_tags,
     smooth,
     study_errors,
 )
 
 __all__ = [
+    "project_relative",
     "EVAL_PREDICTION_COLUMNS",
     "EVAL_RESULT_COLUMNS",
     "EVENT_GLOB",

@@ -276,6 +276,13 @@ def study_errors(root: str | os.PathLike[str], when: str = "after") -> pd.DataFr
 # ----------------------------------------------------------------------------------------------- defaults / CLI
 
 
+def project_relative(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> str:
+    """`path` relative to `root` when it lies inside it, else as given: committed results and docs name paths a
+    reader's checkout has (`multirun/ablations`), never the machine they were made on."""
+    resolved, base = Path(path).resolve(), Path(root).resolve()
+    return resolved.relative_to(base).as_posix() if resolved.is_relative_to(base) else str(path)
+
+
 def default_run_dir(repo_root: str | os.PathLike[str] = "..") -> Path:
     """The newest `<repo_root>/multirun/<date>/<time>` sweep if any, else `<repo_root>/outputs`."""
     root = Path(repo_root)

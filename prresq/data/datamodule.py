@@ -149,6 +149,8 @@ class QualityDataModule(L.LightningDataModule):
         self.drop_last = drop_last
         self.on_bad_sample: OnBad = on_bad_sample
         self.mos_map_to = tuple(float(x) for x in to_plain(mos_map_to))
+        if len(self.mos_map_to) != 2 or not self.mos_map_to[0] < self.mos_map_to[1]:
+            raise ValueError(f"data.mos_map_to={list(self.mos_map_to)}: must be [low, high] with low < high")
         self.min_pixels = min_pixels
         self.max_pixels = max_pixels
         self.synthetic = to_plain(synthetic)

@@ -6,10 +6,17 @@ Row format (both anchors): `{"id", "dataset_name", "image": ["rel/path.png"] (or
 `root` (default: the JSONL's folder). Every other field lands in `Record.extra`.
 
 Bad input raises `DataError` naming the file and the 1-based line: malformed JSON, missing or
-non-numeric MOS, MOS outside a given `mos_range`, missing media field or file, duplicate id;
-and, for the whole file, a missing file, an empty dataset or one whose MOS are all equal (it can
-be neither mapped nor ranked). With `on_bad_sample="skip"` bad rows are dropped, counted and
+non-numeric MOS, MOS outside a given `mos_range`, missing media field or file, a media path that
+is absolute or climbs out (`..`) of the root (unless the entry sets `allow_media_outside_root`), a
+conversation role other than human / user / system / gpt / assistant; and, for the whole file, a
+missing file, a file that is not UTF-8 text, an empty dataset or one whose MOS are all equal (it
+can be neither mapped nor ranked). With `on_bad_sample="skip"` bad rows are dropped, counted and
 summarised in one warning. Corrupt images are found when loaded (`prresq.data.media`).
+
+Duplicated ids follow one rule on both paths (`prresq.data.label_checks.find_duplicates`): rows
+that agree (same MOS, same media) are merged into the first and counted
+(`LoadedDataset.merged_duplicates`, logged); rows that disagree stop with every row named, whatever
+`on_bad_sample`.
 
     from prresq.data.records import DatasetSpec, load_dataset
     ds = load_dataset(DatasetSpec(name="kadid10k", jsonl="data/kadid10k/train.jsonl"))
@@ -20,8 +27,9 @@ same split function (`reference_split`: 6:2:2 by reference image / content, seed
 
     ds = load_dataset({"name": "kadid10k", "benchmark": "kadid10k", "root": "/data/kadid10k", "split": "train"})
 
-Its MOS are mapped over the adapter's native range (`mos_range` overrides it); its bad rows
-(media missing, MOS not a number or out of range) follow the same `on_bad_sample` policy.
+Its MOS are mapped over the adapter's native range (`mos_range` overrides it, and then every MOS
+must lie inside it); its bad rows (media missing, MOS not a number or out of range) follow the same
+`on_bad_sample` policy.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from prresq.data.label_checks import answer_value, find_duplicates, leaves_root, read_label_text
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +85,14 @@ class DatasetSpec:
     benchmark: str | None = None  # a prresq.data.benchmarks.BENCHMARKS key
     split: str | None = None  # the adapter's split (train / val / test ...); None: all items
     options: Mapping[str, Any] = field(default_factory=dict)  # the adapter's options
+    allow_media_outside_root: bool = False  # accept media paths that are absolute or climb out of the root
 
     @classmethod
     def from_config(cls, spec: DatasetSpec | Mapping[str, Any]) -> DatasetSpec:
         if isinstance(spec, DatasetSpec):
             return spec
-        unknown = set(spec) - {"name", "jsonl", "root", "mos_range", "benchmark", "split", "options"}
+        keys = {"name", "jsonl", "root", "mos_range", "benchmark", "split", "options", "allow_media_outside_root"}
+        unknown = set(spec) - keys
         has_jsonl, has_bench = spec.get("jsonl") is not None, spec.get("benchmark") is not None
         if unknown or "name" not in spec or has_jsonl == has_bench or (has_bench and spec.get("root") is None):
             raise ValueError(
@@ -101,11 +113,19 @@ class DatasetSpec:
             benchmark=spec.get("benchmark"),
             split=spec.get("split"),
             options=dict(spec.get("options") or {}),
+            allow_media_outside_root=_flag(spec, "allow_media_outside_root"),
         )
 
     @property
     def media_root(self) -> Path:
         return Path(self.root) if self.root is not None else Path(self.jsonl).parent
+
+
+def _flag(spec: Mapping[str, Any], key: str) -> bool:
+    value = spec.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"dataset {spec.get('name')}: {key}={value!r} must be true or false")
+    return value
 
 
 @dataclass
@@ -116,6 +136,7 @@ class LoadedDataset:
     records: list[Record]
     skipped: list[str] = field(default_factory=list)
     mos_range: tuple[float, float] = (0.0, 0.0)  # the range used for the mapping
+    merged_duplicates: int = 0  # rows repeating an earlier row's id with equal MOS and media (merged into it)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -140,11 +161,9 @@ def _raw_mos(row: dict[str, Any]) -> float:
     if "mos" in row:
         value = row["mos"]
     else:
-        turns = row.get("conversations")
-        gpt = [t for t in turns if isinstance(t, dict) and t.get("from") == "gpt"] if isinstance(turns, list) else []
-        if not gpt or "value" not in gpt[-1]:
-            raise ValueError("missing MOS: no 'mos' field and no 'gpt' turn in 'conversations'")
-        value = gpt[-1]["value"]
+        value = answer_value(row.get("conversations"))
+        if value is None:
+            raise ValueError("missing MOS: no 'mos' field and no 'gpt' turn with a value in 'conversations'")
     if isinstance(value, bool) or value is None:
         raise ValueError(f"MOS {value!r} is not a number")
     try:
@@ -174,40 +193,55 @@ def load_dataset(
     root = spec.media_root
     skipped: list[str] = []
     rows: list[tuple[str, str, Path, float, dict[str, Any]]] = []  # id, source, media, mos, extra
-    seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            source = f"{path}:{lineno}"
+    text = read_label_text(path, DataError)
+    for lineno, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 may sit inside a string
+        if not line.strip():
+            continue
+        source = f"{path}:{lineno}"
+        try:
             try:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"malformed JSON ({exc.msg} at column {exc.colno})") from None
-                if not isinstance(row, dict):
-                    raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-                if "id" not in row or row["id"] in (None, ""):
-                    raise ValueError("missing 'id'")
-                sid = str(row["id"])
-                if sid in seen:
-                    raise ValueError(f"duplicate id {sid!r} (first on line {seen[sid]})")
-                mos = _raw_mos(row)
-                if spec.mos_range is not None and not spec.mos_range[0] <= mos <= spec.mos_range[1]:
-                    raise ValueError(f"MOS {mos} outside mos_range {list(spec.mos_range)}")
-                key, rel = _media_rel(row)
-                media = Path(rel) if Path(rel).is_absolute() else root / rel
-                if check_media and not media.is_file():
-                    raise ValueError(f"media file not found: {media}")
-            except ValueError as exc:
-                if on_bad_sample == "raise":
-                    raise DataError(f"{source}: {exc}") from None
-                skipped.append(f"line {lineno}: {exc}")
-                continue
-            seen[sid] = lineno
-            extra = {k: v for k, v in row.items() if k not in _CORE_KEYS}
-            extra["media_type"] = key
-            rows.append((sid, source, media, mos, extra))
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"malformed JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+            if "id" not in row or row["id"] in (None, ""):
+                raise ValueError("missing 'id'")
+            sid = str(row["id"])
+            mos = _raw_mos(row)
+            if spec.mos_range is not None and not spec.mos_range[0] <= mos <= spec.mos_range[1]:
+                raise ValueError(f"MOS {mos} outside mos_range {list(spec.mos_range)}")
+            key, rel = _media_rel(row)
+            media = root / rel  # an absolute `rel` stays absolute
+            if not spec.allow_media_outside_root and leaves_root(media, root):
+                raise ValueError(
+                    f"media path {rel!r} leads outside the dataset root {root} (absolute or '..'); set "
+                    f"allow_media_outside_root: true on dataset {spec.name!r} to read it"
+                )
+            if check_media and not media.is_file():
+                raise ValueError(f"media file not found: {media}")
+        except ValueError as exc:
+            if on_bad_sample == "raise":
+                raise DataError(f"{source}: {exc}") from None
+            skipped.append(f"line {lineno}: {exc}")
+            continue
+        extra = {k: v for k, v in row.items() if k not in _CORE_KEYS}
+        extra["media_type"] = key
+        rows.append((sid, source, media, mos, extra))
+    dups = find_duplicates([r[0] for r in rows], [r[3] for r in rows], [r[2] for r in rows], [r[1] for r in rows])
+    if dups.conflicts:
+        raise DataError(
+            f"{path}: {len(dups.conflicts)} id(s) of dataset {spec.name!r} are labelled more than once with different "
+            "values (which one holds is not ours to guess; fix the file):\n  " + "\n  ".join(dups.conflicts[:5])
+        )
+    if dups.merged:
+        log.warning(
+            "%s: %d repeated row(s) with equal MOS merged into their first row: %s",
+            path,
+            dups.merged_rows,
+            "; ".join(dups.merged[:3]),
+        )
+        rows = [rows[i] for i in dups.keep]
     if skipped:
         log.warning(
             "%s: skipped %d bad row(s) of dataset %r; first: %s", path, len(skipped), spec.name, "; ".join(skipped[:3])
@@ -235,7 +269,13 @@ def load_dataset(
         )
         for sid, source, media, mos, extra in rows
     ]
-    return LoadedDataset(spec=spec, records=records, skipped=skipped, mos_range=(float(lo), float(hi)))
+    return LoadedDataset(
+        spec=spec,
+        records=records,
+        skipped=skipped,
+        mos_range=(float(lo), float(hi)),
+        merged_duplicates=dups.merged_rows,
+    )
 
 
 def _load_native(spec: DatasetSpec, map_to: Sequence[float], on_bad_sample: OnBad, check_media: bool) -> LoadedDataset:
@@ -253,17 +293,22 @@ def _load_native(spec: DatasetSpec, map_to: Sequence[float], on_bad_sample: OnBa
                 adapter=spec.benchmark,
                 on_bad_sample=on_bad_sample,
                 check_media=check_media,
+                allow_media_outside_root=spec.allow_media_outside_root,
                 **dict(spec.options),
             )
     except (FileNotFoundError, LabelFormatError) as exc:
         raise DataError(f"{where}: {exc}") from None
     skipped = [r.reason for r in bench.rejected]
+    items = bench.items
+    if spec.mos_range is not None:
+        items, outside = _inside_declared_range(items, spec.mos_range, where, on_bad_sample)
+        skipped += outside
     if skipped:
         log.warning("%s: skipped %d bad row(s); first: %s", where, len(skipped), "; ".join(skipped[:3]))
-    if not bench.items:
+    if not items:
         raise DataError(f"{bench.label_file}: empty {where}: no valid rows ({len(skipped)} bad rows skipped)")
     lo, hi = spec.mos_range if spec.mos_range is not None else bench.mos_range
-    values = [it.mos for it in bench.items]
+    values = [it.mos for it in items]
     if min(values) == max(values) or not hi > lo:
         raise DataError(
             f"{bench.label_file}: all MOS of {where} equal {values[0]}: it can be neither mapped nor ranked"
@@ -280,9 +325,38 @@ def _load_native(spec: DatasetSpec, map_to: Sequence[float], on_bad_sample: OnBa
             extra={"media_type": media_type, "label_file": str(bench.label_file)},
             source=it.source,
         )
-        for it in bench.items
+        for it in items
     ]
-    return LoadedDataset(spec=spec, records=records, skipped=skipped, mos_range=(float(lo), float(hi)))
+    return LoadedDataset(
+        spec=spec,
+        records=records,
+        skipped=skipped,
+        mos_range=(float(lo), float(hi)),
+        merged_duplicates=bench.merged_duplicates,
+    )
+
+
+def _inside_declared_range(
+    items: list[Any], mos_range: tuple[float, float], where: str, on_bad_sample: OnBad
+) -> tuple[list[Any], list[str]]:
+    """The items whose MOS lies inside the entry's declared `mos_range`, and the reasons of the others;
+    with on_bad_sample="raise" any item outside raises `DataError` naming its label file row."""
+    lo, hi = mos_range
+    outside = [
+        f"{it.source}: MOS {it.mos:g} of {it.id!r} outside the entry's mos_range [{lo:g}, {hi:g}]"
+        for it in items
+        if not lo <= it.mos <= hi
+    ]
+    if outside and on_bad_sample == "raise":
+        more = f"\n  ... and {len(outside) - 5} more" if len(outside) > 5 else ""
+        raise DataError(
+            f"{where}: {len(outside)} of {len(items)} rows have a MOS outside the declared mos_range [{lo:g}, {hi:g}] "
+            f"(they would map outside the answer scale):\n  "
+            + "\n  ".join(outside[:5])
+            + more
+            + "\n(widen mos_range, or set on_bad_sample=skip to leave them out)"
+        )
+    return [it for it in items if lo <= it.mos <= hi], outside
 
 
 def load_datasets(

@@ -33,7 +33,14 @@ Conventions:
   file is missing, whose MOS is not a number or lies outside the adapter's range raises (missing
   media: `MissingMediaError`, a `FileNotFoundError`; bad MOS: `LabelFormatError`), naming the
   label file and the row; with `on_bad_sample="skip"` the rows are dropped, counted, logged and
-  kept in `Benchmark.rejected` (id, media, MOS, reason) so that evaluation lists them.
+  kept in `Benchmark.rejected` (id, media, MOS, reason) so that evaluation lists them. A row
+  without a name or MOS (a trailing `,,,` line, a blank sheet row) and a row whose media path is
+  absolute or climbs out of the dataset root (unless `allow_media_outside_root=True`) are bad rows too.
+- What stops whatever `on_bad_sample` (`LabelFormatError` naming the file and row): a categorical
+  value outside its documented spellings (case-insensitive; LSVQ `is_test`, KonIQ `set`, JSONL
+  conversation roles), one id labelled twice with different MOS or media (equal repeats are merged
+  and counted in `Benchmark.merged_duplicates`), a label file that is not UTF-8 text (Latin-1,
+  UTF-16, binary), a damaged .xlsx or MATLAB file. Shared with the JSONL path: `prresq.data.label_checks`.
 """
 
 from prresq.data.benchmarks import generic, iqa, vqa  # noqa: F401  (registers the adapters)

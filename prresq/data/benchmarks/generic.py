@@ -7,12 +7,13 @@ Benchmarks distributed only as such a text list (Liu13, Min19) are configs of th
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from prresq.data.benchmarks.readers import _name_mos_labels, _require
-from prresq.data.benchmarks.registry import Task, _Labels, _register, _Rows
+from prresq.data.benchmarks.registry import LabelFormatError, Rejected, Task, _Labels, _register, _Rows
+from prresq.data.label_checks import answer_value, read_label_text
 
 
 @_register("text", task="iqa", mos_range=None)
@@ -35,13 +36,6 @@ def read_text(
     return out
 
 
-def _gpt_value(conversations: Sequence[Mapping[str, Any]]) -> Any:
-    for turn in reversed(conversations):
-        if turn.get("from") in ("gpt", "assistant"):
-            return turn.get("value")
-    return None
-
-
 @_register("jsonl", task="iqa", mos_range=(1.0, 5.0))
 def read_jsonl(
     root: Path,
@@ -56,9 +50,11 @@ def read_jsonl(
     [{"from": "human", ...}, {"from": "gpt", "value": mos}]}` (a `"video"` key is read like `"image"`).
 
     `root` is the .jsonl file, or a folder with `labels` naming it. Relative media paths resolve
-    against `media_root` (default: the file's folder). MOS is the last gpt value (already mapped
-    to [1, 5] by the data convention, hence the default `mos_range`); `dataset_name` keeps only
-    that dataset's rows.
+    against `media_root` (default: the file's folder), which media must stay inside. MOS is the
+    last answer turn's value (already mapped to [1, 5] by the data convention, hence the default
+    `mos_range`); `dataset_name` keeps only that dataset's rows (case-insensitive; a name that no
+    record has is an error listing the names found). A line that is not a JSON record
+    with a media path and an answer is a bad row naming the file and line.
     """
     path = root / labels if labels else root
     if path.is_dir():
@@ -66,20 +62,37 @@ def read_jsonl(
     _require(path, root)
     base = Path(media_root) if media_root else path.parent
     rows = _Rows(path)
-    for i, ln in enumerate(path.read_text().splitlines()):
+    names_found: set[str] = set()
+    for i, ln in enumerate(read_label_text(path, LabelFormatError).split("\n")):
         if not ln.strip():
             continue
-        rec = json.loads(ln)
-        if dataset_name is not None and rec.get("dataset_name") != dataset_name:
+        try:
+            rec = json.loads(ln)
+            if not isinstance(rec, dict):
+                raise ValueError(f"expected a JSON object, got {type(rec).__name__}")
+            names_found.add(str(rec.get("dataset_name")))
+            if dataset_name is not None and str(rec.get("dataset_name")).lower() != dataset_name.lower():
+                continue
+            media = rec.get("image", rec.get("video"))
+            if isinstance(media, list):
+                media = media[0] if media else None
+            value = answer_value(rec.get("conversations", []))
+            if not isinstance(media, str) or not media or value is None:
+                raise ValueError("record needs an 'image' (or 'video') path and a gpt answer")
+        except json.JSONDecodeError as err:
+            rows.bad.append(
+                Rejected(f"line {i + 1}", Path(""), math.nan, f"{path} row {i + 1}: malformed JSON ({err.msg})")
+            )
             continue
-        media = rec.get("image", rec.get("video"))
-        if isinstance(media, list):
-            media = media[0] if media else None
-        value = _gpt_value(rec.get("conversations", []))
-        if media is None or value is None:
-            raise ValueError(f"{path}:{i + 1}: record needs an 'image' (or 'video') path and a gpt answer")
-        media_path = Path(media) if Path(media).is_absolute() else base / media
-        rows.add(str(rec.get("id", i)), media_path, str(value), None, i + 1)
+        except ValueError as err:
+            rows.bad.append(Rejected(f"line {i + 1}", Path(""), math.nan, f"{path} row {i + 1}: {err}"))
+            continue
+        rows.add(str(rec.get("id", i)), base / media, str(value), None, i + 1)
+    if dataset_name is not None and not rows.items and not rows.bad:
+        raise LabelFormatError(
+            f"{path}: no record has dataset_name {dataset_name!r} (case-insensitive); found: {sorted(names_found)}"
+        )
     out = rows.labels(mos_range=(float(mos_range[0]), float(mos_range[1])))
     out.task = task
+    out.media_root = base
     return out

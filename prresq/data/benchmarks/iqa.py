@@ -11,14 +11,16 @@ import pandas as pd
 
 from prresq.data.benchmarks.readers import (
     _as_list,
+    _blank_cells,
+    _categories,
     _col,
-    _drop_empty,
     _first_existing,
     _loadmat,
     _mat_key,
     _mat_strings,
     _MediaResolver,
     _name_mos_labels,
+    _read_csv,
     _read_sheet,
     _require,
     _sqrt,
@@ -35,6 +37,7 @@ from prresq.data.benchmarks.registry import (
     _Rows,
     log,
 )
+from prresq.data.label_checks import read_label_text
 
 # ----------------------------------------------------------------------------- IQA adapters
 
@@ -55,15 +58,16 @@ def read_kadid10k(
     read by IQA-PyTorch (scripts/process_kadid10k.py) and many loaders (`dist_img,ref_img,dmos,var`).
     """
     path = _require(root / labels, root)
-    df = pd.read_csv(path)
+    df = _read_csv(path)
     c_dist, c_ref = _col(df, "dist_img", where=path), _col(df, "ref_img", where=path)
     c_mos, c_var = _col(df, "dmos", "mos", where=path), _col(df, "var", required=False)
+    rows = _Rows(path)
+    df = _blank_cells(df, {"dist_img": c_dist, "ref_img": c_ref, "dmos": c_mos}, rows, path)
     if split not in ALL_SPLITS:
         assign = reference_split(df[c_ref].astype(str), seed=seed)
         df = df[df[c_ref].astype(str).map(assign) == split]
     resolve = _MediaResolver(root, media_dir)
     variances = df[c_var] if c_var is not None else [None] * len(df)
-    rows = _Rows(path)
     for r, n, m, v in zip(_rownums(df), df[c_dist], df[c_mos], variances):
         rows.add(str(n), resolve(str(n)), m, _sqrt(v), r)
     return rows.labels()
@@ -85,10 +89,10 @@ def read_tid2013(
     Source: IQA-PyTorch scripts/process_tid.py and MATLAB readers (`textscan(fid, '%f %s')`).
     """
     path = _require(root / labels, root)
-    rows = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
+    rows = [ln.split() for ln in read_label_text(path, LabelFormatError).splitlines() if ln.strip()]
     stds: list[float | None] = []
     if std_file and (root / std_file).is_file():
-        stds = [_std(s) for s in (root / std_file).read_text().split()]
+        stds = [_std(s) for s in read_label_text(root / std_file, LabelFormatError).split()]
         if len(stds) != len(rows):
             warnings.warn(f"{root / std_file}: {len(stds)} values for {len(rows)} labels; std ignored", stacklevel=2)
             stds = []
@@ -113,7 +117,7 @@ def _per_file_rows(
     resolve = _MediaResolver(root, media_dir, recursive=True)
     out = _Rows(folder)
     for f in files:
-        for i, ln in enumerate(f.read_text().splitlines()):
+        for i, ln in enumerate(read_label_text(f, LabelFormatError).splitlines()):
             if not ln.strip():
                 continue
             parts = [p.strip() for p in ln.split(",")] if "," in ln or not space_ok else ln.split()
@@ -152,8 +156,25 @@ _KONIQ_SETS = {
     "validation": "validation",
     "test": "test",
 }
+# the `set` column of koniq10k_distributions_sets.csv (case-insensitive; train / val also read)
+_KONIQ_SET_VALUES = {
+    "training": "training",
+    "validation": "validation",
+    "test": "test",
+    "train": "training",
+    "val": "validation",
+}
 _KONIQ_SCORES = "koniq10k_scores_and_distributions.csv"
 _KONIQ_SETS_FILE = "koniq10k_distributions_sets.csv"
+
+
+def _koniq_sets(sets: pd.DataFrame, path: Path, checked: bool, rows: _Rows) -> dict[str, str]:
+    """image_name -> training / validation / test from the sets file's `set` column; any other value
+    of `set` stops, naming the file, row, value and the accepted spellings."""
+    c_name, c_set = _col(sets, "image_name", where=path), _col(sets, "set", where=path)
+    if not checked:
+        sets = _blank_cells(sets, {"image_name": c_name}, rows, path)
+    return dict(zip(sets[c_name].astype(str), _categories(sets, c_set, _KONIQ_SET_VALUES, path)))
 
 
 @_register(
@@ -181,29 +202,32 @@ def read_koniq10k(
       1-100 and std is left out (SD is on the other scale).
 
     Splits: wherever the sets file is present, train/val/test are its `set` column (the official
-    split); without it they come from `reference_split` over image_name (6:2:2, seed 42), with a
+    split: training / validation / test, case-insensitive; any other value, or an image missing from the
+    sets file, stops with the file and row); without it they come from `reference_split` over image_name (6:2:2, seed 42), with a
     warning. Images in `1024x768/` (or `512x384/`). Source: the koniq repository's metadata/ as
     read by IQA-PyTorch (scripts reading `koniq10k_distributions_sets.csv`: image name, MOS, SD,
     set) and loaders of `koniq10k_scores_and_distributions.csv` (`image_name`, `MOS`, `MOS_zscore`).
     """
     path = _first_existing(root, _as_list(labels))
-    df = pd.read_csv(path)
+    df = _read_csv(path)
     c_name = _col(df, "image_name", where=path)
     from_sets = _col(df, "set", required=False) is not None and _col(df, "MOS_zscore", required=False) is None
     c_mos = _col(df, score_column, where=path)
     zscore = str(c_mos).lower() == "mos_zscore"
     c_sd = None if zscore or from_sets else _col(df, "SD", required=False)
+    rows = _Rows(path)
+    df = _blank_cells(df, {"image_name": c_name, str(c_mos): c_mos}, rows, path)
     if split not in ALL_SPLITS:
         want = _KONIQ_SETS.get(split, split)
         sets_path = path if from_sets else root / sets_file
         if sets_path.is_file():
-            sets = df if from_sets else pd.read_csv(sets_path)
-            which = dict(
-                zip(
-                    sets[_col(sets, "image_name", where=sets_path)].astype(str),
-                    sets[_col(sets, "set", where=sets_path)].astype(str).str.strip().str.lower(),
+            which = _koniq_sets(df if from_sets else _read_csv(sets_path), sets_path, from_sets, rows)
+            unknown = [r for r, n in zip(_rownums(df), df[c_name].astype(str)) if n not in which]
+            if unknown:
+                raise LabelFormatError(
+                    f"{path}: {len(unknown)} image(s) have no row in {sets_path}, so their split is unknown "
+                    f"(rows {unknown[:10]}{' ...' if len(unknown) > 10 else ''})"
                 )
-            )
         else:
             log.warning("%s not found: KonIQ-10k split %r by reference_split (6:2:2, seed %d)", sets_path, split, seed)
             short = {"training": "train", "validation": "val", "test": "test"}
@@ -212,7 +236,6 @@ def read_koniq10k(
         df = df[df[c_name].astype(str).map(which) == want]
     resolve = _MediaResolver(root, media_dir)
     sds = df[c_sd] if c_sd is not None else [None] * len(df)
-    rows = _Rows(path)
     for r, n, m, sd in zip(_rownums(df), df[c_name], df[c_mos], sds):
         rows.add(str(n), resolve(str(n)), m, _std(sd), r)
     return rows.labels(mos_range=(0.0, 100.0) if zscore else (1.0, 100.0) if from_sets else None)
@@ -241,11 +264,12 @@ def read_spaq(
     """
     df, path = _read_sheet(root, labels, _as_list(csv_export))
     c_name, c_mos = _col(df, "Image name", "image_name", where=path), _col(df, "MOS", where=path)
+    rows = _Rows(path)
+    df = _blank_cells(df, {"Image name": c_name, "MOS": c_mos}, rows, path)
     if split not in ALL_SPLITS:
         assign = reference_split(df[c_name].astype(str), seed=seed)
         df = df[df[c_name].astype(str).map(assign) == split]
     resolve = _MediaResolver(root, media_dir)
-    rows = _Rows(path)
     for r, n, m in zip(_rownums(df), df[c_name], df[c_mos]):
         rows.add(str(n), resolve(str(n)), m, None, r)
     return rows.labels()
@@ -301,9 +325,9 @@ def read_bid(
     column headers unconfirmed, so columns are taken by position.
     """
     df, path = _read_sheet(root, labels, _as_list(csv_export))
-    df = _drop_empty(df, [df.columns[0], df.columns[1]], path)
-    resolve = _MediaResolver(root, media_dir)
     rows = _Rows(path)
+    df = _blank_cells(df, {"image number": df.columns[0], "MOS": df.columns[1]}, rows, path)
+    resolve = _MediaResolver(root, media_dir)
     for r, key, mos in zip(_rownums(df), df.iloc[:, 0], df.iloc[:, 1]):
         try:
             name = f"DatabaseImage{int(float(key)):04d}.JPG"
@@ -331,12 +355,13 @@ def read_agiqa3k(
     these columns; the 0-5 range is the assumption (observed values lie inside it).
     """
     path = _require(root / labels, root)
-    df = pd.read_csv(path)
+    df = _read_csv(path)
     c_name, c_mos = _col(df, "name", where=path), _col(df, score_column, where=path)
     c_std = _col(df, std_column, required=False) if std_column else None
+    rows = _Rows(path)
+    df = _blank_cells(df, {"name": c_name, score_column: c_mos}, rows, path)
     resolve = _MediaResolver(root, media_dir)
     sds = df[c_std] if c_std is not None else [None] * len(df)
-    rows = _Rows(path)
     for r, n, m, sd in zip(_rownums(df), df[c_name], df[c_mos], sds):
         rows.add(str(n), resolve(str(n)), m, _std(sd), r)
     return rows.labels()

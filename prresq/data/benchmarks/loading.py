@@ -21,6 +21,7 @@ from prresq.data.benchmarks.registry import (
     Rejected,
     log,
 )
+from prresq.data.label_checks import category, find_duplicates, leaves_root
 
 # ----------------------------------------------------------------------------- loading
 
@@ -35,6 +36,7 @@ def load_benchmark(
     skip_missing: bool = False,
     check_media: bool = True,
     limit: int | None = None,
+    allow_media_outside_root: bool = False,
     **options: Any,
 ) -> Benchmark:
     """Load benchmark `name` from `root` with its registered adapter (or `adapter`, a BENCHMARKS key).
@@ -44,6 +46,11 @@ def load_benchmark(
     `check_media`, MOS not a number or outside the adapter's fixed range) raise, naming the label
     file and row, unless `on_bad_sample="skip"` (`skip_missing=True` is the older spelling): then
     they are dropped, logged and kept in `Benchmark.rejected`. `limit` keeps the first N items.
+
+    Rows that repeat an id with the same MOS and media are merged into the first (counted in
+    `Benchmark.merged_duplicates`, logged); rows that repeat an id with a different MOS or media stop
+    with every row named, whatever `on_bad_sample`. A row whose media path is absolute or climbs out
+    (`..`) of the dataset root is a bad row unless `allow_media_outside_root=True`.
     """
     if on_bad_sample not in ("raise", "skip"):
         raise ValueError(f"on_bad_sample={on_bad_sample!r}: expected 'raise' or 'skip'")
@@ -67,8 +74,23 @@ def load_benchmark(
         raise FileNotFoundError(f"{where}: {err}") from err
     except LabelFormatError as err:
         raise LabelFormatError(f"{where}: {err}") from err
-    items = labels.items
+    items, merged = _merge_duplicates(labels.items, where, labels.label_file)
     rejected: list[Rejected] = list(labels.bad)
+    base = labels.media_root or root
+    if not allow_media_outside_root:
+        outside = {it.id for it in items if leaves_root(it.media, base)}
+        rejected += [
+            Rejected(
+                it.id,
+                it.media,
+                it.mos,
+                f"{it.source}: media path {it.media} of {it.id!r} leads outside the dataset root {base} (absolute "
+                "or '..'); set allow_media_outside_root=true on this entry to read it",
+            )
+            for it in items
+            if it.id in outside
+        ]
+        items = [it for it in items if it.id not in outside]
     fixed_range = labels.mos_range or spec.mos_range
     if fixed_range is not None:
         lo, hi = fixed_range
@@ -112,23 +134,48 @@ def load_benchmark(
         lo, hi = mos_range
         items = [BenchmarkItem(it.id, it.media, lo + hi - it.mos, it.std, it.source) for it in items]
 
-    ids = [it.id for it in items]
-    if len(set(ids)) != len(ids):
-        warnings.warn(f"{where}: {len(ids) - len(set(ids))} duplicate id(s) in {labels.label_file}", stacklevel=2)
     if limit is not None:
         items = items[:limit]
     return Benchmark(
         name=name,
         items=items,
         mos_range=(float(mos_range[0]), float(mos_range[1])),
-        task=labels.task or spec.task,
+        task=category(labels.task or spec.task, {"iqa": "iqa", "vqa": "vqa"}, where, "task"),
         adapter=key,
         split=split,
         label_file=labels.label_file,
         flipped=bool(lower_is_better),
         skipped=[r.id for r in rejected],
         rejected=rejected,
+        merged_duplicates=merged,
     )
+
+
+def _merge_duplicates(items: list[BenchmarkItem], where: str, label_file: Path) -> tuple[list[BenchmarkItem], int]:
+    """Items with each repeated id merged into its first row when the rows agree (logged, counted); rows of
+    one id that disagree (MOS or media) raise `LabelFormatError` naming every row."""
+    dups = find_duplicates(
+        [it.id for it in items], [it.mos for it in items], [it.media for it in items], [it.source for it in items]
+    )
+    if dups.conflicts:
+        listed = "\n  ".join(dups.conflicts[:MAX_LISTED_MISSING])
+        more = (
+            f"\n  ... and {len(dups.conflicts) - MAX_LISTED_MISSING} more"
+            if len(dups.conflicts) > MAX_LISTED_MISSING
+            else ""
+        )
+        raise LabelFormatError(
+            f"{where}: {len(dups.conflicts)} id(s) of {label_file} are labelled more than once with different values "
+            f"(which one holds is not ours to guess; fix the label file):\n  {listed}{more}"
+        )
+    if dups.merged:
+        log.warning(
+            "%s: %d repeated row(s) with equal MOS merged into their first row: %s",
+            where,
+            dups.merged_rows,
+            "; ".join(dups.merged[:MAX_LISTED_MISSING]),
+        )
+    return [items[i] for i in dups.keep], dups.merged_rows
 
 
 def load_benchmark_config(cfg: Mapping[str, Any], **overrides: Any) -> Benchmark:

@@ -4,9 +4,11 @@ MATLAB files, the generic `name mos [std]` list and the reference-image split.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import random
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from prresq.data.benchmarks.registry import LabelFormatError, _Labels, _rownums, _Rows, log
+from prresq.data.benchmarks.registry import LabelFormatError, Rejected, _Labels, _rownums, _Rows, log
+from prresq.data.label_checks import category, read_label_text
 
 # ----------------------------------------------------------------------------- shared readers
 
@@ -135,7 +138,7 @@ def _read_sheet(
     """
     for c in csv:
         if (root / c).is_file():
-            return pd.read_csv(root / c, header=header), root / c
+            return _read_csv(root / c, header=header), root / c
     path = _first_existing(root, [xlsx, *csv])
     try:
         import openpyxl  # noqa: F401
@@ -144,7 +147,50 @@ def _read_sheet(
             f"{path} is an Excel file and reading it needs openpyxl (pip install openpyxl); "
             f"or export that sheet ({sheet!r}) to CSV with the same columns at {root / csv[0]}"
         ) from err
-    return pd.read_excel(path, sheet_name=sheet, header=header), path
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        return pd.read_excel(path, sheet_name=sheet, header=header), path
+    except (zipfile.BadZipFile, InvalidFileException, KeyError, ValueError, OSError, EOFError) as err:
+        raise LabelFormatError(
+            f"{path}: not a readable .xlsx workbook with a sheet {sheet!r} ({type(err).__name__}: {err}); a truncated "
+            f"or damaged download? Copy it again, or export that sheet to CSV at {root / csv[0]}"
+        ) from None
+
+
+def _read_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
+    """A CSV label file read as UTF-8 text; an undecodable, empty or ragged file names the file (and line)."""
+    text = read_label_text(path, LabelFormatError)
+    try:
+        return pd.read_csv(io.StringIO(text), **kwargs)
+    except pd.errors.EmptyDataError:
+        raise LabelFormatError(f"{path}: empty label file (no header row)") from None
+    except pd.errors.ParserError as err:
+        raise LabelFormatError(f"{path}: not a readable CSV table: {err}") from None
+
+
+def _blank_cells(df: pd.DataFrame, columns: Mapping[str, Any], rows: _Rows, path: Path) -> pd.DataFrame:
+    """Rows with an empty cell in a required column (`{what: column}`), as a trailing `,,,` line of a
+    CSV or a blank row of a sheet leaves them, become bad rows of `rows` naming the row; the rest is returned."""
+    cols = list(columns.values())
+    empty = df[cols].isna() | df[cols].astype(object).map(lambda v: isinstance(v, str) and not v.strip())
+    blank = empty.any(axis=1)
+    for idx, r in zip(df.index[blank], _rownums(df[blank])):
+        missing = [what for what, c in columns.items() if empty.at[idx, c]]
+        reason = "an empty row" if len(missing) == len(columns) else f"no {' and no '.join(missing)} (empty cell)"
+        rows.bad.append(Rejected("", Path(""), math.nan, f"{path} row {r}: {reason}"))
+    return df[~blank]
+
+
+def _categories(
+    df: pd.DataFrame, column: Any, accepted: Mapping[str, Any], path: Path, header_rows: int = 1
+) -> list[Any]:
+    """Every value of a categorical column mapped through `accepted` (lower-case spellings); any other value
+    raises `LabelFormatError` naming the file, the row, the value and the accepted spellings."""
+    return [
+        category(v, accepted, f"{path} row {r}", f"column {column!r}", LabelFormatError)
+        for r, v in zip(_rownums(df, header_rows), df[column])
+    ]
 
 
 def _drop_empty(df: pd.DataFrame, columns: Sequence[Any], path: Path) -> pd.DataFrame:
@@ -161,7 +207,10 @@ def _drop_empty(df: pd.DataFrame, columns: Sequence[Any], path: Path) -> pd.Data
 def _loadmat(path: Path) -> dict[str, Any]:
     from scipy.io import loadmat
 
-    return loadmat(path)
+    try:
+        return loadmat(path)
+    except (ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise LabelFormatError(f"{path}: not a readable MATLAB file ({type(err).__name__}: {err})") from None
 
 
 def _sqrt(variance: Any) -> float | None:
@@ -212,7 +261,7 @@ def _parse_name_mos(path: Path) -> list[tuple[str, float, float | None, int]]:
     """Parse `name mos [std]` lines (whitespace- or comma-separated); '#' comments and one header line are skipped."""
     rows: list[tuple[str, float, float | None, int]] = []
     header_seen = False
-    for i, raw in enumerate(path.read_text().splitlines()):
+    for i, raw in enumerate(read_label_text(path, LabelFormatError).splitlines()):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

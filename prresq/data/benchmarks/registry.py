@@ -57,6 +57,7 @@ class Benchmark:
     flipped: bool = False
     skipped: list[str] = field(default_factory=list)  # ids of the rejected rows (on_bad_sample="skip")
     rejected: list[Rejected] = field(default_factory=list)
+    merged_duplicates: int = 0  # rows that repeat an earlier row's id with equal MOS (merged into it)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -100,10 +101,19 @@ class _Labels:
     mos_range: tuple[float, float] | None = None
     task: Task | None = None
     bad: list[Rejected] = field(default_factory=list)  # rows whose MOS is not a number
+    media_root: Path | None = None  # the folder media must stay in (default: the dataset root)
+
+
+def _name(value: Any) -> str:
+    """A name cell as text: '' for an empty cell (None, NaN from pandas), else `str(value)`."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or not str(value).strip():
+        return ""
+    return str(value)
 
 
 class _Rows:
-    """Collects a reader's items; a MOS that is not a finite number becomes a bad row naming its source."""
+    """Collects a reader's items; a row without a name, or whose MOS is not a finite number, becomes
+    a bad row naming its source."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -118,6 +128,10 @@ class _Rows:
             value = float(mos.strip() if isinstance(mos, str) else mos)
         except (TypeError, ValueError):
             value = math.nan
+        if not _name(id):
+            what = "an empty row (no name, no MOS)" if not math.isfinite(value) else f"no name (MOS {mos!r})"
+            self.bad.append(Rejected("", media, value, f"{source}: {what}"))
+            return
         if not math.isfinite(value):
             self.bad.append(Rejected(id, media, value, f"{source}: MOS {mos!r} of {id!r} is not a number"))
             return

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from prresq.data.benchmarks.readers import (
     _as_list,
+    _blank_cells,
+    _categories,
     _col,
     _drop_empty,
     _first_existing,
@@ -18,6 +19,7 @@ from prresq.data.benchmarks.readers import (
     _mat_key,
     _mat_strings,
     _MediaResolver,
+    _read_csv,
     _read_sheet,
     _require,
     _std,
@@ -42,12 +44,13 @@ def read_konvid1k(
     """
     cands = [c for n in _as_list(labels) for c in (n, f"KoNViD_1k_metadata/{n}")]
     path = _first_existing(root, cands)
-    df = pd.read_csv(path)
+    df = _read_csv(path)
     c_id, c_mos = _col(df, "flickr_id", where=path), _col(df, "MOS", where=path)
     c_sd = _col(df, "SD", required=False)
+    rows = _Rows(path)
+    df = _blank_cells(df, {"flickr_id": c_id, "MOS": c_mos}, rows, path)
     resolve = _MediaResolver(root, media_dir, suffixes=(".mp4", ""))
     sds = df[c_sd] if c_sd is not None else [None] * len(df)
-    rows = _Rows(path)
     for r, fid, m, sd in zip(_rownums(df), df[c_id], df[c_mos], sds):
         vid = str(int(fid)) if isinstance(fid, float | np.floating) and float(fid).is_integer() else str(fid)
         rows.add(vid, resolve(vid), m, _std(sd), r)
@@ -76,8 +79,8 @@ def read_live_vqc(
     return _Labels([BenchmarkItem(n, resolve(n), float(m)) for n, m in zip(names, mos)], path)
 
 
-def _truthy(v: Any) -> bool:
-    return str(v).strip().lower() in ("1", "true", "yes", "1.0")
+# LSVQ's `is_test` column (pandas reads True/False, or 1/0, 1.0/0.0 where a cell is empty); case-insensitive
+_IS_TEST = {"true": True, "false": False, "1": True, "0": False, "1.0": True, "0.0": False, "yes": True, "no": False}
 
 
 @_register(
@@ -98,7 +101,8 @@ def read_lsvq(
 
     Files per split, first found wins (every name tried is listed when none is found):
     - "test": `labels_test.csv`, `LSVQ_whole_test.csv` (the per-split copy most VQA code ships),
-      else the rows of `labels_train_test.csv` with `is_test` true;
+      else the rows of `labels_train_test.csv` with `is_test` true (`is_test` reads true/false, 1/0,
+      yes/no, case-insensitive; any other value stops, naming the file and row);
     - "test_1080p": `labels_test_1080p.csv` or `LSVQ_whole_test_1080p.csv` (no `is_test` column);
     - "train": `labels_train.csv`, `LSVQ_whole_train.csv`, else the non-test rows.
     MOS 0-100, higher is better. Videos at `<root>/<name>.mp4`. Source: the official release notes
@@ -110,21 +114,17 @@ def read_lsvq(
         "test_1080p": ["labels_test_1080p.csv", "LSVQ_whole_test_1080p.csv"],
     }.get(split or "", [])
     found = next((root / f for f in own if (root / f).is_file()), None)
-    if found is not None:
-        path = found
-        df = pd.read_csv(path)
-    elif split == "test_1080p":
-        path = _first_existing(root, own)
-        df = pd.read_csv(path)
-    else:
-        path = _first_existing(root, [*own, "labels_train_test.csv"])
-        df = pd.read_csv(path)
-        if split in ("test", "train"):
-            is_test = df[_col(df, "is_test", where=path)].map(_truthy)
-            df = df[is_test if split == "test" else ~is_test]
+    path = found or _first_existing(root, own if split == "test_1080p" else [*own, "labels_train_test.csv"])
+    df = _read_csv(path)
     c_name, c_mos = _col(df, "name", where=path), _col(df, "mos", where=path)
-    resolve = _MediaResolver(root, media_dir, suffixes=(".mp4", ""))
     rows = _Rows(path)
+    df = _blank_cells(df, {"name": c_name, "mos": c_mos}, rows, path)
+    if found is None and split in ("test", "train"):
+        is_test = pd.Series(
+            _categories(df, _col(df, "is_test", where=path), _IS_TEST, path), index=df.index, dtype=bool
+        )
+        df = df[is_test if split == "test" else ~is_test]
+    resolve = _MediaResolver(root, media_dir, suffixes=(".mp4", ""))
     for r, n, m in zip(_rownums(df), df[c_name], df[c_mos]):
         rows.add(str(n), resolve(str(n)), m, None, r)
     return rows.labels()
@@ -146,14 +146,15 @@ def read_youtube_ugc(
     Columns category, resolution, vid, "MOS full" (1-5, higher is better), per-chunk MOS, ...
     A CSV export of that sheet is read first; the .xlsx needs openpyxl. Videos are found by `vid`
     anywhere below the media folder, as the original `<vid>.mkv` or common transcodes
-    (`<vid>.mp4`, `<vid>_crf_10_ss_00_t_20.0.mp4`). Rows with no MOS are dropped.
+    (`<vid>.mp4`, `<vid>_crf_10_ss_00_t_20.0.mp4`). Rows with a vid and no MOS (videos the release
+    lists unrated) are left out and logged; a row without a vid is a bad row.
     Source: loaders reading `pd.read_excel(..., sheet_name='MOS')['vid']` / `['MOS full']`.
     """
     df, path = _read_sheet(root, labels, _as_list(csv_export), sheet=sheet)
     c_vid, c_mos = _col(df, "vid", where=path), _col(df, score_column, where=path)
-    df = _drop_empty(df, [c_vid, c_mos], path)
-    resolve = _MediaResolver(root, media_dir, suffixes=suffixes, recursive=True)
     rows = _Rows(path)
+    df = _drop_empty(_blank_cells(df, {"vid": c_vid}, rows, path), [c_mos], path)
+    resolve = _MediaResolver(root, media_dir, suffixes=suffixes, recursive=True)
     for r, v, m in zip(_rownums(df), df[c_vid], df[c_mos]):
         rows.add(str(v), resolve(str(v)), m, None, r)
     return rows.labels()
