@@ -1,5 +1,10 @@
-"""Model loading (`prresq.models.loading`): `from prresq.models import load_policy, ...` keeps working."""
+"""Model loading (`prresq.models.loading`) and the model-family seam (`family.py`, `families.py`, one module per family).
 
+`from prresq.models import load_policy, ...` keeps working.
+"""
+
+from prresq.models.families import FAMILIES, family_of, family_of_dir, family_of_processor, get_family
+from prresq.models.family import MediaGroup, ModelFamily
 from prresq.models.loading import (
     IMAGE_MEAN,
     IMAGE_STD,
@@ -18,6 +23,13 @@ from prresq.models.loading import (
 )
 
 __all__ = [
+    "FAMILIES",
+    "MediaGroup",
+    "ModelFamily",
+    "family_of",
+    "family_of_dir",
+    "family_of_processor",
+    "get_family",
     "IMAGE_MEAN",
     "IMAGE_STD",
     "VISION_SPECIAL_TOKENS",
