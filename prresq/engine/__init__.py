@@ -1,107 +1,31 @@
-"""Rollout engines: how a GRPO step generates completions and scores their log-probs.
+"""The engine package: how a GRPO step (and scoring) generates completions and scores their log-probs.
 
-Two engines behind one interface, chosen once from `grpo.shared_prefix` (`build_engine`):
+- `rows.py`: batch rows: a batch's prompts repeated K times or sliced into micro-batches, the visual
+  inputs following their prompts (`VisionIds`, from the model family).
+- `plain.py`: `PlainEngine`: each prompt repeated K times (`expand_inputs`), so the vision encoder and
+  the prompt prefill run K times per image; micro-batches are any `micro_batch_size` completions.
+- `shared.py`: `SharedPrefixEngine`: one vision encoding and one prompt prefill per image, the K
+  completions on top; micro-batches hold whole groups of K. It holds a plain engine for what it cannot share.
 
-- `PlainEngine` (`prresq.rollout`): each prompt is repeated K times (`expand_inputs`), so the vision
-  encoder and the prompt prefill run K times per image; micro-batches are any `micro_batch_size`
-  completions.
-- `SharedPrefixEngine` (`prresq.prefix`): one vision encoding and one prompt prefill per image, the
-  K completions on top; micro-batches hold whole groups of K completions.
-
-Both read `k`, `micro_batch_size` and the sampling parameters from the `GRPOConfig` they hold when
-called, so a change of K between steps (the two-stage schedule) takes effect at the next rollout.
-Their log-probs, losses and gradients are equal (`tests/test_prefix.py`).
+`build_engine` chooses one from `grpo.shared_prefix` (and the model family); `scoring_engine` builds the
+one scoring uses. Their log-probs, losses and gradients are equal (`tests/test_prefix.py`).
 """
 
 from __future__ import annotations
 
 import logging
-from abc import ABC, abstractmethod
-
-import torch
-from torch import Tensor, nn
+from typing import Any
 
 from prresq.config import GRPOConfig
-from prresq.prefix import completion_logprobs_shared, generate_completions_shared, micro_batches
-from prresq.rollout import VisionIds, completion_logprobs, expand_inputs, generate_completions, slice_inputs
-from prresq.sampling import GenerationTokens
+from prresq.engine.base import Engine, Rows
+from prresq.engine.plain import PlainEngine
+from prresq.engine.rows import VisionIds
+from prresq.engine.shared import SharedPrefixEngine
+from prresq.sampling import GenerationTokens, SamplingConfig
 
 log = logging.getLogger(__name__)
 
-Rows = tuple[slice, slice]  # (prompt rows of `Engine.prompt_rows`, completion rows of the [B*K, ...] tensors)
-
-
-class Engine(ABC):
-    """Generate K completions per prompt, and score completions micro-batch by micro-batch."""
-
-    def __init__(self, cfg: GRPOConfig, tokens: GenerationTokens, vision_ids: VisionIds) -> None:
-        self.cfg, self.tokens, self.vision_ids = cfg, tokens, vision_ids
-
-    @abstractmethod
-    def generate(self, model: nn.Module, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """B prompts -> (completion ids [B*K, T], mask [B*K, T]), sampled with the config's parameters."""
-
-    @abstractmethod
-    def prompt_rows(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The prompt rows the log-prob passes read (what `Rollout.inputs` holds)."""
-
-    @abstractmethod
-    def micro_batches(self, n: int) -> list[Rows]:
-        """The micro-batches of a rollout of `n` completions."""
-
-    @abstractmethod
-    def logprobs(
-        self, model: nn.Module, inputs: dict[str, Tensor], rows: Rows, completion: Tensor, mask: Tensor
-    ) -> Tensor:
-        """Per-token log-probs [n, T] of completion rows `rows[1]` (prompt rows `rows[0]` of `inputs`)."""
-
-    @torch.no_grad()
-    def all_logprobs(self, model: nn.Module, inputs: dict[str, Tensor], completion: Tensor, mask: Tensor) -> Tensor:
-        """Log-probs [B*K, T] of every completion, in micro-batches, without gradients (old policy, reference)."""
-        rows = self.micro_batches(completion.shape[0])
-        return torch.cat([self.logprobs(model, inputs, r, completion, mask) for r in rows])
-
-
-class PlainEngine(Engine):
-    """Every prompt repeated K times: K vision encodings and prompt prefills per image."""
-
-    def generate(self, model: nn.Module, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        return generate_completions(model, inputs, self.cfg.k, self.tokens, self.cfg)
-
-    def prompt_rows(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        return expand_inputs(inputs, self.cfg.k, self.vision_ids)
-
-    def micro_batches(self, n: int) -> list[Rows]:
-        size = int(self.cfg.micro_batch_size or n)
-        return [(sl, sl) for sl in (slice(i, min(i + size, n)) for i in range(0, n, size))]
-
-    def logprobs(
-        self, model: nn.Module, inputs: dict[str, Tensor], rows: Rows, completion: Tensor, mask: Tensor
-    ) -> Tensor:
-        prompts, completions = rows
-        sub = slice_inputs(inputs, prompts, self.vision_ids)
-        return completion_logprobs(model, sub, completion[completions], mask[completions], self.cfg.temperature)
-
-
-class SharedPrefixEngine(Engine):
-    """One vision encoding and prompt prefill per image, shared by its K completions."""
-
-    def generate(self, model: nn.Module, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        return generate_completions_shared(model, inputs, self.cfg.k, self.tokens, self.cfg)
-
-    def prompt_rows(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        return inputs
-
-    def micro_batches(self, n: int) -> list[Rows]:
-        return micro_batches(n // self.cfg.k, self.cfg.k, self.cfg.micro_batch_size)
-
-    def logprobs(
-        self, model: nn.Module, inputs: dict[str, Tensor], rows: Rows, completion: Tensor, mask: Tensor
-    ) -> Tensor:
-        prompts, completions = rows
-        sub = slice_inputs(inputs, prompts, self.vision_ids)
-        k, temperature = self.cfg.k, self.cfg.temperature
-        return completion_logprobs_shared(model, sub, k, completion[completions], mask[completions], temperature)
+__all__ = ["Engine", "PlainEngine", "Rows", "SharedPrefixEngine", "VisionIds", "build_engine", "scoring_engine"]
 
 
 def build_engine(cfg: GRPOConfig, tokens: GenerationTokens, vision_ids: VisionIds) -> Engine:
@@ -114,3 +38,12 @@ def build_engine(cfg: GRPOConfig, tokens: GenerationTokens, vision_ids: VisionId
         )
         return PlainEngine(cfg, tokens, vision_ids)
     return (SharedPrefixEngine if cfg.shared_prefix else PlainEngine)(cfg, tokens, vision_ids)
+
+
+def scoring_engine(model: Any, tokenizer: Any, sampling: SamplingConfig, n: int, shared_prefix: bool) -> Engine:
+    """The engine of N-sample scoring: `n` answers per item with `sampling`, on the shared prefix or not."""
+    fields = {f: getattr(sampling, f) for f in ("temperature", "top_p", "top_k", "max_new_tokens", "min_new_tokens")}
+    cfg = GRPOConfig(k=int(n), shared_prefix=bool(shared_prefix), **fields)
+    tokens = GenerationTokens.from_tokenizer(tokenizer)
+    vision_ids = VisionIds.from_config(model.config)
+    return (SharedPrefixEngine if shared_prefix else PlainEngine)(cfg, tokens, vision_ids)

@@ -1,6 +1,6 @@
-"""Shared-prefix rollouts: one vision encoding and one prompt prefill per image, not K.
+"""The shared-prefix engine: one vision encoding and one prompt prefill per image, not K.
 
-The plain path (`prresq.rollout`) repeats every prompt K times (`expand_inputs`) before it
+The plain path (`prresq.engine.plain`) repeats every prompt K times (`expand_inputs`) before it
 generates or scores, so the vision encoder and the prompt prefill run K times per image, in
 generation and again in every log-prob pass (policy, old policy, reference). The functions here
 run them once per image and share the result between the K completions:
@@ -31,7 +31,7 @@ decoder layers are allowed to keep the cache under checkpointing only for the du
 Batches the family cannot share (`ModelFamily.shareable`, e.g. multimodal rotary positions without
 the token types they need; a family with `shares_prefix = False` never), and a model
 checkpointed with `use_reentrant=True` (its replay would drop the gradient flowing into the shared
-prefix), go through the plain functions instead. Drop-in use, same signatures as `prresq.rollout`:
+prefix), go through the plain functions instead. Drop-in use, same signatures as `prresq.engine.plain`:
 
     completion, mask = generate_completions_shared(policy, inputs, k, tokens, SamplingConfig(max_new_tokens=128))
     logp = completion_logprobs_shared(policy, inputs, k, completion, mask)   # inputs NOT expanded
@@ -55,16 +55,17 @@ import torch
 from torch import Tensor, nn
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-from prresq.models.families import family_of
-from prresq.rollout import (
-    TOKEN_KEYS,
-    VisionIds,
+from prresq.config import GRPOConfig
+from prresq.engine.base import Engine, Rows
+from prresq.engine.plain import (
+    PlainEngine,
     completion_logprobs,
-    expand_inputs,
     generate_completions,
     generation_mode,
     split_completions,
 )
+from prresq.engine.rows import TOKEN_KEYS, VisionIds, expand_inputs, micro_batches, slice_inputs
+from prresq.models.families import family_of
 from prresq.sampling import GenerationTokens, SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -266,15 +267,37 @@ def completion_logprobs_shared(
     return picked - torch.logsumexp(logits, dim=-1)
 
 
-def micro_batches(num_prompts: int, k: int, micro_batch_size: int | None) -> list[tuple[slice, slice]]:
-    """(prompt rows, completion rows) of micro-batches of whole prompts.
+class SharedPrefixEngine(Engine):
+    """One vision encoding and prompt prefill per image, shared by its K completions.
 
-    `micro_batch_size` counts completions like `grpo.micro_batch_size` (None: everything at once); it is
-    rounded down to whole groups of k, at least one prompt per micro-batch. Prompt rows slice the unexpanded
-    batch (`prresq.rollout.slice_inputs`), completion rows the [B*k, ...] tensors.
+    Holds a plain engine of the same configuration for what it cannot share (batches its model family
+    cannot share exactly, reentrant gradient checkpointing: see the module docstring).
     """
-    per = num_prompts if not micro_batch_size else max(1, int(micro_batch_size) // k)
-    return [
-        (slice(i, min(i + per, num_prompts)), slice(i * k, min(i + per, num_prompts) * k))
-        for i in range(0, num_prompts, per)
-    ]
+
+    def __init__(self, cfg: GRPOConfig, tokens: GenerationTokens, vision_ids: VisionIds) -> None:
+        super().__init__(cfg, tokens, vision_ids)
+        self._plain = PlainEngine(cfg, tokens, vision_ids)
+
+    @property
+    def plain(self) -> PlainEngine:
+        return self._plain
+
+    def generate(
+        self, model: nn.Module, inputs: dict[str, Tensor], k: int | None = None, do_sample: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        k = self.cfg.k if k is None else k
+        return generate_completions_shared(model, inputs, k, self.tokens, self.cfg, do_sample)
+
+    def prompt_rows(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        return inputs
+
+    def micro_batches(self, n: int) -> list[Rows]:
+        return micro_batches(n // self.cfg.k, self.cfg.k, self.cfg.micro_batch_size)
+
+    def logprobs(
+        self, model: nn.Module, inputs: dict[str, Tensor], rows: Rows, completion: Tensor, mask: Tensor
+    ) -> Tensor:
+        prompts, completions = rows
+        sub = slice_inputs(inputs, prompts, self.vision_ids)
+        k, temperature = self.cfg.k, self.cfg.temperature
+        return completion_logprobs_shared(model, sub, k, completion[completions], mask[completions], temperature)
