@@ -125,7 +125,7 @@ def supervised_warmup(
             if step % eval_every == 0 or step >= max_steps:
                 model.eval()
                 corr = correlations(score_loader(model, processor, val_loader, scoring))
-                record = {"step": step, "loss": float(out.loss), "seconds": time.time() - start, **corr}
+                record = {"step": step, "loss": float(out.loss.detach()), "seconds": time.time() - start, **corr}
                 history.append(record)
                 bar.write(
                     f"warm-up step {step}: loss {record['loss']:.3f}  val SRCC mean-of-{scoring.n} "

@@ -16,6 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 from prresq.data.synthetic import generate_synthetic_iqa
+from prresq.models import FAMILIES as MODEL_FAMILIES
 from prresq.models import build_tiny_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -40,8 +41,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2.5-vl") / "model")
 
 
-FAMILIES = ["qwen2_5_vl", "qwen3_vl", "internvl"]  # the model families the shared-prefix equality battery runs on
-ALL_FAMILIES = [*FAMILIES, "qwen3_5"]  # with the family that uses the plain engine (no exact prefix sharing)
+# Every registered model family; the shared-prefix equality battery runs on those that share a prefix.
+ALL_FAMILIES = list(MODEL_FAMILIES)
+FAMILIES = [name for name, family in MODEL_FAMILIES.items() if family.shares_prefix]
 
 
 @pytest.fixture(scope="session")
