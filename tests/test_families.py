@@ -233,3 +233,33 @@ def test_a_model_of_one_family_under_another_familys_config_is_named(tiny_family
         ValueError, match=r"holds a model of the InternVL family \(model.family=internvl\).*model.family=qwen3_vl"
     ):
         load_scoring_model({"family": "qwen3_vl"}, checkpoint=ckpt, device="cpu")
+
+
+# ----------------------------------------------------------------------------- a run per family
+
+
+@pytest.mark.parametrize("family", [f for f in ALL_FAMILIES if f != "qwen2_5_vl"])  # Qwen2.5-VL: tests/test_train.py
+def test_training_resumes_at_the_same_step(family, tmp_path_factory):
+    """`model=tiny_<family>`: the composed run trains (a non-zero gradient every step) and resumes exactly."""
+    from test_train import TINY, _logged, assert_last_step_logged_alike, compose_train
+
+    from prresq.train import run
+
+    cache = tmp_path_factory.mktemp(f"cache-{family}")
+    tmp = tmp_path_factory.mktemp(f"runs-{family}")
+    common = [
+        *TINY,
+        f"model=tiny_{family}",
+        "+reward.length={name: test_char_count, weight: 1.0}",  # a reward a random model earns: non-zero update
+        "grpo.max_new_tokens=4",
+        "trainer.val_check_interval=null",
+        "trainer.limit_val_batches=0",
+        "callbacks.checkpoint.every_n_train_steps=2",
+        "export_dir=null",
+    ]
+    run(compose_train([*common, "trainer.max_steps=3"], tmp / "full", cache))
+    run(compose_train([*common, "trainer.max_steps=2"], tmp / "part", cache))
+    run(compose_train([*common, "trainer.max_steps=3", "ckpt_path=last"], tmp / "part", cache))
+    assert_last_step_logged_alike(tmp / "full", tmp / "part")
+    assert (_logged(tmp / "full", "train/grad_norm") > 0).all()
+    assert json.loads((cache / f"tiny-{family.replace('_', '-')}" / "config.json").read_text())["model_type"] == family
