@@ -2,6 +2,7 @@
 PY_BOOT ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
+RUFF    := $(VENV)/bin/ruff
 STAMP   := $(VENV)/.installed
 ARGS    ?=
 
@@ -30,13 +31,18 @@ test: $(STAMP) ## Run the test suite (~6-8 min on 2 cores; tests that need CUDA 
 test-fast: $(STAMP) ## The quick loop: skip the slow tests (every experiment's fast_dev_run) too
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow and not gpu" $(ARGS)
 
-lint: $(STAMP) ## ruff check + format check
-	$(PY) -m ruff check prresq tests experiments
-	$(PY) -m ruff format --check prresq tests experiments
+# lint and format need ruff only: no reinstall of the project when pyproject.toml changed.
+$(RUFF):
+	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q "ruff>=0.6"
 
-format: $(STAMP) ## ruff format + autofix
-	$(PY) -m ruff format prresq tests experiments
-	$(PY) -m ruff check --fix prresq tests experiments
+lint: $(RUFF) ## ruff check + format check (installs ruff alone if missing)
+	$(RUFF) check prresq hydra_plugins tests experiments
+	$(RUFF) format --check prresq hydra_plugins tests experiments
+
+format: $(RUFF) ## ruff format + autofix
+	$(RUFF) format prresq hydra_plugins tests experiments
+	$(RUFF) check --fix prresq hydra_plugins tests experiments
 
 bench: $(STAMP) ## Run the benchmarks under experiments/bench (print figures)
 	$(PY) experiments/bench/bench_preresq_rewards.py

@@ -18,6 +18,7 @@ from prresq.data.benchmarks import Benchmark
 from prresq.data.collate import PromptCollator
 from prresq.data.dataflow import Flow
 from prresq.data.records import Record
+from prresq.models import prompt_token_limit
 from prresq.scoring import ScoringConfig, score_loader
 
 PREDICTION_COLUMNS = ["id", "media", "mos", "pred", "n_parsed", "text"]
@@ -60,7 +61,8 @@ def predictions_frame(records: Sequence[Record], scored: dict[str, Any], skipped
     for rec in records:
         row: dict[str, Any] = {"id": rec.id, "media": str(rec.media), "mos": rec.mos_mapped}
         if j < n and ids[j] == rec.id:
-            row.update({k: v[j] for k, v in cols.items()}, n_parsed=n_parsed[j], text=texts[j], status="ok")
+            status = "ok" if math.isfinite(cols["pred"][j]) else "no_answer"  # unreadable by scoring.answer_rule
+            row.update({k: v[j] for k, v in cols.items()}, n_parsed=n_parsed[j], text=texts[j], status=status)
             j += 1
         else:
             reason = next((s for s in skipped if s.startswith(f"{rec.source}:")), "unreadable")
@@ -115,7 +117,15 @@ def evaluate_benchmark(
     from torch.utils.data import DataLoader
 
     records = benchmark_records(bench)
-    collator = PromptCollator(processor, prompt, flow, seed=seed, on_bad_sample=on_bad_sample)  # type: ignore[arg-type]
+    limit = prompt_token_limit(model, scoring.max_new_tokens)  # a longer prompt is a bad item, not a stalled batch
+    collator = PromptCollator(
+        processor,
+        prompt,
+        flow,  # type: ignore[arg-type]
+        seed=seed,
+        on_bad_sample=on_bad_sample,  # type: ignore[arg-type]
+        max_prompt_tokens=limit,
+    )
     loader = DataLoader(records, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collator)
     L.seed_everything(seed, workers=True, verbose=False)
     scored = score_loader(model, processor, loader, scoring, progress=f"{name} ({len(records)} items)")

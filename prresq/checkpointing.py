@@ -12,7 +12,8 @@
 next to its target (`.<name>.tmp-<pid>`) and renames it; a failed write removes it, and
 `StepCheckpoint.on_fit_start` removes any `.tmp-*` that a killed process left in the checkpoint
 directory. Lightning's default writer stages the file in the system temp folder, where a kill leaves
-it behind. It reads with `torch.load(weights_only=True)` only (no pickled code runs on resume).
+it behind. A write that fails (a full disk) is an error naming the file and the checkpoints kept
+(`prresq.write_errors`). It reads with `torch.load(weights_only=True)` only (no pickled code runs on resume).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from prresq.write_errors import WRITE_ERRORS, write_failed
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,12 @@ class LocalCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
+        except WRITE_ERRORS as err:
+            tmp.unlink(missing_ok=True)
+            kept = f"the previous {target.name}, unchanged" if target.exists() else f"no earlier {target.name}"
+            others = sorted(p.name for p in target.parent.glob("*.ckpt") if p != target)
+            kept += f"; other checkpoints: {', '.join(others)}" if others else ""
+            raise write_failed(target, err, f"{kept} (the partial file was removed)") from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

@@ -80,6 +80,10 @@ class ScoringOptions(SamplingConfig):
     score_low: float = 1.0  # the answer's score range (parsing, expected-score candidates)
     score_high: float = 5.0
     shared_prefix: bool = True  # N samples on one vision encoding + prompt prefill per item (False: N plain prefills)
+    # answer -> score (prresq.rewards.score_answers): released | answer_first | answer_first_or_text | answer_mean |
+    # aspect_mean; an answer the rule cannot read is NaN and counted as failed. Default: the prompt's `answer_rule`
+    # when it names one, else `released` (the paper's rule for the prompt's number of scores).
+    answer_rule: str = "${oc.select:prompt.answer_rule,released}"
 
 
 @dataclass
@@ -91,6 +95,10 @@ class OfflineScoringOptions(ScoringOptions):
     batch_size: int = 8
     min_pixels: int | None = None  # processor pixel caps (None: the processor's, or the checkpoint's)
     max_pixels: int | None = None
+    # With max_pixels null, an image or video frame is still capped to this many pixels when the processor (or the
+    # checkpoint) allows more: 512 vision tokens, the training recipes' data.max_pixels. null: no cap (an 8K
+    # frame is ~40k vision tokens, past the model's context).
+    max_pixels_cap: int | None = 401408
 
 
 @dataclass
@@ -111,3 +119,25 @@ def register_configs() -> None:
         # `paths.root_dir`'s fallback. Unlike `${hydra:runtime.cwd}` it resolves before Hydra sets its runtime
         # config, which the basic sweeper needs for `hydra.sweep.dir` (a plain `-m` multirun failed without it).
         OmegaConf.register_new_resolver("prresq.cwd", os.getcwd)
+    if not OmegaConf.has_resolver("prresq.workers"):
+        OmegaConf.register_new_resolver("prresq.workers", loader_workers)
+    if not OmegaConf.has_resolver("prresq.split_file"):
+        OmegaConf.register_new_resolver("prresq.split_file", split_file)
+
+
+def loader_workers(at_most: int) -> int:
+    """DataLoader workers: `at_most`, but no more than the CPUs this process may use (`${prresq.workers:4}` in the
+    recipes' data configs: 4 on a GPU node, 2 on a 2-core laptop, where PyTorch warns about more)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(int(at_most), cpus))
+
+
+def split_file(split: str, num_folds: int | None = None, fold: int | None = None) -> str:
+    """A synthetic set's split file, relative to the set: `<split>.jsonl`, or fold `fold`'s under `num_folds`
+    folds (`prresq.data.synthetic_set.fold_dir`). The `synthetic_iqa` benchmark reads the test split of the
+    fold its set names (`conf/benchmark/synthetic_iqa.yaml`)."""
+    from prresq.data.synthetic_set import fold_dir
+
+    if num_folds is None or fold is None:
+        return f"{split}.jsonl"
+    return f"{fold_dir(int(num_folds), int(fold))}/{split}.jsonl"

@@ -13,12 +13,21 @@ one `ConfigError` listing every problem, each as `<config key>=<value>: <reason>
 - `grpo.num_iterations` < 1, `grpo.max_new_tokens` < 1, `grpo.temperature` <= 0, `grpo.top_p` outside
   (0, 1], `data.batch_size` < 1, `optim.lr` <= 0, `loss.beta` < 0, `loss.eps_low` / `loss.eps_high` < 0,
   `loss` / `optim` / `lr_scheduler` without a `_target_`, an unknown `lr_scheduler.decay`,
-  `scoring.score_low` >= `scoring.score_high`, `scoring.n` < 1 when sampling, `trainer.max_steps` = 0.
+  `scoring.score_low` >= `scoring.score_high`, `scoring.n` < 1 when sampling, `trainer.max_steps` = 0,
+  `data.val_subset` below 1 (an empty validation subset: validation silently off; null = the whole split).
 - `data.mos_map_to` that is not an increasing [low, high] inside the answer scale
   [`scoring.score_low`, `scoring.score_high`] (default [1, 5], the range answers are clamped to): [5, 1]
   inverts quality, [0, 100] maps MOS where no answer can reach.
+- `model.name_or_path` unset (`experiment=preresq_vqa_lsvq` reads it from `PRERESQ_IQA_CHECKPOINT`, the
+  IQA run it starts from; without it a tiny random model would be written in its place).
 - `strategy=single` with `trainer.devices` other than 1 (the paper recipes ask for 8 devices; on a
   CPU, Lightning would start 8 processes that hang at the rendezvous).
+- Every enum-like option, named with its accepted values (`_check_choices`): each reward term's name
+  (the registry) and constants (`reward.fidelity.variant`, `reward.pairwise_score_rank.variant`, ...: the term
+  is built once, as training builds it), `reward.scope`, `loss.aggregation`, `scoring.mode` (and any other
+  field the scoring group validates), `data.on_bad_sample`, `warmup.on_target_missed`, `model.attn_implementation`, and on a machine
+  without CUDA a DeepSpeed strategy, a GPU accelerator or 16-bit mixed precision. Without this they fail at
+  the first training step, after data preparation, model loading and the warm-up.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from omegaconf import DictConfig
 
 from prresq.config import GRPOConfig, ScoringOptions, to_plain
 from prresq.lr_schedule import DECAYS
+from prresq.rewards.parse import resolve_answer_rule
 
 
 class ConfigError(ValueError):
@@ -127,6 +137,91 @@ def _check_mos_map_to(value: Any, low: float, high: float, problems: list[str]) 
         )
 
 
+ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
+ON_BAD_SAMPLE = ("raise", "skip")
+
+
+def _choice(key: str, value: Any, accepted: tuple[str, ...], problems: list[str]) -> None:
+    if value is not None and value not in accepted:
+        problems.append(f"{key}={value!r}: expected one of {', '.join(accepted)}")
+
+
+def _check_reward_terms(reward: Mapping[str, Any], problems: list[str]) -> None:
+    """Build every reward term once, as `prresq.rewards.build_reward_mix` does: unknown names and bad constants."""
+    from prresq.rewards.registry import REWARD_SCOPES, REWARDS, reward_term_keys
+
+    _choice("reward.scope", reward.get("scope"), REWARD_SCOPES, problems)
+    for key in reward_term_keys(reward):
+        params = dict(reward[key] or {})
+        name = str(params.pop("name", key))
+        params.pop("weight", None)
+        if name not in REWARDS:
+            where = f"reward.{key}.name={name!r}" if name != key else f"reward.{key}"
+            problems.append(f"{where}: no such reward; registered rewards: {', '.join(sorted(REWARDS))}")
+            continue
+        try:
+            REWARDS[name](**params)
+        except (TypeError, ValueError) as err:
+            message = str(err)
+            first = message.split("=", 1)[0]
+            if first.isidentifier() and first in params:
+                problems.append(f"reward.{key}.{message}")
+            else:
+                problems.append(f"reward.{key} (reward {name!r}): {message}")
+
+
+def _check_choices(cfg: DictConfig | Mapping[str, Any], problems: list[str]) -> None:
+    """Enum-like options: each must be one of its accepted values (see the module docstring)."""
+    from prresq.loss import AGGREGATIONS
+    from prresq.scoring import MODES, ScoringConfig
+
+    _check_reward_terms(_section(cfg, "reward"), problems)
+    loss = _section(cfg, "loss")
+    _choice("loss.aggregation", loss.get("aggregation"), AGGREGATIONS, problems)
+    scoring = _section(cfg, "scoring")
+    if scoring.get("mode") not in MODES:
+        _choice("scoring.mode", scoring.get("mode"), MODES, problems)
+    else:
+        try:
+            ScoringConfig.from_mapping(scoring)
+        except (TypeError, ValueError) as err:
+            problems.append(f"scoring: {err}")
+    warmup = _section(cfg, "warmup")
+    if warmup.get("enabled", False):
+        from prresq.warmup import ON_TARGET_MISSED
+
+        _choice("warmup.on_target_missed", warmup.get("on_target_missed"), ON_TARGET_MISSED, problems)
+    _choice("data.on_bad_sample", (cfg.get("data") or {}).get("on_bad_sample"), ON_BAD_SAMPLE, problems)
+    _choice(
+        "model.attn_implementation", (cfg.get("model") or {}).get("attn_implementation"), ATTN_IMPLEMENTATIONS, problems
+    )
+    _check_cpu_only(cfg, problems)
+
+
+def _check_cpu_only(cfg: DictConfig | Mapping[str, Any], problems: list[str]) -> None:
+    """Settings that need CUDA, on a machine without it."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    trainer = cfg.get("trainer") or {}
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda"):
+        problems.append(f"trainer.accelerator={accelerator}: this machine has no CUDA GPU; use trainer.accelerator=cpu")
+    target = str(_section(cfg, "strategy").get("_target_", ""))
+    if "deepspeed" in target.lower():
+        problems.append(
+            f"strategy ({target.rsplit('.', 1)[-1]}): DeepSpeed needs CUDA GPUs and this machine has none; on a CPU use "
+            "strategy=single trainer.devices=1 (or strategy=ddp)"
+        )
+    precision = str(trainer.get("precision", "32-true"))
+    if precision in ("16", "16-mixed", "16-true"):
+        problems.append(
+            f"trainer.precision={precision}: 16-bit floats need a CUDA GPU; on a CPU use trainer.precision=32 "
+            "(or bf16-mixed)"
+        )
+
+
 def check_train_config(cfg: DictConfig | Mapping[str, Any]) -> None:
     """Raise `ConfigError` naming every key of `cfg` that would make training a no-op or fail mid-step."""
     problems: list[str] = []
@@ -137,6 +232,12 @@ def check_train_config(cfg: DictConfig | Mapping[str, Any]) -> None:
         batch_size = None
     else:
         batch_size = int(batch_size)
+    val_subset = (cfg.get("data") or {}).get("val_subset")
+    if val_subset is not None and (not _is_int(val_subset) or int(val_subset) < 1):
+        problems.append(
+            f"data.val_subset={val_subset!r}: must be an integer >= 1 (items of the validation split scored) or "
+            "null (the whole split); a value below 1 would score no validation item"
+        )
     k = _check_k("grpo.k", grpo.get("k"), problems)
     if k is not None:
         _check_micro_batch(grpo, batch_size, k, problems)
@@ -202,9 +303,22 @@ def check_train_config(cfg: DictConfig | Mapping[str, Any]) -> None:
     n = scoring.get("n")
     if scoring.get("mode", "both") in ("sample", "both") and n is not None and (not _is_int(n) or int(n) < 1):
         problems.append(f"scoring.n={n!r}: must be an integer >= 1 with scoring.mode={scoring.get('mode')}")
+    num_aspects = (cfg.get("prompt") or {}).get("num_aspects", 1)
+    try:
+        resolve_answer_rule(str(scoring.get("answer_rule", "released")), int(num_aspects))
+    except (TypeError, ValueError) as err:
+        problems.append(str(err))
 
     if low is not None and high is not None and low < high:
         _check_mos_map_to((cfg.get("data") or {}).get("mos_map_to"), low, high, problems)
+    model = cfg.get("model") or {}
+    if "name_or_path" in model and model.get("name_or_path") in (None, ""):
+        problems.append(
+            "model.name_or_path=None: no model to start from. experiment=preresq_vqa_lsvq starts from a PreResQ-R1 "
+            "IQA model: set PRERESQ_IQA_CHECKPOINT to its directory, e.g. "
+            "`PRERESQ_IQA_CHECKPOINT=outputs/preresq_iqa_kadid/<date>_<time>/export python -m prresq.train "
+            "experiment=preresq_vqa_lsvq`, or pass model.name_or_path=<model dir>"
+        )
 
     strategy = _section(cfg, "strategy")
     devices = (cfg.get("trainer") or {}).get("devices", 1)
@@ -218,6 +332,8 @@ def check_train_config(cfg: DictConfig | Mapping[str, Any]) -> None:
     max_steps = (cfg.get("trainer") or {}).get("max_steps")
     if _is_int(max_steps) and int(max_steps) == 0:
         problems.append("trainer.max_steps=0: trains nothing (-1 = no step limit)")
+
+    _check_choices(cfg, problems)
 
     if problems:
         raise ConfigError("invalid training config:\n  - " + "\n  - ".join(problems))

@@ -2,8 +2,8 @@
 
     python -m prresq.eval                                             # tiny model on the synthetic test split
     python -m prresq.eval model=qwen2_5_vl_7b benchmark=[kadid10k,spaq] scoring.mode=both scoring.n=8
-    python -m prresq.eval checkpoint=outputs/train/RUN/checkpoints/last.ckpt model=qwen2_5_vl_7b
-    python -m prresq.eval checkpoint=outputs/train/RUN/export benchmark=[konvid1k] \
+    python -m prresq.eval checkpoint=outputs/<experiment>/<date>_<time>/checkpoints/last.ckpt model=qwen2_5_vl_7b
+    python -m prresq.eval checkpoint=outputs/<experiment>/<date>_<time>/export benchmark=[konvid1k] \
         dataflow@video_dataflow=video_native scoring.mode=expected
 
 For each selected benchmark (`conf/benchmark/*.yaml`): the items are read by the benchmark's
@@ -19,6 +19,11 @@ numbers. Written under `<paths.output_dir>/eval/`:
   mos_raw, greedy, sample_mean, expected, expected_mass, status. With `on_bad_sample=skip`, items
   whose media are missing or unreadable (or whose MOS is bad) are listed with no prediction and
   status `skipped: <label file row and reason>` / `error: <reason>`, and count in `n_failed`.
+- `predictions_<benchmark>.txt`: one `name score` line per item with a prediction, the form the anchors'
+  `SRCC.py` reads (`name` as the label file writes it); items without one are left out, as that script
+  counts missing names.
+- `results_vs_paper.{csv,md}` (with `paper=VisualQuality-R1` or `VisualQuality-R1-dagger`): the table beside the
+  paper's reported SRCC/PLCC (`prresq/data/paper_results.csv`, `prresq.paper_results`); also printed.
 - `error_hist_<benchmark>.png` (prediction minus MOS) and `scatter_<benchmark>.png` (prediction vs
   MOS with the fitted logistic curve), from `prresq.plots`.
 
@@ -26,17 +31,25 @@ Model: `checkpoint=null` loads `model.name_or_path`; a directory is an exported 
 policy; a `.ckpt` file is a Lightning checkpoint of `prresq.train` whose `policy.*` weights are
 loaded into a policy built from the checkpoint's `model.name_or_path` hyperparameter (or
 `base_model`). dtype and attention come from the `model` group in every case.
+
+A checkpoint of `prresq.train` (export or `.ckpt`) carries its run record (`prresq.run_record`): the
+prompt, scoring settings, batch size, seed and pixel caps the run was validated with, and its synthetic
+set and fold. They are this command's defaults, so `python -m prresq.eval checkpoint=RUN/export`
+reproduces the run's held-out table; a `prompt=` given on the command line wins, with a warning naming
+both prompts when it differs.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+import numpy as np
 import pandas as pd
 import torch
 from hydra.utils import instantiate
@@ -48,9 +61,12 @@ from prresq.config import to_plain
 from prresq.data.benchmarks import load_benchmark_config
 from prresq.data.collate import prompt_of
 from prresq.data.dataflow import build_flows
-from prresq.metrics import correlation_table, summary_table, write_results
+from prresq.metrics import DegenerateInputWarning, correlation_table, prediction_hint, summary_table, write_results
 from prresq.models import load_scoring_model
+from prresq.paper_results import beside_paper
+from prresq.run_record import use_run_record
 from prresq.scoring import ScoringConfig
+from prresq.write_errors import ensure_writable_folder
 
 log = logging.getLogger("prresq.eval")
 
@@ -80,14 +96,20 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     """Everything `python -m prresq.eval` does; returns the results table (with the average row)."""
     from prresq.plots import error_histogram, prediction_scatter
 
+    use_run_record(cfg)
+    model_name = cfg.get("checkpoint") or cfg.model.name_or_path
     sc = cfg.scoring
     scoring = ScoringConfig.from_mapping(to_plain(sc), num_aspects=int(cfg.prompt.num_aspects))
     seed = int(sc.get("seed", cfg.get("seed", 0)))
-    out_dir = Path(cfg.paths.output_dir) / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_writable_folder(Path(cfg.paths.output_dir) / "eval", "paths.output_dir")  # before the model
     benchmarks = to_plain(cfg.get("benchmark")) or {}
     if not benchmarks:
         raise ValueError("no benchmark selected: pass benchmark=[name,...] (conf/benchmark/*.yaml)")
+    print(
+        f"eval: {model_name} with prompt {cfg.prompt.get('name', '?')!r}, scoring.mode={sc.mode}; "
+        f"results go to {out_dir}",
+        flush=True,
+    )
     L.seed_everything(seed, workers=True, verbose=False)
     model, processor = load_scoring_model(
         to_plain(cfg.model),
@@ -96,6 +118,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
         sc.get("min_pixels"),
         sc.get("max_pixels"),
         cfg.get("device", "auto"),
+        sc.get("max_pixels_cap"),
     )
     flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")), processor)
     prompt = prompt_of(to_plain(cfg.prompt))
@@ -123,17 +146,36 @@ def run(cfg: DictConfig) -> pd.DataFrame:
             on_bad_sample=on_bad_sample,
         )
         df.to_csv(out_dir / f"predictions_{name}.csv", index=False)
+        write_name_scores(df, out_dir / f"predictions_{name}.txt")
         pred, mos = df["pred"].to_numpy(), df["mos"].to_numpy()
-        row = {"benchmark": name, **correlation_table(pred, mos, logistic=logistic and logistic_fittable(pred, mos))}
+        hint = prediction_hint(pred, name)
+        with warnings.catch_warnings():
+            if hint:  # one line per cause: the hint, not also a NaN-correlation warning per metric
+                warnings.simplefilter("ignore", DegenerateInputWarning)
+            fit = logistic and logistic_fittable(pred, mos)
+            row = {"benchmark": name, **correlation_table(pred, mos, logistic=fit)}
         rows.append(row)
         if cfg.get("plots", True):
             error_histogram(pred, mos, out_dir / f"error_hist_{name}.png", title=name)
             prediction_scatter(pred, mos, out_dir / f"scatter_{name}.png", title=name, logistic=logistic)
         log.info("%s: %s", name, {k: v for k, v in row.items() if k != "benchmark"})
+        if hint:
+            print(hint, flush=True)
     table = summary_table(rows)
     _, md = write_results(table, out_dir)
     print(md.read_text(), flush=True)
+    if cfg.get("paper"):
+        _, paper_md = write_results(beside_paper(table, str(cfg.paper)), out_dir, stem="results_vs_paper")
+        print(paper_md.read_text(), flush=True)
+    print(f"results: {md.with_suffix('.csv')}, predictions and plots per benchmark in {out_dir}", flush=True)
     return table
+
+
+def write_name_scores(df: pd.DataFrame, path: Path) -> int:
+    """`name score` lines (the anchors' prediction files) for the rows with a finite prediction; returns their count."""
+    kept = df[np.isfinite(df["pred"].to_numpy(dtype=float))]
+    path.write_text("".join(f"{name} {score!r}\n" for name, score in zip(kept["id"], kept["pred"].astype(float))))
+    return len(kept)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

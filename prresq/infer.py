@@ -3,7 +3,7 @@
     python -m prresq.infer input=photos/ output=scores.csv                      # a folder, recursively
     python -m prresq.infer input=photo.png                                      # one image (or video)
     python -m prresq.infer input=list.txt output=scores.jsonl scoring.mode=both scoring.n=8
-    python -m prresq.infer input=items.jsonl checkpoint=outputs/train/RUN/checkpoints/last.ckpt \
+    python -m prresq.infer input=items.jsonl checkpoint=outputs/<experiment>/<date>_<time>/checkpoints/last.ckpt \
         model=qwen2_5_vl_7b prompt=preresq_iqa
     python -m prresq.infer input=clips/ dataflow@video_dataflow=video_native output=clips.csv
 
@@ -22,7 +22,13 @@ be read or scored), score, `aspect_<name>` columns when the prompt asks for seve
 line breaks are written as the two characters `\\n`, so that every row is one line). Rows are
 appended after each batch; a rerun with the same `output` skips the paths already there (and,
 with `retry_errors=true`, scores the error rows again), so an interrupted run resumes. An
-unreadable file never stops the run: it is listed with its error and skipped.
+unreadable file never stops the run: it is listed with its error and skipped. One process writes an
+output at a time (a lock beside it; a second process stops with a clear message), and an output folder
+that cannot be written fails before the model is loaded (`prresq.infer_output`).
+
+A checkpoint of `prresq.train` carries the prompt, scoring settings and pixel caps it was validated with
+(`prresq.run_record`); they are the defaults here, and a differing `prompt=` on the command line is
+used with a warning naming both.
 
 This module is the wiring; inputs are listed by `prresq.infer_inputs`, rows written by
 `prresq.infer_output.ResultWriter`, files scored by `prresq.infer_scorer.Scorer`.
@@ -31,6 +37,7 @@ This module is the wiring; inputs are listed by `prresq.infer_inputs`, rows writ
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import hydra
@@ -45,6 +52,7 @@ from prresq.infer_inputs import list_inputs
 from prresq.infer_output import ResultWriter
 from prresq.infer_scorer import MediaFlow, Scorer, aspect_names_of
 from prresq.models import load_scoring_model
+from prresq.run_record import use_run_record
 from prresq.scoring import ScoringConfig
 
 log = logging.getLogger("prresq.infer")
@@ -52,13 +60,25 @@ log = logging.getLogger("prresq.infer")
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Everything `python -m prresq.infer` does; returns a summary (counts and the output path)."""
-    from tqdm.auto import tqdm
 
+    use_run_record(cfg)
     sc = cfg.scoring
     prompt_cfg = to_plain(cfg.prompt)
     scoring = ScoringConfig.from_mapping(to_plain(sc), num_aspects=int(prompt_cfg.get("num_aspects", 1)))
     aspects = aspect_names_of(prompt_cfg)
     writer = ResultWriter(cfg.output, aspects)
+    lock = writer.lock()  # before anything is read or loaded: one process per output, a writable folder
+    try:
+        return _score(cfg, writer, aspects, scoring)
+    finally:
+        os.close(lock)
+
+
+def _score(cfg: DictConfig, writer: ResultWriter, aspects: list[str], scoring: ScoringConfig) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    sc = cfg.scoring
+    prompt_cfg = to_plain(cfg.prompt)
     paths = list_inputs(cfg.input)
     existing = writer.read()
     if cfg.get("retry_errors", False) and any(str(r.get("status", "")).startswith("error") for r in existing):
@@ -68,6 +88,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     todo = [p for p in paths if p not in done]
     summary: dict[str, Any] = {"output": str(writer.path), "inputs": len(paths), "already_done": len(paths) - len(todo)}
     counts = {"ok": 0, "no_answer": 0, "error": 0}
+    print(
+        f"infer: {len(todo)} of {len(paths)} inputs to score with {cfg.get('checkpoint') or cfg.model.name_or_path} "
+        f"(prompt {prompt_cfg.get('name', '?')!r}); rows go to {writer.path}",
+        flush=True,
+    )
     if todo:
         seed = int(sc.get("seed", cfg.get("seed", 0)))
         L.seed_everything(seed, workers=True, verbose=False)
@@ -78,6 +103,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             sc.get("min_pixels"),
             sc.get("max_pixels"),
             cfg.get("device", "auto"),
+            sc.get("max_pixels_cap"),
         )
         flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")), processor)
         flow = MediaFlow(flows["iqa"], flows["vqa"])

@@ -1,16 +1,34 @@
-"""The result file of `python -m prresq.infer`: append-only CSV or JSONL rows that an interrupted run resumes."""
+"""The result file of `python -m prresq.infer`: append-only CSV or JSONL rows that an interrupted run resumes.
+
+One process writes one result file: `ResultWriter.lock` takes an exclusive lock on `.<name>.lock`
+beside it (`fcntl.flock`, released by the kernel when the process ends, also on kill -9); a second
+`prresq.infer` on the same output stops with `OutputBusyError` naming the holder, before its model is
+loaded. Taking the lock also creates the output folder, so a folder that cannot be written fails
+there, before the model is loaded (`OutputFolderError`). `rewrite` (`retry_errors=true`) writes the
+kept rows to a temporary file beside the output and renames it over the output: a kill in between
+leaves the old file whole.
+"""
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import logging
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from prresq.write_errors import OutputFolderError as OutputFolderError
+from prresq.write_errors import ensure_writable_folder, write_failed
+
 log = logging.getLogger("prresq.infer")
+
+
+class OutputBusyError(RuntimeError):
+    """Another process is writing the same result file."""
 
 
 class ResultWriter:
@@ -24,6 +42,28 @@ class ResultWriter:
         self.aspect_names = list(aspect_names)
         aspect_cols = [f"aspect_{a}" for a in self.aspect_names]
         self.columns = ["path", "status", "score", *aspect_cols, "n_parsed", "text"]
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.lock")
+
+    def lock(self) -> int:
+        """Hold the result file's lock for this process (module docstring); returns its descriptor."""
+        ensure_writable_folder(self.path.parent, f"output={self.path}")
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputBusyError(
+                f"output={self.path} is being written by another prresq.infer process ({holder}); two processes "
+                "on one output file would both score every input. Wait for it (a rerun then scores only what "
+                "is missing), or choose another output"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
+        return fd
 
     def _repair_tail(self) -> None:
         """Drop a partial last line left by an interrupted write."""
@@ -61,9 +101,15 @@ class ResultWriter:
             return [row for row in reader if row.get("path")]
 
     def rewrite(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Replace the file's content with `rows` (as read back)."""
-        self.path.unlink(missing_ok=True)
-        self.append(rows, raw=True)
+        """Replace the file's content with `rows` (as read back): a temporary file beside it, then a rename."""
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        try:
+            self._write(tmp, [dict(r) for r in rows])
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def _encode(self, row: Mapping[str, Any]) -> dict[str, Any]:
         def num(v: Any) -> Any:
@@ -83,10 +129,26 @@ class ResultWriter:
 
     def append(self, rows: Iterable[Mapping[str, Any]], raw: bool = False) -> None:
         """Append rows and flush (`raw`: rows already in the file's format)."""
-        rows = [dict(r) if raw else self._encode(r) for r in rows]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        with open(self.path, "a", newline="", encoding="utf-8") as f:
+        self._write(self.path, [dict(r) if raw else self._encode(r) for r in rows])
+
+    def _write(self, path: Path, rows: list[dict[str, Any]]) -> None:
+        """Append encoded `rows` to `path` (a header first when the file is new), flushed and synced."""
+        size = path.stat().st_size if path.exists() else 0
+        try:
+            self._append_rows(path, rows)
+        except OSError as err:
+            if (
+                path == self.path and path.exists()
+            ):  # keep only whole rows: a partial row would be repaired on the next read
+                with open(path, "r+b") as f:
+                    f.truncate(size)
+            kept = f"the {len(self.read())} rows already in {self.path}" if self.path.exists() else "no rows"
+            raise write_failed(path, err, f"{kept}; a rerun scores only the missing inputs") from None
+
+    def _append_rows(self, path: Path, rows: list[dict[str, Any]]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists() or path.stat().st_size == 0
+        with open(path, "a", newline="", encoding="utf-8") as f:
             if self.jsonl:
                 for r in rows:
                     f.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -96,3 +158,4 @@ class ResultWriter:
                     writer.writeheader()
                 writer.writerows(rows)
             f.flush()
+            os.fsync(f.fileno())

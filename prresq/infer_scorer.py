@@ -16,6 +16,7 @@ from prresq.data.collate import PromptCollator
 from prresq.data.dataflow import Flow, FlowOutput
 from prresq.data.records import DataError, Record
 from prresq.infer_inputs import is_video
+from prresq.models import prompt_token_limit
 from prresq.scoring import ScoringConfig, score_batch
 
 log = logging.getLogger("prresq.infer")
@@ -70,7 +71,15 @@ class Scorer:
     ) -> None:
         self.model, self.processor, self.flow, self.scoring = model, processor, flow, scoring
         self.aspect_names = list(aspect_names)
-        self.collator = PromptCollator(processor, prompt, flow, seed=seed, on_bad_sample="skip")  # type: ignore[arg-type]
+        limit = prompt_token_limit(model, scoring.max_new_tokens)
+        self.collator = PromptCollator(
+            processor,
+            prompt,
+            flow,  # type: ignore[arg-type]
+            seed=seed,
+            on_bad_sample="skip",
+            max_prompt_tokens=limit,
+        )
         self.device = next(model.parameters()).device
 
     def _score(self, paths: Sequence[str]) -> list[dict[str, Any]]:
@@ -100,7 +109,10 @@ class Scorer:
                 rows[path] = row
         for rec in records:
             if rec.id not in rows:
-                rows[rec.id] = _error_row(rec.id, self.flow.errors.get(str(rec.media), "unreadable"))
+                skipped = next(
+                    (r[len(rec.source) + 2 :] for r in self.collator.skipped if r.startswith(f"{rec.source}: ")), None
+                )
+                rows[rec.id] = _error_row(rec.id, self.flow.errors.get(str(rec.media)) or skipped or "unreadable")
         return [rows[p] for p in paths]
 
     def __call__(self, paths: Sequence[str]) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -24,11 +25,14 @@ from typing import Any
 
 from torch import nn
 
+log = logging.getLogger(__name__)
+
 VISION_MODES = ("frozen", "adapters", "full")
 EXPORT_MODES = ("adapter", "merged")
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PRRESQ_LORA = "prresq_lora.json"  # the LoraConfig the adapters were built from
+PRRESQ_BASE = "prresq_base.json"  # the base model the adapters were trained on: path and fingerprint
 ADAPTER_NAME = "default"
 
 
@@ -224,7 +228,44 @@ def save_adapter(model: nn.Module, out_dir: str | Path) -> Path:
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(out / ADAPTER_WEIGHTS))
     model.peft_config[ADAPTER_NAME].save_pretrained(str(out))
     (out / PRRESQ_LORA).write_text(json.dumps(model.prresq_lora.to_dict(), indent=2))
+    base = model.peft_config[ADAPTER_NAME].base_model_name_or_path
+    if base:
+        from prresq.models import model_fingerprint
+
+        record = {"base_model": str(base), "fingerprint": model_fingerprint(base)}
+        (out / PRRESQ_BASE).write_text(json.dumps(record, indent=2))
     return out
+
+
+def check_adapter_base(adapter_dir: str | Path) -> None:
+    """Raise when the base model folder of an adapter export is no longer the model it was trained on.
+
+    The export records the base folder's `prresq.models.model_fingerprint` (`prresq_base.json`); a folder
+    rewritten since (another tiny spec, other weights) has another one, and the adapters would load onto
+    other weights with other outputs. An export without the record (written before it existed) is loaded
+    with a warning.
+    """
+    from prresq.models import model_fingerprint, tiny_digest
+
+    path = Path(adapter_dir)
+    base = adapter_base(path)
+    record_path = path / PRRESQ_BASE
+    if not record_path.is_file():
+        log.warning(
+            "%s: no %s; cannot check that %s is the model these adapters were trained on", path, PRRESQ_BASE, base
+        )
+        return
+    recorded = json.loads(record_path.read_text()).get("fingerprint")
+    current = model_fingerprint(base)
+    if recorded != current:
+        tiny = tiny_digest(base)
+        now = f" (now the tiny model of spec digest {tiny})" if tiny else ""
+        raise ValueError(
+            f"{path}: these adapters were trained on the base model {base} with fingerprint {recorded}, but that "
+            f"folder now holds a model with fingerprint {current}{now}; loading them onto it would give other "
+            "outputs. Restore the base model it was trained on, or export a merged model "
+            "(model.lora.export=merged)"
+        )
 
 
 def load_adapter(model: nn.Module, adapter_dir: str | Path) -> nn.Module:
@@ -232,10 +273,15 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path) -> nn.Module:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
+    from prresq.checkpoint_loading import reading_weights
+
     path = Path(adapter_dir)
+    check_adapter_base(path)
     spec = LoraConfig.from_mapping(json.loads((path / PRRESQ_LORA).read_text()))
     apply_lora(model, spec, adapter_base(path))
-    result = set_peft_model_state_dict(model, load_file(str(path / ADAPTER_WEIGHTS)), adapter_name=ADAPTER_NAME)
+    with reading_weights(path, "adapter weights"):
+        weights = load_file(str(path / ADAPTER_WEIGHTS))
+    result = set_peft_model_state_dict(model, weights, adapter_name=ADAPTER_NAME)
     missing = [k for k in result.missing_keys if is_adapter_parameter(k)]
     if missing or result.unexpected_keys:
         raise RuntimeError(

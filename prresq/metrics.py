@@ -35,6 +35,7 @@ from torchmetrics.functional import pearson_corrcoef, spearman_corrcoef
 
 __all__ = [
     "DegenerateInputWarning",
+    "prediction_hint",
     "LogisticFitWarning",
     "correlation_table",
     "logistic4",
@@ -167,6 +168,32 @@ def plcc_logistic(pred: ArrayLike, mos: ArrayLike) -> float:
     if _degenerate(fitted, m):  # a flat fit (e.g. a step fitted far outside the data) has no correlation
         return _warn_degenerate("PLCC (logistic)", "logistic fit is constant over the data")
     return _pearson(fitted, m)
+
+
+def prediction_hint(pred: ArrayLike, what: str) -> str | None:
+    """A sentence with the likely cause when `what`'s predictions carry no ranking: all NaN or all one value.
+
+    None when at least two finite predictions differ. Printed by training's held-out scoring and by `prresq.eval`,
+    where such a table otherwise shows only NaN.
+    """
+    p = _to_numpy(pred)
+    finite = p[np.isfinite(p)]
+    if p.size == 0:
+        return None
+    if finite.size == 0:
+        return (
+            f"{what}: no answer parsed for any of the {p.size} items (every prediction is NaN). Likely cause: an "
+            "untrained model (the tiny default starts from random weights: keep its warm-up, warmup=prior_sft, "
+            "or score a trained export), a prompt the model was not trained with, or too few new tokens "
+            "(scoring.max_new_tokens) to reach <answer>"
+        )
+    if finite.size >= 2 and np.all(finite == finite[0]):
+        return (
+            f"{what}: every parsed prediction is {finite[0]:g} ({finite.size} of {p.size} items), so SRCC/PLCC are "
+            "NaN. Likely cause: a model that has not learned to rate (an untrained or collapsed policy; with the "
+            "tiny default, a run without its warm-up)"
+        )
+    return None
 
 
 def correlation_table(pred: ArrayLike, mos: ArrayLike, logistic: bool = True) -> dict[str, float | int]:

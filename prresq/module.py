@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -38,6 +39,7 @@ from torch import Tensor
 
 from prresq.config import GRPOConfig, to_plain
 from prresq.engine import build_engine
+from prresq.export_dir import write_export
 from prresq.lora import check_checkpoint_kind, has_adapters, merge_adapters, reference_model, save_adapter
 from prresq.loss import GRPOLoss
 from prresq.metrics import plcc, srcc
@@ -45,6 +47,7 @@ from prresq.models import load_policy, load_processor, load_reference
 from prresq.rewards import build_reward_mix, compute_rewards, group_advantages, parse_answers
 from prresq.rng_states import capture_rng_states, restore_rng_states
 from prresq.rollout import Rollout, VisionIds
+from prresq.run_record import write_run_record
 from prresq.sampling import GenerationTokens
 from prresq.scoring import ScoringConfig, decode, score_batch
 
@@ -67,6 +70,7 @@ class GRPOModule(L.LightningModule):
         score_range: tuple[float, float] = (1.0, 5.0),
         min_pixels: int | None = None,
         max_pixels: int | None = None,
+        run_record: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters({k: to_plain(v) for k, v in locals().items() if k not in ("self", "__class__")})
@@ -344,19 +348,28 @@ class GRPOModule(L.LightningModule):
         restore_rng_states(states)
         self._shuffle_gen.set_state(states["shuffle_mos"])
 
-    def export(self, out_dir: str) -> None:
+    def export(self, out_dir: str, replace: bool = True) -> None:
         """Write the policy + processor with `save_pretrained`, loadable by `prresq.models.load_policy`.
 
         With LoRA, `model.lora.export` chooses the adapter alone or the merged model (merged in place: last step).
+        The run record (`prresq.run_record`: prompt, scoring, pixel caps the run was validated with) is written
+        beside the weights as `prresq_run.json`, so `prresq.eval` and `prresq.infer` score with them by default.
+        The folder holds this export only: written beside `out_dir` and swapped in whole
+        (`prresq.export_dir.write_export`; `replace=False` refuses a folder that holds files).
         """
-        if has_adapters(self.policy):
-            if self.policy.prresq_lora.export == "adapter":
-                save_adapter(self.policy, out_dir)
-                self.processor.save_pretrained(out_dir)
-                return
-            merge_adapters(self.policy)
-        self.policy.save_pretrained(out_dir)
-        self.processor.save_pretrained(out_dir)
+        write_export(out_dir, self._write_export, replace=replace)
+
+    def _write_export(self, out: Path) -> None:
+        if has_adapters(self.policy) and self.policy.prresq_lora.export == "adapter":
+            save_adapter(self.policy, out)
+        else:
+            if has_adapters(self.policy):
+                merge_adapters(self.policy)
+            self.policy.save_pretrained(out)
+        self.processor.save_pretrained(out)
+        record = self.hparams.get("run_record")
+        if record:
+            write_run_record(out, record)
 
 
 def _instantiate(node: Mapping[str, Any], key: str) -> Any:

@@ -8,7 +8,7 @@ job's `.hydra/` files into the directory, so a refused run does not replace the 
   the process ends, also on kill -9). A second training into the same directory while the first
   runs stops with `RunDirError` naming the holder's pid.
 - A directory that already holds a run's outputs (`checkpoints/`, `tb/`, `csv/`, `export/`,
-  `eval/`, `heldout_metrics.*`, non-empty) is refused for a fresh run, which would otherwise write
+  `eval/`, `heldout_metrics.*`, `resume_changes.yaml`, non-empty) is refused for a fresh run, which would otherwise write
   `last-v1.ckpt` beside the old `last.ckpt` and a second event file into `tb/`. It is allowed when
   resuming (`ckpt_path=last`, or a checkpoint inside this directory's `checkpoints/`), and with
   `overwrite_run_dir=true`, which deletes those outputs first (and nothing else).
@@ -33,7 +33,16 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".run.lock"
-RUN_OUTPUTS = ("checkpoints", "tb", "csv", "export", "eval", "heldout_metrics.json", "heldout_metrics.md")
+RUN_OUTPUTS = (
+    "checkpoints",
+    "tb",
+    "csv",
+    "export",
+    "eval",
+    "heldout_metrics.json",
+    "heldout_metrics.md",
+    "resume_changes.yaml",  # prresq.resume_config: the changes a resume applied (run_config.yaml is rewritten)
+)
 
 
 class RunDirError(RuntimeError):

@@ -6,7 +6,8 @@ an item whose N answers all fail has a NaN score and is reported as failed.
 
 Modes (`ScoringConfig.mode`):
 
-- ``greedy``: one greedy answer, parsed (`prresq.rewards.parse_answers`).
+- ``greedy``: one greedy answer, read by `answer_rule` (`prresq.rewards.score_answers`: the paper's rule for
+  the prompt by default; an answer the rule cannot read is NaN and counted, never padded or 3.0).
 - ``sample``: N answers at `temperature`, the mean of those that parse; `n_parsed` counts them.
   With `shared_prefix` (the default) the N answers continue one vision encoding and one prompt
   prefill per item (`prresq.engine.SharedPrefixEngine`, as in training); with
@@ -49,7 +50,7 @@ from torch import Tensor, nn
 from prresq.config import ScoringOptions
 from prresq.engine import Engine, scoring_engine
 from prresq.engine.rows import TOKEN_KEYS
-from prresq.rewards import parse_answers
+from prresq.rewards.parse import resolve_answer_rule, score_answers
 from prresq.sampling import GenerationTokens
 
 MODES = ("greedy", "sample", "both", "expected")
@@ -63,6 +64,7 @@ class ScoringConfig(ScoringOptions):
     sampling parameters `SamplingConfig`'s) plus the prompt's number of aspect scores."""
 
     num_aspects: int = 1  # scores per answer (the prompt group's num_aspects)
+    answer_rule: str = "released"  # prresq.rewards.score_answers; NaN where the rule cannot read an answer
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], **overrides: Any) -> ScoringConfig:
@@ -233,6 +235,7 @@ def score_batch(
     """Score every item of a collated batch (see the module docstring for the modes) on `engine` (`engine_for`)."""
     if cfg.mode not in MODES:
         raise ValueError(f"scoring.mode={cfg.mode!r}: expected one of {', '.join(MODES)}")
+    rule = resolve_answer_rule(cfg.answer_rule, cfg.num_aspects)
     engine = engine if engine is not None else engine_for(model, processor, cfg)
     b = inputs["input_ids"].shape[0]
     out = Scores()
@@ -240,7 +243,7 @@ def score_batch(
     if cfg.mode in ("greedy", "both", "expected"):
         ids, _ = engine.plain.generate(model, inputs, k=1, do_sample=False)
         texts = decode(processor, ids)
-        scores, aspects = parse_answers(texts, cfg.num_aspects, *rng)
+        scores, aspects = score_answers(texts, rule, cfg.num_aspects, *rng)
         out.greedy, out.aspects, out.texts = scores, aspects, texts
         out.n_parsed = (~torch.isnan(scores)).long()
         if cfg.mode == "expected":
@@ -248,7 +251,7 @@ def score_batch(
     if cfg.mode in ("sample", "both"):
         ids, _ = engine.generate(model, inputs, k=cfg.n)
         texts = decode(processor, ids)
-        scores, aspects = parse_answers(texts, cfg.num_aspects, *rng)
+        scores, aspects = score_answers(texts, rule, cfg.num_aspects, *rng)
         scores = scores.view(b, cfg.n)
         parsed = ~torch.isnan(scores)
         out.n_parsed = parsed.sum(1)

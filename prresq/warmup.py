@@ -120,12 +120,19 @@ def supervised_warmup(
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
+            batch_size = len(batch["mos"])
             bar.update(1)
             bar.set_postfix(loss=f"{out.loss.item():.3f}")
             if step % eval_every == 0 or step >= max_steps:
                 model.eval()
                 corr = correlations(score_loader(model, processor, val_loader, scoring))
-                record = {"step": step, "loss": float(out.loss.detach()), "seconds": time.time() - start, **corr}
+                record = {
+                    "step": step,
+                    "loss": float(out.loss.detach()),
+                    "seconds": time.time() - start,
+                    "batch_size": batch_size,
+                    **corr,
+                }
                 history.append(record)
                 bar.write(
                     f"warm-up step {step}: loss {record['loss']:.3f}  val SRCC mean-of-{scoring.n} "
@@ -137,6 +144,35 @@ def supervised_warmup(
                     break
     bar.close()
     return history
+
+
+ON_TARGET_MISSED = ("warn", "stop")
+
+
+class WarmupTargetMissed(RuntimeError):
+    """The supervised warm-up ended below `warmup.target_srcc` and `warmup.on_target_missed=stop`."""
+
+
+def check_target(history: list[dict[str, float]], target: float, on_missed: str, where: Path) -> bool:
+    """Whether the warm-up's last validation SRCC reached `target`; if not, a loud warning or (`stop`) an error.
+
+    A prior that cannot rate images leaves RL a policy that scores at random (with `data.batch_size=4` the
+    supervised phase once ran all its steps and ended at SRCC -0.007), so this is never silent.
+    """
+    last = history[-1] if history else {}
+    srcc = last.get("srcc_mean", last.get("srcc_greedy", float("nan")))
+    if srcc >= target:
+        return True
+    message = (
+        f"warm-up did not reach its target: validation SRCC {srcc:.3f} < warmup.target_srcc={target} after "
+        f"{last.get('step', 0)} steps (batch size {last.get('batch_size', '?')}; {where}). RL starts from a prior "
+        "that barely rates images. Raise warmup.max_steps, set warmup.batch_size (its own, not data.batch_size) "
+        "or warmup.lr, or lower warmup.target_srcc"
+    )
+    if on_missed == "stop":
+        raise WarmupTargetMissed(message + "; warmup.on_target_missed=warn continues to RL anyway")
+    log.warning("\n%s\n%s\n%s", "!" * 100, message + " (warmup.on_target_missed=stop stops here)", "!" * 100)
+    return False
 
 
 def cached_warmup_dir(cache_dir: str | Path, spec: dict[str, Any]) -> Path:
@@ -168,7 +204,7 @@ def warmup_spec(cfg: DictConfig, model_dir: Path) -> dict[str, Any]:
     return {
         "model": str(model_dir),
         "model_marker": (model_dir / "config.json").read_text(),
-        "warmup": to_plain(cfg.warmup),
+        "warmup": {k: v for k, v in to_plain(cfg.warmup).items() if k != "on_target_missed"},  # not the result
         "prompt": to_plain(cfg.prompt),
         "data": to_plain(cfg.data),
         "seed": cfg.seed,
@@ -243,8 +279,10 @@ def run_warmup(cfg: DictConfig, model_dir: Path) -> Path:
     w = cfg.warmup
     spec = warmup_spec(cfg, model_dir)
     out = cached_warmup_dir(Path(cfg.paths.cache_dir) / "warmup", spec)
+    target, on_missed = float(w["target_srcc"]), str(w.get("on_target_missed", "warn"))
     if is_complete(out):
         log.info("warm-up: reusing %s", out)
+        check_target(json.loads((out / "warmup_history.json").read_text())["history"], target, on_missed, out)
         return out
     L.seed_everything(cfg.seed, workers=True)
     processor = load_processor(model_dir, cfg.data.get("min_pixels"), cfg.data.get("max_pixels"))
@@ -268,12 +306,12 @@ def run_warmup(cfg: DictConfig, model_dir: Path) -> Path:
     history = supervised_warmup(
         model,
         processor,
-        dm.prior_dataloader(answer_fn=lambda rec: template.format(mos=rec.mos_mapped)),
+        dm.prior_dataloader(answer_fn=lambda rec: template.format(mos=rec.mos_mapped), batch_size=w.get("batch_size")),
         dm.val_dataloader(),
         scoring_config(cfg),
         lr=float(w["lr"]),
         max_steps=int(w["max_steps"]),
-        target_srcc=float(w["target_srcc"]),
+        target_srcc=target,
         eval_every=int(w["eval_every"]),
         min_steps=int(w.get("min_steps", 0)),
         vision_lr=w.get("vision_lr"),
@@ -281,4 +319,5 @@ def run_warmup(cfg: DictConfig, model_dir: Path) -> Path:
     phases["supervised"] = {"seconds": time.perf_counter() - start, "steps": history[-1]["step"] if history else 0}
     log.info("warm-up phases: %s", phases)
     save_warmup(model, processor, out, history, spec, phases)
+    check_target(history, target, on_missed, out)
     return out

@@ -404,11 +404,22 @@ def test_pick_before_after(fake: dict[str, Path]) -> None:
 
 
 def test_default_run_dir(tmp_path: Path) -> None:
+    """The newest sweep or `outputs/<task>/<date>_<time>` run holding what is asked for (event files or eval CSVs);
+    newer folders without it are passed over; `outputs` when nothing qualifies."""
     assert A.default_run_dir(tmp_path) == tmp_path / "outputs"
     for name in ("2025-01-01/10-00-00", "2025-01-02/09-00-00"):
-        (tmp_path / "multirun" / name).mkdir(parents=True)
+        (tmp_path / "multirun" / name / "0" / "tb").mkdir(parents=True)
+        (tmp_path / "multirun" / name / "0" / "tb" / "events.out.tfevents.1").touch()
     old = time.time() - 100
     os.utime(tmp_path / "multirun" / "2025-01-01" / "10-00-00", (old, old))
+    os.utime(tmp_path / "multirun" / "2025-01-02" / "09-00-00", (old + 10, old + 10))
+    assert A.default_run_dir(tmp_path) == tmp_path / "multirun" / "2025-01-02" / "09-00-00"
+    assert A.default_run_dir(tmp_path, contains="eval") == tmp_path / "outputs"
+    run = tmp_path / "outputs" / "tiny_synthetic" / "2025-01-03_08-00-00"
+    (run / "eval" / "after").mkdir(parents=True)
+    (run / "eval" / "after" / "results.csv").write_text("benchmark,n\ntest,1\n")
+    (tmp_path / "multirun" / "2025-01-04" / "07-00-00").mkdir(parents=True)  # newest, holds nothing
+    assert A.default_run_dir(tmp_path, contains="eval") == run
     assert A.default_run_dir(tmp_path) == tmp_path / "multirun" / "2025-01-02" / "09-00-00"
 
 

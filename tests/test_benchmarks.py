@@ -137,14 +137,25 @@ def test_reference_split_protocol():
 
 
 def test_kadid_splits_partition_by_reference(data):
+    """Both split sources partition the label file by reference: `released` (default) follows the shipped
+    assignment (I01, I02 train; I07 val; I19, I29 test), `reference_seed` is `reference_split` (seed 42)."""
     root = data / "kadid10k"
-    parts = {s: load_benchmark("kadid10k", root, split=s) for s in ("train", "val", "test")}
-    ids = [it.id for b in parts.values() for it in b.items]
-    assert sorted(ids) == sorted(it.id for it in load_benchmark("kadid10k", root).items)
-    refs = {s: {it.id[:3] for it in b.items} for s, b in parts.items()}
-    assert not (refs["train"] & refs["test"]) and not (refs["train"] & refs["val"]) and not (refs["val"] & refs["test"])
-    expected = reference_split([f"I0{i}.png" for i in range(1, 6)])
-    assert {f"{r}.png" for r in refs["test"]} == {r for r, s in expected.items() if s == "test"}
+    every = sorted(it.id for it in load_benchmark("kadid10k", root).items)
+    for source in ("released", "reference_seed"):
+        parts = {s: load_benchmark("kadid10k", root, split=s, split_source=source) for s in ("train", "val", "test")}
+        assert sorted(it.id for b in parts.values() for it in b.items) == every
+        refs = {s: {it.reference for it in b.items} for s, b in parts.items()}
+        assert (
+            not (refs["train"] & refs["test"])
+            and not (refs["train"] & refs["val"])
+            and not (refs["val"] & refs["test"])
+        )
+        if source == "released":
+            assert refs == {"train": {"I01.png", "I02.png"}, "val": {"I07.png"}, "test": {"I19.png", "I29.png"}}
+        else:
+            expected = reference_split(["I01.png", "I02.png", "I07.png", "I19.png", "I29.png"])
+            assert refs["test"] == {r for r, s in expected.items() if s == "test"}
+    assert [it.id for it in load_benchmark("kadid10k", root, split="test").items] == ["I29_23_04.png", "I19_07_01.png"]
 
 
 def test_tid2013_matches_names_case_insensitively(data):
@@ -365,18 +376,18 @@ def test_missing_label_file_names_full_path(scratch):
 
 def test_missing_media_raise_by_default_or_are_skipped(scratch):
     root = scratch("kadid10k")
-    for name in ("I02_10_03.png", "I04_23_04.png"):
+    for name in ("I02_10_03.png", "I29_23_04.png"):
         (root / "images" / name).unlink()
     with pytest.raises(MissingMediaError) as err:
         load_benchmark("kadid10k", root)
     assert isinstance(err.value, FileNotFoundError)
     assert "2 of 6" in str(err.value) and str(root / "images/I02_10_03.png") in str(err.value)
-    assert [i for i, _ in err.value.missing] == ["I02_10_03.png", "I04_23_04.png"]
+    assert [i for i, _ in err.value.missing] == ["I02_10_03.png", "I29_23_04.png"]
     assert f"{root / 'dmos.csv'} row 4: media file not found" in str(err.value)
     with pytest.warns(UserWarning, match="skipped"):
         bench = load_benchmark("kadid10k", root, on_bad_sample="skip")
-    assert len(bench) == 4 and bench.skipped == ["I02_10_03.png", "I04_23_04.png"]
-    assert [r.media.name for r in bench.rejected] == ["I02_10_03.png", "I04_23_04.png"]
+    assert len(bench) == 4 and bench.skipped == ["I02_10_03.png", "I29_23_04.png"]
+    assert [r.media.name for r in bench.rejected] == ["I02_10_03.png", "I29_23_04.png"]
     with pytest.warns(UserWarning, match="skipped"):
         assert load_benchmark("kadid10k", root, skip_missing=True).skipped == bench.skipped
     assert len(load_benchmark("kadid10k", root, check_media=False)) == 6

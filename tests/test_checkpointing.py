@@ -208,3 +208,50 @@ def test_truncated_checkpoint_is_a_named_error(tmp_path, size):
     cut.write_bytes(whole.read_bytes()[:size])
     with pytest.raises(ValueError, match=rf"cut\.ckpt \({size} bytes\) is not a readable torch checkpoint"):
         read_lightning_checkpoint(cut)
+
+
+# ----------------------------------------------------------------------------- untrusted export folders
+
+
+def _traceback_text(err: BaseException) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(err))
+
+
+def test_a_pickled_or_crafted_export_folder_is_refused_in_our_words(tmp_path, tiny_model_dir):
+    """Pins: a refused pickle in an export folder surfaced torch's own message, which advises retrying with
+    weights_only=False, and a crafted `.safetensors` a bare `SafetensorError`. eval/infer's loader now name the
+    folder and its files in our words, the pickled code never runs, and no traceback carries torch's advice."""
+    import shutil
+
+    from prresq.lora import save_adapter
+    from prresq.models import load_policy, load_processor
+
+    marker = tmp_path / "code_ran"
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, pickled)
+    (pickled / "model.safetensors").unlink()
+    torch.save({"lm_head.weight": _RunsCode(marker)}, pickled / "pytorch_model.bin")
+    with pytest.raises(
+        UnsafeCheckpointError, match=r"refusing to load the model weights in .*pickled \(pytorch_model"
+    ) as refused:
+        load_scoring_model({"dtype": "float32"}, checkpoint=pickled, device="cpu")
+    assert not marker.exists() and "weights_only=False" not in _traceback_text(refused.value)
+    assert "posix.system" in str(refused.value) or "system" in str(refused.value)
+
+    crafted = tmp_path / "crafted"
+    shutil.copytree(tiny_model_dir, crafted)
+    (crafted / "model.safetensors").write_bytes(b"\xff" * 8 + b"{not json")
+    with pytest.raises(ValueError, match=r"model weights in .*crafted \(model\.safetensors\) are not a valid") as bad:
+        load_scoring_model({"dtype": "float32"}, checkpoint=crafted, device="cpu")
+    assert "SafetensorError" not in _traceback_text(bad.value)
+
+    adapter = tmp_path / "adapter"
+    save_adapter(load_policy(tiny_model_dir, lora={"r": 2}), adapter)
+    load_processor(tiny_model_dir).save_pretrained(adapter)
+    (adapter / "adapter_model.safetensors").write_bytes(b"\x10" + b"\x00" * 7 + b'{"a": 1}' + b" " * 8)
+    with pytest.raises(
+        ValueError, match=r"adapter weights in .*adapter \(adapter_model\.safetensors\) are not a valid"
+    ):
+        load_scoring_model({"dtype": "float32"}, checkpoint=adapter, device="cpu")

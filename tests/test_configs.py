@@ -45,8 +45,8 @@ def test_experiment_composes_and_resolves(name):
 def test_paper_recipes_match_the_papers():
     """The composed recipes hold the papers' settings, most of them the groups' defaults (the recipe files keep
     deltas only): VisualQuality-R1 Sec. 4.1 (K 6, temperature 1, 256 new tokens, beta 0.04, eps 0.2, lr 1e-6 with
-    linear decay, 10 epochs); PreResQ-R1 IQA (K 6, 8 images per device, beta 0.04, lr 1e-6, 8 epochs, ZeRO-3, stage
-    K 12 then 6) and VQA (K 5, 5 videos per device, 256 new tokens, beta 0.04, lr 1e-6, 2 epochs)."""
+    linear decay, 10 epochs); PreResQ-R1 IQA (K 6, 8 images per device, beta 0.04, lr 1e-6, 8 epochs, ZeRO-3, K 6 in
+    both stages as the released script; stage 1's K 12 is an override) and VQA (K 5, 5 videos per device, 256 new tokens, beta 0.04, lr 1e-6, 2 epochs)."""
     vq = _compose(["experiment=vq_r1_kadid"])
     assert (vq.grpo.k, vq.grpo.temperature, vq.grpo.max_new_tokens) == (6, 1.0, 256)
     assert (vq.loss.beta, vq.loss.eps_low, vq.loss.eps_high, vq.loss.aggregation) == (0.04, 0.2, 0.2, "sequence")
@@ -55,7 +55,7 @@ def test_paper_recipes_match_the_papers():
     pr = _compose(["experiment=preresq_iqa_kadid"])
     assert (pr.grpo.k, pr.data.batch_size, pr.loss.beta, pr.optim.lr, pr.trainer.max_epochs) == (6, 8, 0.04, 1e-6, 8)
     assert pr.grpo.max_new_tokens == 256
-    assert pr.strategy.stage == 3 and pr.schedule.stage1.k == 12 and pr.schedule.stage2.k == 6
+    assert pr.strategy.stage == 3 and pr.schedule.stage1.k == 6 and pr.schedule.stage2.k == 6
     pv = _compose(["experiment=preresq_vqa_lsvq"])
     assert (pv.grpo.k, pv.data.batch_size, pv.grpo.max_new_tokens, pv.loss.beta, pv.optim.lr) == (5, 5, 256, 0.04, 1e-6)
     assert pv.trainer.max_epochs == 2

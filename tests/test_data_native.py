@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from conftest import compose_config
 
-from prresq.data.benchmarks import load_benchmark, load_benchmark_config, reference_split
+from prresq.data.benchmarks import load_benchmark, load_benchmark_config, released_split
 from prresq.data.datamodule import QualityDataModule
 from prresq.data.export import main as export_main
 from prresq.data.mirrors import generate_mirrors
@@ -46,7 +46,7 @@ def test_native_entry_reads_through_the_eval_adapter():
 
 
 def test_reference_images_never_cross_splits_and_eval_sees_the_same_test_split(mirror):
-    """Splits are 6:2:2 by reference image (seed 42): the train / val / test entries of the data
+    """Splits follow the released KADID-10K split by reference image: the train / val / test entries of the data
     config partition KADID's references, and the eval benchmark's test split is the datamodule's."""
     cfg = compose_config("train", ["data=kadid", "+benchmark=[kadid10k]", f"paths.data_dir={mirror}"])
     specs = {s: list(cfg.data[s]) for s in ("train", "val", "test")}
@@ -54,10 +54,10 @@ def test_reference_images_never_cross_splits_and_eval_sees_the_same_test_split(m
     dm.setup()
     refs = {s: {r.id.split("_")[0] for r in dm.datasets[s].records} for s in specs}
     assert not refs["train"] & refs["val"] and not refs["train"] & refs["test"] and not refs["val"] & refs["test"]
-    assert [len(refs[s]) for s in specs] == [9, 3, 3]  # 15 references -> round(9) / round(3) / rest
+    assert [len(refs[s]) for s in specs] == [9, 3, 3]  # 15 references named 3:1:1 from the released split
     every = pd.read_csv(mirror / "kadid10k/dmos.csv")
     assert sum(len(dm.datasets[s]) for s in specs) == len(every)
-    expected = reference_split(every["ref_img"])
+    expected = released_split("kadid10k")
     assert all(expected[f"{ref}.png"] == s for s, names in refs.items() for ref in names)
     bench = load_benchmark_config(cfg.benchmark.kadid10k)
     assert [it.id for it in bench.items] == [r.id for r in dm.datasets["test"].records]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -15,6 +16,7 @@ from prresq.checkpoint_loading import read_lightning_checkpoint
 from prresq.eval import run
 from prresq.metrics import correlation_table
 from prresq.models import load_policy, load_scoring_model
+from prresq.rewards.parse import score_answers
 
 RESULT_COLUMNS = ["benchmark", "n", "n_failed", "parse_fail_rate", "srcc", "plcc", "plcc_logistic"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -36,6 +38,7 @@ def compose_eval(overrides: list[str], out_dir: Path, model_dir: Path, data: Pat
     cfg = compose_app("eval", ["scoring.max_new_tokens=4", "scoring.batch_size=4", *overrides], out_dir, model_dir)
     with open_dict(cfg):
         cfg.benchmark.synthetic_iqa.root = str(data)
+        cfg.benchmark.synthetic_iqa.options.labels = "test.jsonl"  # the fixture set has no folds
     return cfg
 
 
@@ -70,7 +73,8 @@ def test_eval_writes_results_predictions_and_plots(tmp_path, tiny_model_dir, syn
 @pytest.mark.filterwarnings("ignore::prresq.metrics.DegenerateInputWarning")
 def test_failed_answers_are_counted_not_invented(tmp_path, tiny_model_dir, synthetic_iqa):
     """The random tiny model writes no <answer>: every item fails, scores stay NaN, the run still completes."""
-    cfg = compose_eval(["scoring.mode=sample", "scoring.n=2", "limit=4"], tmp_path, tiny_model_dir, synthetic_iqa)
+    overrides = ["prompt=tiny", "scoring.mode=sample", "scoring.n=2", "limit=4"]  # tiny: answer_first
+    cfg = compose_eval(overrides, tmp_path, tiny_model_dir, synthetic_iqa)
     results = run(cfg)
     pred = pd.read_csv(tmp_path / "eval" / "predictions_synthetic_iqa.csv")
     assert pred["pred"].isna().all() and (pred["n_parsed"] == 0).all()
@@ -149,8 +153,12 @@ def test_video_benchmark_goes_through_the_video_flow(tmp_path, tiny_model_dir, s
         }
     results = run(cfg)
     pred = pd.read_csv(tmp_path / "eval" / "predictions_synthetic_vqa.csv")
-    assert len(pred) == 3 and pred["media"].str.endswith(".mp4").all() and (pred["status"] == "ok").all()
-    assert results.loc[0, "n"] + results.loc[0, "n_failed"] == 3
+    assert len(pred) == 3 and pred["media"].str.endswith(".mp4").all()
+    assert (pred["status"] == pred["pred"].isna().map({True: "no_answer", False: "ok"})).all()  # no 3.0 padding
+    assert (
+        results.loc[0, "n"] + results.loc[0, "n_failed"] == 3
+        and results.loc[0, "n_failed"] == pred["pred"].isna().sum()
+    )
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -269,7 +277,7 @@ def test_predictions_align_by_order_and_list_skipped_items():
     df = predictions_frame(recs, scored, skipped=["/d/b.png: corrupt or unreadable image"])
     assert df["id"].tolist() == ["a", "b", "a"] and df["mos"].tolist() == [1.0, 2.0, 3.0]
     assert df["pred"].iloc[0] == 1.5 and df["pred"].iloc[1:].isna().all()
-    assert df["status"].tolist() == ["ok", "error: /d/b.png: corrupt or unreadable image", "ok"]
+    assert df["status"].tolist() == ["ok", "error: /d/b.png: corrupt or unreadable image", "no_answer"]
     assert df["n_parsed"].tolist() == [1, 0, 0] and df["text"].tolist() == ["<answer>1.5</answer>", "", "??"]
     assert df["sample_mean"].isna().all() and df["mos_raw"].tolist() == [2.0, 4.0, 6.0]
 
@@ -305,3 +313,45 @@ def test_missing_media_follow_on_bad_sample(tmp_path, tiny_model_dir, synthetic_
     assert pd.isna(row["pred"]) and row["mos_raw"] == pytest.approx(float(gone["conversations"][-1]["value"]))
     assert (pred[pred["id"] != gone["id"]]["status"] == "ok").all()
     assert results.loc[0, "n"] + results.loc[0, "n_failed"] == 4 and results.loc[0, "n_failed"] >= 1
+
+
+def test_an_unwritable_output_folder_fails_before_the_model_loads(tmp_path, synthetic_iqa):
+    """Pins (issue 25 item 9): `prresq.eval` into a folder it cannot write fails first, naming the setting, not with
+    a bare OSError (the model here does not exist: loading it first would fail on that instead)."""
+    from prresq.write_errors import OutputFolderError
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    cfg = compose_eval([], blocker, tmp_path / "no_model", synthetic_iqa)
+    with pytest.raises(OutputFolderError, match=r"paths\.output_dir: cannot write in .*a_file/eval"):
+        run(cfg)
+
+
+@pytest.mark.filterwarnings("ignore::prresq.metrics.DegenerateInputWarning")
+@pytest.mark.parametrize("prompt", ["tiny", "vq_r1", "preresq_iqa", "preresq_iqa_ours", "preresq_vqa"])
+def test_unreadable_answers_are_nan_counted_and_listed_for_every_prompt(
+    tmp_path, tiny_model_dir, synthetic_iqa, prompt
+):
+    """The random tiny model's short answers: every prompt's default rule (scoring.answer_rule, the paper's) gives
+    NaN where it cannot read the answer, never 3.0 or a padded mean; those rows say `no_answer` and count in
+    n_failed; the `name score` file holds the others, as the anchors' SRCC.py reads them."""
+    cfg = compose_eval(
+        [f"prompt={prompt}", "limit=6", "paper=VisualQuality-R1"], tmp_path, tiny_model_dir, synthetic_iqa
+    )
+    own = {"tiny": "answer_first", "preresq_iqa_ours": "aspect_mean"}  # the prompts that name their rule
+    assert cfg.scoring.answer_rule == own.get(prompt, "released")
+    rule = {**own, "preresq_vqa": "answer_mean"}
+    results = run(cfg)
+    out = tmp_path / "eval"
+    pred = pd.read_csv(out / "predictions_synthetic_iqa.csv", keep_default_na=False, na_values=[""])
+    d = int(cfg.prompt.num_aspects)
+    expected = score_answers(pred["text"].fillna("").tolist(), rule.get(prompt, "answer_first_or_text"), d)[0].numpy()
+    np.testing.assert_allclose(pred["pred"].to_numpy(dtype=float), expected, rtol=1e-6)
+    failed = pred["pred"].isna()
+    assert (pred.loc[failed, "status"] == "no_answer").all() and (pred.loc[~failed, "status"] == "ok").all()
+    assert results.loc[0, "n_failed"] == failed.sum() and failed.sum() >= 1
+    lines = (out / "predictions_synthetic_iqa.txt").read_text().splitlines()
+    assert [ln.split()[0] for ln in lines] == pred.loc[~failed, "id"].tolist()
+    assert [float(ln.split()[1]) for ln in lines] == pytest.approx(pred.loc[~failed, "pred"].tolist())
+    beside = pd.read_csv(out / "results_vs_paper.csv")
+    assert beside.loc[beside["benchmark"] == "average", "paper_srcc"].item() == 0.777

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -97,9 +98,15 @@ def test_jsonl_output_with_aspect_scores(tmp_path, folder, tiny_model_dir):
     assert summary["error"] == 1 and rows[2]["status"].startswith("error") and rows[2]["score"] is None
     names = ["saturation", "granularity", "sharpness", "foreground", "background"]
     for r in rows[:2]:
-        assert r["status"] == "ok" and list(r["aspects"]) == names  # the PreResQ rule never fails
-        assert r["score"] == pytest.approx(min(max(sum(r["aspects"].values()) / 5, 1.0), 5.0))
-        assert isinstance(r["text"], str) and r["n_parsed"] == 1
+        assert list(r["aspects"]) == names and isinstance(r["text"], str)
+        number = re.search(r"\d+(?:\.\d+)?", r["text"])  # the released PreResQ-R1 IQA rule, answer or not
+        if number:
+            assert r["status"] == "ok" and r["n_parsed"] == 1
+            assert r["score"] == pytest.approx(min(max(float(number.group()), 1.0), 5.0))
+        else:  # blank or unreadable: no_answer, counted, never 3.0
+            assert r["status"] == "no_answer" and r["score"] is None and r["n_parsed"] == 0
+            assert all(v is None or v != v for v in r["aspects"].values())  # no padded 3.0 aspects
+    assert summary["no_answer"] == sum(r["status"] == "no_answer" for r in rows) >= 1
 
 
 def test_list_inputs(tmp_path):
@@ -188,3 +195,97 @@ def test_infer_does_not_import_eval():
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+def test_a_second_process_on_the_same_output_stops_clearly(tmp_path, synthetic_iqa, tiny_model_dir):
+    """Pins (issue 25 item 8): two `prresq.infer` processes on one output both scored everything (150 rows for
+    75 files). A real process holds the output's lock; `python -m prresq.infer` on the same output exits non-zero
+    naming it and the holder's pid, and writes no row."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "scores.csv"
+    hold = "import sys, time; from prresq.infer_output import ResultWriter; ResultWriter(sys.argv[1], []).lock()"
+    hold += "; print('locked', flush=True); time.sleep(120)"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(out)], cwd=root, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        image = sorted((synthetic_iqa / "images").rglob("*.png"))[0]
+        cmd = [sys.executable, "-m", "prresq.infer", f"input={image}", f"output={out}", *FAST]
+        cmd += [f"model.name_or_path={tiny_model_dir}", f"hydra.run.dir={tmp_path / 'run'}"]
+        second = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert second.returncode != 0
+    assert f"output={out} is being written by another prresq.infer process (pid {holder.pid}" in second.stderr
+    assert not out.exists()
+
+
+def test_retry_errors_rewrite_that_fails_keeps_the_results_file(tmp_path):
+    """Pins: `retry_errors=true` deleted the results file before writing the kept rows back, so a failure in
+    between lost every row. The rewrite goes through a temporary file and a rename: a failed rewrite leaves the
+    file as it was and no temporary file."""
+    from prresq.infer_output import ResultWriter
+
+    out = tmp_path / "scores.csv"
+    writer = ResultWriter(out, [])
+    writer.append([{"path": "a.png", "status": "ok", "score": 3.0, "n_parsed": 1, "text": "3"}])
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match="fields not in fieldnames"):
+        writer.rewrite([{"path": "a.png", "status": "ok", "bogus": 1}])  # fails while writing the rows
+    assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["scores.csv"]
+    writer.rewrite([])
+    assert _read_csv(out) == [] and out.read_text().startswith("path,status")
+
+
+def test_an_unwritable_output_folder_fails_before_the_model_loads(tmp_path, synthetic_iqa):
+    """Pins (issue 25 item 9): an output folder that cannot be created or written fails first, naming the output,
+    not after the model is loaded (the model here does not exist: loading it first would fail on that)."""
+    from prresq.infer_output import OutputFolderError
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    image = sorted((synthetic_iqa / "images").rglob("*.png"))[0]
+    cfg = compose_infer([f"input={image}", f"output={blocker / 'scores.csv'}"], tmp_path, tmp_path / "no_model")
+    with pytest.raises(OutputFolderError, match=r"output=.*a_file/scores\.csv: cannot write in .*a_file"):
+        run(cfg)
+
+
+def test_pixels_are_capped_by_default_and_an_overlong_prompt_is_an_error_for_that_item(
+    tmp_path, synthetic_iqa, tiny_model_dir
+):
+    """Pins (issue 25 item 9): inference did not cap pixels (an 8K video became a 49,683-token prompt past the
+    model's context and held up its batch). By default a 2600 px image is capped to 512 vision tokens like
+    training's and scored; with the cap off (`scoring.max_pixels_cap=null`) its prompt (~8,600 tokens) exceeds the
+    tiny model's 4,096-token context: that item is an error row naming its length, and the small image of the same
+    batch is scored."""
+    from prresq.models import load_scoring_model, processor_max_pixels
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ramp = Image.linear_gradient("L").resize((2600, 2600)).convert("RGB")
+    ramp.save(folder / "big.png")
+    shutil.copy(sorted((synthetic_iqa / "images").rglob("*.png"))[0], folder / "small.png")
+
+    capped = compose_infer([f"input={folder}", f"output={tmp_path / 'capped.csv'}"], tmp_path, tiny_model_dir)
+    assert capped.scoring.max_pixels_cap == 401408
+    _, processor = load_scoring_model({"name_or_path": str(tiny_model_dir)}, device="cpu", max_pixels_cap=401408)
+    assert processor_max_pixels(processor) == 401408
+    summary = run(capped)
+    assert summary["error"] == 0 and summary["ok"] + summary["no_answer"] == 2
+
+    out = tmp_path / "uncapped.csv"
+    uncapped = compose_infer(
+        [f"input={folder}", f"output={out}", "scoring.max_pixels_cap=null"], tmp_path, tiny_model_dir
+    )
+    summary = run(uncapped)
+    rows = {Path(r["path"]).name: r for r in _read_csv(out)}
+    assert summary["error"] == 1 and rows["small.png"]["status"] in ("ok", "no_answer")
+    status = rows["big.png"]["status"]
+    assert status.startswith("error: its prompt is ") and "more than the 4092 the model's context leaves" in status

@@ -8,6 +8,7 @@ adapters on, or a load that dropped them, changes the numbers below.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from test_prefix import _gen_kwargs, _images
 from test_train import TINY, _logged, assert_last_step_logged_alike, compose_train
 
 from prresq.lora import (
+    PRRESQ_BASE,
     LoraConfig,
     adapters_disabled,
     apply_lora,
@@ -27,7 +29,7 @@ from prresq.lora import (
     is_adapter_parameter,
     trainable_parameters,
 )
-from prresq.models import load_policy, load_processor, load_reference, load_scoring_model
+from prresq.models import load_policy, load_processor, load_reference, load_scoring_model, model_fingerprint
 from prresq.module import GRPOModule
 from prresq.prefix import completion_logprobs_shared
 from prresq.rollout import generate_completions
@@ -262,6 +264,9 @@ def test_adapter_and_merged_exports_round_trip_with_identical_greedy_outputs(tin
     (tmp_path / "adapter" / "adapter_config.json").write_text(
         cfg.replace(str(Path(tiny_model_dir).resolve()), str(tmp_path / "base"))
     )
+    # The adapters were trained on the decisive weights (in memory), which that folder holds: record it as their base.
+    record = {"base_model": str(tmp_path / "base"), "fingerprint": model_fingerprint(tmp_path / "base")}
+    (tmp_path / "adapter" / PRRESQ_BASE).write_text(json.dumps(record))
     loaded = load_policy(tmp_path / "adapter").eval()
     assert torch.equal(_greedy(loaded, processor, inputs), expected)
     state = loaded.state_dict()
@@ -348,9 +353,12 @@ def test_one_step_changes_only_adapters_and_resume_is_exact(tmp_path, cache_dir)
     assert all(torch.equal(v, state[f"policy.{k}"]) for k, v in loaded.items())
     assert any("lora_B" in k and v.abs().max() > 0 for k, v in loaded.items())
     as_full = [o for o in LORA_RUN if not o.startswith("model.lora")]
-    wrong = compose_train([*as_full, "trainer.max_steps=3", "ckpt_path=last"], tmp_path / "part", cache_dir)
+    wrong = [*as_full, "trainer.max_steps=3", "ckpt_path=last"]
+    with pytest.raises(ValueError, match=r"must not change mid-run:\n  - model\.lora"):  # prresq.resume_config
+        run(compose_train(wrong, tmp_path / "part", cache_dir))
+    forced = compose_train([*wrong, "resume_with_changes=true"], tmp_path / "part", cache_dir)
     with pytest.raises(ValueError, match="the checkpoint is from a LoRA run .* this run is a full fine-tune"):
-        run(wrong)
+        run(forced)
 
 
 @pytest.mark.slow

@@ -163,3 +163,63 @@ def test_score_distribution_notebook_on_the_study(study: Path, monkeypatch: pyte
     assert "per-arm errors skipped" not in text
     assert images == 3  # errors and answers per benchmark, errors per arm
     assert "after_srcc_mean" in text
+
+
+@pytest.mark.slow
+def test_both_notebooks_run_by_default_after_a_training_run(tmp_path: Path) -> None:
+    """Pins: after a (tiny) `make train`, the notebooks' own command, `jupyter execute notebooks/<name>.ipynb
+    --output=<name>_run` (nbclient, in the dev extra; nbconvert is not), runs both with no setting: they read the
+    newest run holding what they plot, not a newer sweep without it, and the distribution notebook shows the
+    training's before/after columns (srcc_greedy, srcc_mean). Before, it picked the newest multirun without eval
+    output and failed, and the instructions named nbconvert."""
+    import shutil
+
+    from conftest import compose_config
+
+    from prresq.train import run
+
+    run_dir = tmp_path / "outputs" / "tiny_synthetic" / "2026-01-01_00-00-00"
+    overrides = [
+        "experiment=tiny_synthetic",
+        "warmup=none",
+        "grpo.k=2",
+        "grpo.max_new_tokens=8",
+        "scoring.n=2",
+        "data.batch_size=2",
+        "data.synthetic.crops_per_photo=1",
+        "trainer.max_steps=2",
+        "trainer.max_time=null",
+        "trainer.val_check_interval=1",
+        "data.val_subset=4",
+        "grpo.log_completions_every=1",
+    ]
+    cache = tmp_path / ".cache"
+    run(
+        compose_config(
+            "train", overrides, root_dir=tmp_path, cache_dir=cache, data_dir=cache / "data", output_dir=run_dir
+        )
+    )
+    newer_sweep = tmp_path / "multirun" / "2026-01-02" / "00-00-00" / "0" / ".hydra"
+    newer_sweep.mkdir(parents=True)
+    (newer_sweep / "overrides.yaml").write_text("- grpo.k=4\n")
+    shutil.copytree(NOTEBOOKS, tmp_path / "notebooks")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRRESQ_")}
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MPLBACKEND="module://matplotlib_inline.backend_inline")
+    jupyter = str(Path(sys.executable).parent / "jupyter")
+    for name in ("reward_curves", "score_distribution"):
+        done = subprocess.run(
+            [jupyter, "execute", f"notebooks/{name}.ipynb", f"--output={name}_run"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    images, text = _outputs(nbformat.read(tmp_path / "notebooks" / "reward_curves_run.ipynb", as_version=4))
+    assert f"reading {run_dir.resolve()}" in text and "1 run(s)" in text and images >= 4
+    images, text = _outputs(nbformat.read(tmp_path / "notebooks" / "score_distribution_run.ipynb", as_version=4))
+    assert f"before: {(run_dir / 'eval' / 'before').resolve()}" in text
+    assert f"after: {(run_dir / 'eval' / 'after').resolve()}" in text
+    assert "srcc_greedy" in text and "srcc_mean" in text and "no eval/results.csv found" not in text
+    assert images == 2  # errors and answers for the test split

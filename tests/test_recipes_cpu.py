@@ -143,7 +143,7 @@ def test_vq_r1_kadid_batches_are_kadid_and_micro_batches_match(mirror, tiny_mode
 def test_kadid_spaq_batches_never_mix_and_mos_is_mapped_per_dataset(mirror, tiny_model_dir, tmp_path, monkeypatch):
     """The multi-dataset recipe (vq_r1_kadid with data=kadid_spaq): every batch comes from one
     dataset, both datasets are trained on, and each MOS is its native value mapped to [1, 5] over
-    that dataset's own range (KADID 1-5 as is; SPAQ 0-100 -> 1 + 4 MOS / 100)."""
+    the min and max of that dataset's whole label file (mos_scaling: observed, as the released make_data.py)."""
     sizes = ["data=kadid_spaq", "data.batch_size=2", "data.num_workers=0", "grpo.k=2", "trainer.max_steps=8"]
     _, probe, wall = run_recipe("vq_r1_kadid", sizes, mirror, tiny_model_dir, tmp_path, monkeypatch)
     print(f"kadid_spaq: {wall:.1f} s")
@@ -154,7 +154,8 @@ def test_kadid_spaq_batches_never_mix_and_mos_is_mapped_per_dataset(mirror, tiny
         assert len(set(b["dataset_ids"])) == 1, b["dataset_ids"]
         name = b["names"][b["dataset_ids"][0]]
         seen.add(name)
-        native = [kadid[i] if name == "kadid10k" else 1 + 4 * spaq[i] / 100 for i in b["ids"]]
+        col = kadid if name == "kadid10k" else spaq
+        native = [1 + 4 * (col[i] - col.min()) / (col.max() - col.min()) for i in b["ids"]]
         assert b["mos"] == pytest.approx(native, abs=1e-5)
     assert seen == {"kadid10k", "spaq"}
 

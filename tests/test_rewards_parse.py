@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from prresq.rewards import format_reward, parse_answers, parse_aspects, parse_scores, preresq_format_reward
+from prresq.rewards.parse import resolve_answer_rule, score_answers
 
 
 def _same(actual: torch.Tensor, expected: list) -> None:
@@ -139,3 +141,46 @@ def test_parse_answers_clamps_huge_aspect_numbers_instead_of_overflowing():
     assert torch.isfinite(aspects).all() and torch.isfinite(scores).all()
     assert aspects[0].tolist() == [5.0, 2.0, 3.0, 4.0, 1.0]
     assert scores[0].item() == 3.0
+
+
+# ----------------------------------------------------------------------------- evaluation's answer rules
+
+RULE_CASES = [
+    # text, rule, D, expected score (nan = unreadable)
+    ("<think>x</think><answer>3.5</answer>", "answer_first", 1, 3.5),
+    ("<answer>2</answer> then <answer>4.25 and 1</answer>", "answer_first", 1, 4.25),
+    ("no answer tag 4.0", "answer_first", 1, math.nan),
+    ("<answer></answer>", "answer_first", 1, math.nan),
+    ("<answer>saturation 2.5; granularity 3</answer>", "answer_first_or_text", 5, 2.5),
+    ("rated 3.75 overall", "answer_first_or_text", 5, 3.75),  # released IQA: the whole text without <answer>
+    ("", "answer_first_or_text", 5, math.nan),  # blank: NaN, not [3.0] * 5
+    ("<answer>4 and 2.5</answer>", "answer_mean", 2, 3.25),
+    ("global 4 local 2 but no tag", "answer_mean", 2, math.nan),
+    ("1 2 3 4 5 6", "aspect_mean", 5, 4.0),  # last five numbers: (2+3+4+5+6)/5
+    ("only 4.0 and 2", "aspect_mean", 5, math.nan),  # fewer than D: never padded
+    ("<answer>9</answer>", "answer_first", 1, 5.0),  # clamped to [1, 5]
+]
+
+
+@pytest.mark.parametrize(("text", "rule", "d", "expected"), RULE_CASES)
+def test_score_answers_rules_by_hand(text, rule, d, expected):
+    scores, aspects = score_answers([text], rule, d)
+    assert aspects.shape == (1, d)
+    if math.isnan(expected):
+        assert torch.isnan(scores[0]) and not (aspects == 3.0).any()
+    else:
+        assert scores[0].item() == pytest.approx(expected)
+
+
+def test_released_rule_is_the_papers_by_answer_shape():
+    """`released` is the anchors' released inference rule: one number of the last <answer> or of the text (one score,
+    VisualQuality-R1; five aspects, PreResQ-R1 IQA), the mean of the last <answer>'s numbers (two, PreResQ-R1 VQA);
+    the training reward's parser keeps the released fallback (3.0) where evaluation gives NaN."""
+    released = [resolve_answer_rule("released", d) for d in (1, 5, 2)]
+    assert released == ["answer_first_or_text", "answer_first_or_text", "answer_mean"]
+    assert score_answers(["no numbers"], "released", 5)[0].isnan().all()
+    assert parse_answers(["no numbers"], 5)[0].tolist() == [3.0]
+    with pytest.raises(ValueError, match="scoring.answer_rule='median'"):
+        score_answers(["x"], "median", 1)
+    with pytest.raises(ValueError, match="no paper answers with 3 numbers"):
+        resolve_answer_rule("released", 3)

@@ -49,7 +49,8 @@ def test_stage_weights_follow_the_task_reward_config(task, penalty, collate):
     Released PreResQ-R1 combinations (docs/design rewards.md): IQA (... - P ...) / 3, so -1/3; VQA ... - P ..., so -1.
     A hard-coded -1/3 would replace the VQA weight in stage 1.
     """
-    cfg = compose_config("train", ["experiment=preresq_iqa_kadid", f"reward=[preresq_{task},preresq_format]"])
+    overrides = ["experiment=preresq_iqa_kadid", f"reward=[preresq_{task},preresq_format]", "schedule.stage1.k=12"]
+    cfg = compose_config("train", overrides)  # stage 1's K = 12 (the recipe keeps the released script's 6)
     reward = OmegaConf.to_container(cfg.reward, resolve=True)
     module = _module(reward)
     others = {k: v for k, v in module.rewards.weights.items() if k != "response_penalty"}

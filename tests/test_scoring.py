@@ -98,7 +98,8 @@ SAMPLES = [
 def test_sample_mean_excludes_unparseable_answers_and_all_failed_is_nan(fixed_answers):
     answers, calls = fixed_answers
     answers["samples"] = SAMPLES
-    out = score_batch(None, FakeProcessor(), _inputs(3), ScoringConfig(mode="sample", n=4, temperature=0.7))
+    cfg = ScoringConfig(mode="sample", n=4, temperature=0.7, answer_rule="answer_first")  # "3" alone does not parse
+    out = score_batch(None, FakeProcessor(), _inputs(3), cfg)
     assert out.n_parsed.tolist() == [2, 0, 4]
     assert out.sample_mean[0].item() == pytest.approx(3.0)
     assert math.isnan(out.sample_mean[1].item())
@@ -113,7 +114,7 @@ def test_both_mode_reports_greedy_and_uses_the_sample_mean(fixed_answers):
     answers, _ = fixed_answers
     answers["samples"] = SAMPLES
     answers["greedy"] = ["<answer>4.5</answer>", "bad", "<answer>1</answer>"]
-    out = score_batch(None, FakeProcessor(), _inputs(3), ScoringConfig(mode="both", n=4))
+    out = score_batch(None, FakeProcessor(), _inputs(3), ScoringConfig(mode="both", n=4, answer_rule="answer_first"))
     assert out.greedy[0].item() == pytest.approx(4.5) and math.isnan(out.greedy[1].item())
     assert out.primary is out.sample_mean
     assert out.n_parsed.tolist() == [2, 0, 4]  # counts of the N samples
@@ -280,3 +281,14 @@ def test_expected_mode_on_the_tiny_model(tiny, synthetic_iqa: Path):
     assert out.greedy is not None and out.n_parsed is not None
     with pytest.raises(ValueError, match="single-number"):
         score_batch(model, processor, inputs, ScoringConfig(mode="expected", max_new_tokens=2, num_aspects=5))
+
+
+def test_released_rule_reads_a_number_outside_answer_tags(fixed_answers):
+    """ScoringConfig's default rule (`released`) for one score is the anchors' released inference: the first number
+    of the last <answer>, else of the text ("3" counts); still NaN without any number ("" and "n/a")."""
+    answers, _ = fixed_answers
+    answers["greedy"] = ["3", "", "<answer>n/a</answer>", "<answer>2.5</answer> 4"]
+    out = score_batch(None, FakeProcessor(), _inputs(4), ScoringConfig(mode="greedy"))
+    assert out.greedy[0].item() == 3.0 and out.greedy[3].item() == 2.5
+    assert math.isnan(out.greedy[1].item()) and math.isnan(out.greedy[2].item())
+    assert out.n_parsed.tolist() == [1, 0, 0, 1]

@@ -11,6 +11,7 @@ import lightning as L
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import CONF, compose_config
 from hydra.core.global_hydra import GlobalHydra
 from hydra.experimental.callback import Callback
@@ -301,3 +302,54 @@ def test_no_checkpoint_callback_means_no_checkpoint_files(tmp_path, cache_dir):
     run(compose_train([*overrides, "callbacks.checkpoint=null"], tmp_path / "none", cache_dir))
     assert not list((tmp_path / "none").rglob("*.ckpt"))
     assert build_trainer(compose_train(overrides, tmp_path / "default", cache_dir)).checkpoint_callbacks
+
+
+class LrProbe(L.Callback):
+    """Records the learning rate the optimiser steps with at every training batch."""
+
+    lrs: ClassVar[list[float]] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        LrProbe.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_resume_with_a_changed_config_stops_or_applies_and_records_the_changes(tmp_path, cache_dir):
+    """Pins (issue 25 item 2): `ckpt_path=last grpo.k=2 optim.lr=0.5` stopped nothing: K changed mid-run and the
+    restored optimiser kept the old lr (1e-4) while the logs recorded 0.5. Now the resume stops listing both
+    keys (before any training step), a changed step limit or validation cadence passes, and
+    `resume_with_changes=true` trains the resumed step at the new lr (the lr a run started at 0.5 has at that
+    step) and records the changes in the run directory."""
+    from prresq.resume_config import RESUME_CHANGES, RUN_CONFIG, ResumeConfigError
+
+    common = [*TINY, "+reward.length={name: test_char_count, weight: 1.0}", "trainer.val_check_interval=null"]
+    common += ["trainer.limit_val_batches=0", "callbacks.checkpoint.every_n_train_steps=1", "export_dir=null"]
+    common += [
+        "lr_scheduler.decay=linear",
+        "lr_scheduler.warmup_ratio=0.0",
+        "+callbacks.probe={_target_: test_train.LrProbe}",
+    ]
+    run_dir = tmp_path / "run"
+    run(compose_train([*common, "trainer.max_steps=2", "optim.lr=1e-4"], run_dir, cache_dir))
+    assert (run_dir / RUN_CONFIG).is_file()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    stamp = last.stat().st_mtime_ns
+
+    changed = [*common, "trainer.max_steps=3", "ckpt_path=last", "grpo.k=2", "optim.lr=0.5"]
+    LrProbe.lrs.clear()
+    with pytest.raises(ResumeConfigError) as refused:
+        run(compose_train(changed, run_dir, cache_dir))
+    message = str(refused.value)
+    assert "grpo.k: 3 -> 2" in message and "optim.lr: 0.0001 -> 0.5" in message, message
+    assert "trainer.max_steps" not in message and "resume_with_changes=true" in message
+    assert LrProbe.lrs == [] and last.stat().st_mtime_ns == stamp  # nothing trained, nothing written
+
+    LrProbe.lrs.clear()
+    run(compose_train([*common, "trainer.max_steps=3", "optim.lr=0.5"], tmp_path / "fresh", cache_dir))
+    want = LrProbe.lrs[2]  # the lr of step 3 of a run started at lr 0.5 (linear decay over 3 steps)
+    LrProbe.lrs.clear()
+    run(compose_train([*changed, "resume_with_changes=true"], run_dir, cache_dir))
+    assert LrProbe.lrs == [pytest.approx(want, rel=1e-9)] and want > 0.1
+    (entry,) = yaml.safe_load((run_dir / RESUME_CHANGES).read_text())
+    assert {c["key"]: (c["old"], c["new"]) for c in entry["changes"]} == {"grpo.k": (3, 2), "optim.lr": (1e-4, 0.5)}
+    saved = yaml.safe_load((run_dir / RUN_CONFIG).read_text())
+    assert saved["grpo"]["k"] == 2 and saved["optim"]["lr"] == 0.5

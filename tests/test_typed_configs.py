@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import pytest
 import torch
@@ -148,3 +149,29 @@ def test_a_loss_config_without_target_is_refused(tiny_model_dir, tmp_path):
     """A `loss` block without `_target_` (nothing to build) names the key instead of training with a dict."""
     with pytest.raises(ValueError, match=r"loss: the config has no _target_"):
         _module(tiny_model_dir, tmp_path, ["~loss._target_"])
+
+
+def test_a_plain_hydra_compose_without_import_prresq_finds_the_typed_groups(tmp_path):
+    """Pins: composing `conf/` from a notebook or script that never imports prresq failed with "Could not load
+    'grpo/base'". The `hydra_plugins.prresq_configs` plugin registers the typed groups for any Hydra composition:
+    the config composes, and the groups are typed (a wrong type is refused naming the key)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "compose.py"
+    script.write_text(
+        "import sys\n"
+        "from hydra import compose, initialize_config_dir\n"
+        "assert 'prresq' not in sys.modules\n"
+        "with initialize_config_dir(config_dir=sys.argv[1], version_base='1.3'):\n"
+        "    cfg = compose('train', overrides=['experiment=tiny_synthetic'])\n"
+        "    print('k', cfg.grpo.k, cfg.scoring.mode)\n"
+        "    compose('train', overrides=['grpo.k=many'])\n"
+    )
+    env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(script), str(root / "conf")], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert "k 8 both" in done.stdout, done.stderr[-2000:]
+    assert done.returncode != 0 and "grpo.k" in done.stderr and "many" in done.stderr

@@ -433,7 +433,8 @@ def check_clipping(kit: Kit) -> None:
         for run in (clipped, control):
             if run.error:
                 raise RuntimeError(f"{run.name}: {run.error}")
-        initial = kit.work / ".cache" / "tiny-qwen2.5-vl"  # paths.cache_dir under PRRESQ_ROOT
+        # paths.cache_dir under PRRESQ_ROOT; one folder per tiny spec below it (prresq.models.tiny_model_path)
+        (initial,) = {p.parent for p in (kit.work / ".cache" / "tiny-qwen2.5-vl").glob("*/config.json")}
         moved = max_param_change(clipped.out_dir / "export", initial)
         moved_control = max_param_change(control.out_dir / "export", initial)
         norm = step_rows(metrics(clipped.out_dir), "train/grad_norm")

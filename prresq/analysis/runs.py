@@ -21,6 +21,7 @@ import pandas as pd
 from prresq.analysis.events import (
     _AFTER_WORDS,
     _BEFORE_WORDS,
+    EVENT_GLOB,
     OVERRIDES_FILE,
     _is_run_dir,
     _labels,
@@ -243,8 +244,8 @@ def load_study(root: str | os.PathLike[str]) -> pd.DataFrame:
             metrics = json.loads(held.read_text())
             for when, key in (("warmup", "warmup_final_val"), ("before", "before"), ("after", "after")):
                 for k, v in (metrics.get(key) or {}).items():
-                    if isinstance(v, int | float):
-                        row[f"{when}_{k}"] = float(v)
+                    if v is None or isinstance(v, int | float):  # null: a NaN metric (strict JSON)
+                        row[f"{when}_{k}"] = float("nan") if v is None else float(v)
         rows.append(row)
     if not rows:
         raise FileNotFoundError(f"no runs (folders holding {OVERRIDES_FILE.as_posix()}) below {root}")
@@ -283,12 +284,27 @@ def project_relative(path: str | os.PathLike[str], root: str | os.PathLike[str])
     return resolved.relative_to(base).as_posix() if resolved.is_relative_to(base) else str(path)
 
 
-def default_run_dir(repo_root: str | os.PathLike[str] = "..") -> Path:
-    """The newest `<repo_root>/multirun/<date>/<time>` sweep if any, else `<repo_root>/outputs`."""
+def default_run_dir(repo_root: str | os.PathLike[str] = "..", contains: str = "events") -> Path:
+    """The newest run or sweep below `<repo_root>` that holds what a notebook reads; `<repo_root>/outputs` if none.
+
+    Candidates are the sweeps `multirun/<date>/<time>` and the runs `outputs/<task>/<date>_<time>` (what
+    `make train` writes); `contains` is `events` (TensorBoard event files: the curves) or `eval` (eval CSVs:
+    results.csv / predictions_<benchmark>.csv, e.g. a training's `eval/before` and `eval/after`). A newer folder
+    without them (a sweep that wrote no eval) is passed over.
+    """
+    if contains not in ("events", "eval"):
+        raise ValueError(f"contains={contains!r}: expected 'events' or 'eval'")
     root = Path(repo_root)
-    sweeps = [p for p in root.glob("multirun/*/*") if p.is_dir()]
-    if sweeps:
-        return max(sweeps, key=lambda p: (p.stat().st_mtime, str(p)))
+    candidates = [p for pattern in ("multirun/*/*", "outputs/*/*") for p in root.glob(pattern) if p.is_dir()]
+
+    def holds(path: Path) -> bool:
+        if contains == "eval":
+            return bool(find_eval_dirs(path))
+        return any(path.rglob(EVENT_GLOB))
+
+    usable = [p for p in candidates if holds(p)]
+    if usable:
+        return max(usable, key=lambda p: (p.stat().st_mtime, str(p)))
     return root / "outputs"
 
 

@@ -17,7 +17,9 @@ hold the answer tokens (prompt and padding = -100).
 
 A corrupt image raises `DataError` naming the JSONL file and line; with `on_bad_sample="skip"`
 the sample is dropped and counted (`skipped`), and a batch left empty collates to `None`
-(Lightning skips it).
+(Lightning skips it). With `max_prompt_tokens` (eval, infer: the model's context minus the answer's
+tokens), an item whose prompt is longer is such a bad sample too, and the rest of its batch is
+encoded without it.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class PromptCollator:
         seed: int = 0,
         dataset_ids: Mapping[str, int] | None = None,
         on_bad_sample: OnBad = "raise",
+        max_prompt_tokens: int | None = None,
     ) -> None:
         pool = [prompt] if isinstance(prompt, str) else list(prompt)
         if not pool or not all(isinstance(p, str) and p for p in pool):
@@ -80,6 +83,7 @@ class PromptCollator:
         self.dataset_ids = dict(dataset_ids) if dataset_ids is not None else {}
         self._fixed_ids = dataset_ids is not None
         self.on_bad_sample = on_bad_sample
+        self.max_prompt_tokens = max_prompt_tokens
         self.skipped: list[str] = []
         self.family = family_of_processor(processor)
 
@@ -108,12 +112,16 @@ class PromptCollator:
         try:
             return self.flow(record.media, self.prompt_for(record, use_pool))
         except (DataError, OSError) as exc:
-            reason = f"{record.source or record.id}: {exc}"
-            if self.on_bad_sample == "raise":
-                raise DataError(reason) from exc
-            self.skipped.append(reason)
-            log.warning("skipped a bad sample (%d so far in this process): %s", len(self.skipped), reason)
+            self._bad(record, str(exc), exc)
             return None
+
+    def _bad(self, record: Record, why: str, exc: BaseException | None = None) -> None:
+        """A bad sample: `DataError` naming it (`on_bad_sample="raise"`), or counted in `skipped` and logged."""
+        reason = f"{record.source or record.id}: {why}"
+        if self.on_bad_sample == "raise":
+            raise DataError(reason) from exc
+        self.skipped.append(reason)
+        log.warning("skipped a bad sample (%d so far in this process): %s", len(self.skipped), reason)
 
     def __call__(self, records: Sequence[Record | None]) -> dict[str, Any] | None:
         use_pool = self.pool_in_use  # read once: one choice for the whole batch
@@ -128,7 +136,24 @@ class PromptCollator:
                 turns.append(turn)
         if not kept:
             return None
-        return self._encode(kept, turns, use_pool)
+        out = self._encode(kept, turns, use_pool)
+        if self.max_prompt_tokens is None:
+            return out
+        lengths = out["model_inputs"]["attention_mask"].sum(1).tolist()
+        fits = [n <= self.max_prompt_tokens for n in lengths]
+        if all(fits):
+            return out
+        for record, n, ok in zip(kept, lengths, fits):
+            if not ok:
+                self._bad(
+                    record,
+                    f"its prompt is {int(n)} tokens, more than the {self.max_prompt_tokens} the model's context "
+                    "leaves for a prompt (max_position_embeddings minus the answer's max_new_tokens); lower the "
+                    "pixel cap (scoring.max_pixels) or the video's frames",
+                )
+        kept = [r for r, ok in zip(kept, fits) if ok]
+        turns = [t for t, ok in zip(turns, fits) if ok]
+        return self._encode(kept, turns, use_pool) if kept else None
 
     def recollate(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         """`batch` rebuilt with the prompt choice in force now: same media, rows, MOS and dataset ids (CPU tensors)."""

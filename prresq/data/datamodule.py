@@ -11,8 +11,8 @@ model and the prompt, then hands the module to the Trainer::
 
 Each dataset spec is `{name, jsonl, root: <media root, default the JSONL's folder>, mos_range:
 null | [lo, hi]}`, or `{name, benchmark: <adapter>, root: <dataset folder>, split, options}` to read
-the dataset's own label files through `prresq.data.benchmarks` (see `prresq.data.records`); MOS are
-min-max mapped to `mos_map_to` per dataset. `dataset_names` maps the
+the dataset's own label files through `prresq.data.benchmarks` (see `prresq.data.records`); either
+takes `mos_scaling: observed | fixed`. MOS are min-max mapped to `mos_map_to` per dataset. `dataset_names` maps the
 `dataset_ids` of a batch to names (train, prior, val, test specs in that order; same name = same id).
 
 Training batches come from `SingleDatasetBatchSampler` (one dataset per global batch, sharded over

@@ -5,7 +5,8 @@ A mirror lets the paper recipes run unchanged on a CPU: point `paths.data_dir` a
 holds (the layout the adapter docstrings in `prresq.data.benchmarks` describe):
 
 - `kadid10k/`: `dmos.csv` (dist_img, ref_img, dmos, var) + `images/I<ref>_<type>_<level>.png`;
-  one reference per synthetic (photo, crop), MOS on 1-5, `var` 0 (the synthetic MOS has no spread).
+  one reference per synthetic (photo, crop), named after real KADID-10K references drawn 3:1:1 from
+  the released split (so `split_source=released` gives all three splits), MOS on 1-5, `var` 0.
 - `spaq/`: `Annotations/MOS and Image attribute scores.xlsx` ("Image name", MOS on 0-100 and the
   five attribute columns, here copies of the MOS) + `TestImage/<nnnnn>.jpg`.
 - `koniq10k/`: `koniq10k_scores_and_distributions.csv` (image_name, c1..c5, c_total, MOS 1-5, SD,
@@ -37,7 +38,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from prresq.data.benchmarks import reference_split
+from prresq.data.benchmarks import reference_split, released_split
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ LSVQ_COLUMNS = (
 )
 SPAQ_ATTRIBUTES = ("Brightness", "Colorfulness", "Contrast", "Noisiness", "Sharpness")
 DONE = ".mirror.json"
+LAYOUT = 2  # bumped when a writer changes what it writes (2: KADID-10K references named from the released split)
 
 
 def _rows(folder: Path) -> list[dict[str, Any]]:
@@ -81,19 +83,39 @@ def _fresh(out: Path) -> None:
     out.mkdir(parents=True)
 
 
+def kadid_reference_names(n: int) -> list[str]:
+    """`n` names of real KADID-10K references, drawn train, train, train, val, test, ... from the released
+    split (`released_split("kadid10k")`), so a mirror of any size has all three splits at about 6:2:2."""
+    assign = released_split("kadid10k")
+    if n > len(assign):
+        raise ValueError(f"a KADID-10K mirror holds at most {len(assign)} references (KADID-10K's), asked for {n}")
+    pools = {s: sorted(r for r, v in assign.items() if v == s) for s in ("train", "val", "test")}
+    order = ["train", "train", "train", "val", "test"]
+    names: list[str] = []
+    i = 0
+    while len(names) < n:
+        pool = pools[order[i % len(order)]]
+        if pool:
+            names.append(pool.pop(0))
+        i += 1
+    return names
+
+
 def write_kadid10k(src: Path, out: Path) -> None:
-    """`dmos.csv` + `images/I<ref>_<type>_<level>.png`, one reference per synthetic (photo, crop)."""
+    """`dmos.csv` + `images/I<ref>_<type>_<level>.png`, one reference per synthetic (photo, crop), named
+    after real KADID-10K references so the released split applies (`kadid_reference_names`)."""
     _fresh(out)
     (out / "images").mkdir()
     rows = _rows(src)
-    refs = {key: i + 1 for i, key in enumerate(sorted({(r["reference"], r["crop"]) for r in rows}))}
+    keys = sorted({(r["reference"], r["crop"]) for r in rows})
+    refs = dict(zip(keys, (Path(n).stem for n in kadid_reference_names(len(keys)))))
     types = {t: i + 1 for i, t in enumerate(sorted({r["distortion"] for r in rows}))}
     table = []
     for r in rows:
         ref = refs[(r["reference"], r["crop"])]
-        name = f"I{ref:02d}_{types[r['distortion']]:02d}_{int(r['level']):02d}.png"
+        name = f"{ref}_{types[r['distortion']]:02d}_{int(r['level']):02d}.png"
         shutil.copyfile(src / r["image"][0], out / "images" / name)
-        table.append({"dist_img": name, "ref_img": f"I{ref:02d}.png", "dmos": round(_mos(r), 2), "var": 0.0})
+        table.append({"dist_img": name, "ref_img": f"{ref}.png", "dmos": round(_mos(r), 2), "var": 0.0})
     pd.DataFrame(table).to_csv(out / "dmos.csv", index=False)
 
 
@@ -199,7 +221,7 @@ def generate_mirrors(
     cache = out / "_synthetic"
     iqa = dict(size=size, crops_per_photo=crops_per_photo, levels=levels, seed=seed, photos=photos, progress=False)
     for name in datasets:
-        options = dict(iqa, video_types=list(video_types), video_levels=video_levels, dataset=name)
+        options = dict(iqa, video_types=list(video_types), video_levels=video_levels, dataset=name, layout=LAYOUT)
         if _done(out / name, options):
             continue
         if name == "lsvq":

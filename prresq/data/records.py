@@ -23,12 +23,14 @@ that agree (same MOS, same media) are merged into the first and counted
 
 A spec may instead name a benchmark adapter (`prresq.data.benchmarks`), a root and a split, and is
 then read from the dataset's own label files through the adapter `prresq.eval` uses, with the
-same split function (`reference_split`: 6:2:2 by reference image / content, seed 42)::
+same split (KADID-10K: the released split; datasets without one: `reference_split`, 6:2:2 by
+reference image / content, seed 42; any adapter: the user's `split_lists`)::
 
     ds = load_dataset({"name": "kadid10k", "benchmark": "kadid10k", "root": "/data/kadid10k", "split": "train"})
 
 Its MOS are mapped over the adapter's native range (`mos_range` overrides it, and then every MOS
-must lie inside it); its bad rows (media missing, MOS not a number or out of range) follow the same
+must lie inside it), or with `mos_scaling: observed` over the min and max of the whole label file (the
+anchors' make_data.py); its bad rows (media missing, MOS not a number or out of range) follow the same
 `on_bad_sample` policy.
 """
 
@@ -48,6 +50,7 @@ from prresq.data.label_checks import answer_value, find_duplicates, leaves_root,
 log = logging.getLogger(__name__)
 
 OnBad = Literal["raise", "skip"]
+MOS_SCALINGS = ("observed", "fixed")
 MEDIA_KEYS = ("image", "video")
 _CORE_KEYS = {"id", "image", "video", "conversations", "mos"}
 
@@ -86,18 +89,32 @@ class DatasetSpec:
     split: str | None = None  # the adapter's split (train / val / test ...); None: all items
     options: Mapping[str, Any] = field(default_factory=dict)  # the adapter's options
     allow_media_outside_root: bool = False  # accept media paths that are absolute or climb out of the root
+    # How MOS map to [1, 5] (`map_to`): "observed" = min and max over the dataset's whole label file (all
+    # splits; the anchors' make_data.py: KADID-10K 1.0 and 4.93, so 4.57 -> 4.634), "fixed" = `mos_range`
+    # or the adapter's native range. None: "fixed" for a benchmark entry, "observed" (over the file) for JSONL.
+    mos_scaling: str | None = None
 
     @classmethod
     def from_config(cls, spec: DatasetSpec | Mapping[str, Any]) -> DatasetSpec:
         if isinstance(spec, DatasetSpec):
             return spec
-        keys = {"name", "jsonl", "root", "mos_range", "benchmark", "split", "options", "allow_media_outside_root"}
+        keys = {
+            "name",
+            "jsonl",
+            "root",
+            "mos_range",
+            "benchmark",
+            "split",
+            "options",
+            "allow_media_outside_root",
+            "mos_scaling",
+        }
         unknown = set(spec) - keys
         has_jsonl, has_bench = spec.get("jsonl") is not None, spec.get("benchmark") is not None
         if unknown or "name" not in spec or has_jsonl == has_bench or (has_bench and spec.get("root") is None):
             raise ValueError(
                 f"dataset spec {dict(spec)}: needs 'name' and either 'jsonl' (optional 'root', 'mos_range') or "
-                "'benchmark' and 'root' (optional 'split', 'options', 'mos_range')"
+                "'benchmark' and 'root' (optional 'split', 'options', 'mos_range'); both take 'mos_scaling'"
                 + (f"; unknown keys {sorted(unknown)}" if unknown else "")
             )
         rng = spec.get("mos_range")
@@ -105,6 +122,13 @@ class DatasetSpec:
             rng = tuple(float(x) for x in rng)
             if len(rng) != 2 or not rng[0] < rng[1]:
                 raise ValueError(f"dataset {spec['name']}: mos_range {list(rng)} must be [lo, hi] with lo < hi")
+        scaling = spec.get("mos_scaling")
+        if scaling is not None and scaling not in MOS_SCALINGS:
+            raise ValueError(f"dataset {spec['name']}: mos_scaling={scaling!r}; expected one of {list(MOS_SCALINGS)}")
+        if scaling == "fixed" and rng is None and has_jsonl:
+            raise ValueError(f"dataset {spec['name']}: mos_scaling=fixed needs a mos_range for a JSONL entry")
+        if scaling == "observed" and rng is not None:
+            raise ValueError(f"dataset {spec['name']}: mos_scaling=observed ignores mos_range {list(rng)}; drop one")
         return cls(
             name=str(spec["name"]),
             jsonl=spec.get("jsonl"),
@@ -114,6 +138,7 @@ class DatasetSpec:
             split=spec.get("split"),
             options=dict(spec.get("options") or {}),
             allow_media_outside_root=_flag(spec, "allow_media_outside_root"),
+            mos_scaling=scaling,
         )
 
     @property
@@ -308,6 +333,8 @@ def _load_native(spec: DatasetSpec, map_to: Sequence[float], on_bad_sample: OnBa
     if not items:
         raise DataError(f"{bench.label_file}: empty {where}: no valid rows ({len(skipped)} bad rows skipped)")
     lo, hi = spec.mos_range if spec.mos_range is not None else bench.mos_range
+    if spec.mos_scaling == "observed":
+        lo, hi = _observed_range(spec, bench.mos_range)
     values = [it.mos for it in items]
     if min(values) == max(values) or not hi > lo:
         raise DataError(
@@ -357,6 +384,21 @@ def _inside_declared_range(
             + "\n(widen mos_range, or set on_bad_sample=skip to leave them out)"
         )
     return [it for it in items if lo <= it.mos <= hi], outside
+
+
+def _observed_range(spec: DatasetSpec, native: tuple[float, float]) -> tuple[float, float]:
+    """Min and max MOS over the whole label file of a benchmark entry (every split; media not needed)."""
+    from prresq.data.benchmarks import load_benchmark
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        every = load_benchmark(
+            spec.name, str(spec.root), "all", adapter=spec.benchmark, on_bad_sample="skip", check_media=False,
+            allow_media_outside_root=True,  # every row's MOS counts, wherever its media lies
+            **{k: v for k, v in spec.options.items() if k != "split_lists"},
+        )  # fmt: skip
+    values = [it.mos for it in every.items]
+    return (min(values), max(values)) if values else native
 
 
 def load_datasets(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -176,6 +177,29 @@ class ModelFamily:
             if max_pixels is not None:
                 size["longest_edge"] = max_pixels
             sub.size = size
+
+    def max_pixels(self, processor: Any) -> int | None:
+        """The processor's pixel cap per picture (`size["longest_edge"]`, or its `max_pixels`)."""
+        sub = processor.image_processor
+        size = getattr(sub, "size", None) or {}
+        value = size.get("longest_edge") if isinstance(size, Mapping) else getattr(size, "longest_edge", None)
+        return int(value) if value is not None else getattr(sub, "max_pixels", None)
+
+    def cap_pixels(self, processor: Any, cap: int) -> bool:
+        """Lower the pixel cap of the image and video processors to `cap` where it is higher (or unset);
+        returns whether it changed anything."""
+        changed = False
+        for sub in (processor.image_processor, getattr(processor, "video_processor", None)):
+            if sub is None:
+                continue
+            size = dict(sub.size) if getattr(sub, "size", None) is not None else {}
+            if size.get("longest_edge") is None or int(size["longest_edge"]) > cap:
+                size["longest_edge"] = int(cap)
+                if size.get("shortest_edge") is not None and int(size["shortest_edge"]) > cap:
+                    size["shortest_edge"] = int(cap)
+                sub.size = size
+                changed = True
+        return changed
 
     # ----------------------------------------------------------------------------- vision tower
     def is_vision_parameter(self, name: str) -> bool:

@@ -160,6 +160,19 @@ class InternVL(ModelFamily):
         if min_pixels is not None:
             ip.min_patches = min(max(1, int(min_pixels) // area), int(ip.max_patches))
 
+    def max_pixels(self, processor: Any) -> int | None:
+        ip = processor.image_processor
+        return int(ip.max_patches) * int(ip.size["height"]) * int(ip.size["width"])
+
+    def cap_pixels(self, processor: Any, cap: int) -> bool:
+        ip = processor.image_processor
+        tiles = max(1, int(cap) // (int(ip.size["height"]) * int(ip.size["width"])))
+        if int(ip.max_patches) <= tiles:
+            return False
+        ip.max_patches = tiles
+        ip.min_patches = min(int(getattr(ip, "min_patches", 1)), tiles)
+        return True
+
     # ----------------------------------------------------------------------------- vision tower
     def vision_module(self, model: nn.Module) -> nn.Module:
         return nn.ModuleDict({"vision_tower": model.model.vision_tower, "projector": model.model.multi_modal_projector})

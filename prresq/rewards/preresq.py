@@ -54,6 +54,7 @@ from torch import Tensor
 from prresq.rewards.fidelity import same_dataset_mask
 
 __all__ = [
+    "PAIRWISE_VARIANTS",
     "response_penalty",
     "triplet_response_balance",
     "pairwise_score_rank",
@@ -68,6 +69,7 @@ __all__ = [
 
 # Aspects used by the triplet-response balance per task (released num_element_dims).
 PRERESQ_TASK_DIMS = {"iqa": 4, "vqa": 2}
+PAIRWISE_VARIANTS = ("released", "corrected")  # pairwise score-and-rank: as released | the paper's corrected form
 # Released combination: R = scale * sum(weight * term); IQA scale 1/3 (Rank included), VQA scale 1.
 PRERESQ_WEIGHTS = {
     "iqa": {
@@ -168,7 +170,7 @@ def pairwise_score_rank(
       are exact), so it carries no signal: it is left out of the mean. An image whose partners all tie
       with it gets 0.
     """
-    if variant not in ("released", "corrected"):
+    if variant not in PAIRWISE_VARIANTS:
         raise ValueError(f"variant must be 'released' or 'corrected', got {variant!r}")
     dtype = torch.promote_types(scores.dtype, torch.float32)
     B = scores.shape[0]

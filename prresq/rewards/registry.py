@@ -22,16 +22,17 @@ With one process both are the same. The config default is ``reward.scope`` in ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from prresq.rewards.fidelity import fidelity_reward
+from prresq.rewards.fidelity import FIDELITY_VARIANTS, fidelity_reward
 from prresq.rewards.format import format_reward, preresq_format_reward
 from prresq.rewards.preresq import (
+    PAIRWISE_VARIANTS,
     PRERESQ_TASK_DIMS,
     pairwise_score_rank,
     preresq_reward,
@@ -86,6 +87,12 @@ class RewardTerm(Protocol):
 REWARDS: dict[str, type] = {}
 
 
+def check_choice(key: str, value: Any, accepted: Sequence[str]) -> None:
+    """A ValueError naming `key`, its value and the accepted values when `value` is not one of them."""
+    if value not in accepted:
+        raise ValueError(f"{key}={value!r}: expected one of {', '.join(accepted)}")
+
+
 def register_reward(name: str) -> Callable[[type], type]:
     """Class decorator: register a reward term under ``name`` (``__init__(**constants)``, ``__call__(inputs)``)."""
 
@@ -114,6 +121,7 @@ class Fidelity:
     """VisualQuality-R1 fidelity reward (Eq. 1-3; variants of Table 4), see :func:`fidelity_reward`."""
 
     def __init__(self, variant: str = "mean", gamma: float = 1e-6, eps: float = 1e-6, nan_reward: float = 0.0):
+        check_choice("variant", variant, FIDELITY_VARIANTS)
         self.variant, self.gamma, self.eps, self.nan_reward = variant, gamma, eps, nan_reward
 
     def __call__(self, inputs: RewardInputs) -> Tensor:
@@ -181,6 +189,7 @@ class PairwiseScoreRank:
     """PreResQ-R1 (c) pairwise score-and-rank (``variant`` released / corrected)."""
 
     def __init__(self, variant: str = "released"):
+        check_choice("variant", variant, PAIRWISE_VARIANTS)
         self.variant = variant
 
     def __call__(self, inputs: RewardInputs) -> Tensor:
@@ -216,6 +225,7 @@ class PreResQ:
     def __init__(self, task: str = "iqa", variant: str = "released"):
         if task not in PRERESQ_TASK_DIMS:
             raise ValueError(f"task must be one of {sorted(PRERESQ_TASK_DIMS)}, got {task!r}")
+        check_choice("variant", variant, PAIRWISE_VARIANTS)
         self.task, self.variant = task, variant
 
     def __call__(self, inputs: RewardInputs) -> Tensor:

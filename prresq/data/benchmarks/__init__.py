@@ -2,14 +2,16 @@
 
 What it is: one adapter per benchmark that parses the dataset's NATIVE label file(s) (the CSV,
 text, MATLAB or Excel files that ship with the dataset) into a list of
-`BenchmarkItem(id, media, mos, std)`, plus generic adapters for the anchors' `name mos [std]`
-text lists and the project's own JSONL records. Each adapter's docstring states the layout it
+`BenchmarkItem(id, media, mos, std, source, reference)`, plus generic adapters for the anchors'
+label lists (`name mos [std]`, `ref name mos [std]`, `path, mos`: `read_label_list`) and the
+project's own JSONL records. Each adapter's docstring states the layout it
 expects and where that layout was confirmed. Benchmarks that ship only such a text list (Liu13,
 Min19) are configs of the `text` adapter (`conf/benchmark/*.yaml`), not code.
 
 Modules: `registry` (types, errors, `BENCHMARKS`), `readers` (shared label-file readers), `iqa`,
-`vqa` and `generic` (the adapters; importing this package registers them all), `loading`
-(`load_benchmark`, `load_benchmark_config`).
+`vqa` and `generic` (the adapters; importing this package registers them all), `splits` (the
+released splits shipped in `released_splits/`, a user's split lists), `loading` (`load_benchmark`,
+`load_benchmark_config`).
 
 How it is used:
 
@@ -45,7 +47,7 @@ Conventions:
 
 from prresq.data.benchmarks import generic, iqa, vqa  # noqa: F401  (registers the adapters)
 from prresq.data.benchmarks.loading import load_benchmark, load_benchmark_config
-from prresq.data.benchmarks.readers import reference_split
+from prresq.data.benchmarks.readers import LIST_FORMATS, read_label_list, reference_split
 from prresq.data.benchmarks.registry import (
     BENCHMARKS,
     Adapter,
@@ -55,9 +57,11 @@ from prresq.data.benchmarks.registry import (
     MissingMediaError,
     Rejected,
 )
+from prresq.data.benchmarks.splits import released_split
 
 __all__ = [
     "BENCHMARKS",
+    "LIST_FORMATS",
     "Adapter",
     "Benchmark",
     "BenchmarkItem",
@@ -66,5 +70,7 @@ __all__ = [
     "Rejected",
     "load_benchmark",
     "load_benchmark_config",
+    "read_label_list",
     "reference_split",
+    "released_split",
 ]

@@ -1,4 +1,5 @@
-"""Generic adapters: the anchors' `name mos [std]` text lists and the project's JSONL records.
+"""Generic adapters: the anchors' label lists (`name mos [std]`, `ref name mos [std]`, `path, mos`)
+and the project's JSONL records.
 
 Benchmarks distributed only as such a text list (Liu13, Min19) are configs of the `text` adapter
 (`conf/benchmark/liu13.yaml`, `conf/benchmark/min19.yaml`), not code.
@@ -26,7 +27,11 @@ def read_text(
     lower_is_better: bool = False,
     task: Task = "iqa",
 ) -> _Labels:
-    """The anchors' test label lists: one `name mos [std]` per line (spaces or commas).
+    """The anchors' label lists, in any of their line formats (`read_label_list`): `name mos [std]`,
+    `ref name mos [std]` (the rated image is the second name; the reference is kept on the item) and
+    `path, mos`. A header is a first line with no number; every other line is a data row, and a row
+    that does not read (another format, a MOS that is not a number, a name twice with two MOS) follows
+    `on_bad_sample`.
 
     `name` is relative to `media_dir` (first existing match). `mos_range` defaults to the observed
     min/max; `lower_is_better=True` marks a DMOS list, flipped to higher-is-better within the range.

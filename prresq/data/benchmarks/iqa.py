@@ -37,6 +37,7 @@ from prresq.data.benchmarks.registry import (
     _Rows,
     log,
 )
+from prresq.data.benchmarks.splits import SPLIT_SOURCES, assign_released
 from prresq.data.label_checks import read_label_text
 
 # ----------------------------------------------------------------------------- IQA adapters
@@ -48,15 +49,20 @@ def read_kadid10k(
     split: str | None,
     labels: str = "dmos.csv",
     media_dir: str | Sequence[str] = ("images", "distorted_images"),
+    split_source: str = "released",
     seed: int = 42,
 ) -> _Labels:
     """KADID-10K (Lin et al. 2019): `dmos.csv` with columns dist_img, ref_img, dmos, var; images in `images/`.
 
     `dmos` is a 1-5 degradation-category MOS where 5 is best (already higher-is-better despite the
-    name); `var` is the rating variance, so std = sqrt(var). Splits: train/val/test from
-    `reference_split` over `ref_img` (6:2:2, seed 42). Source: the dataset's dmos.csv header as
-    read by IQA-PyTorch (scripts/process_kadid10k.py) and many loaders (`dist_img,ref_img,dmos,var`).
+    name); `var` is the rating variance, so std = sqrt(var). Splits train/val/test by reference image:
+    `split_source="released"` (default) is the split both anchors trained on (`released_split`:
+    49 / 16 / 16 references, 6125 / 2000 / 2000 images); `"reference_seed"` is `reference_split`
+    over `ref_img` (6:2:2, `seed`). Source: the dataset's dmos.csv header as read by IQA-PyTorch
+    (scripts/process_kadid10k.py) and many loaders (`dist_img,ref_img,dmos,var`).
     """
+    if split_source not in SPLIT_SOURCES:
+        raise ValueError(f"kadid10k: split_source={split_source!r}; expected one of {list(SPLIT_SOURCES)}")
     path = _require(root / labels, root)
     df = _read_csv(path)
     c_dist, c_ref = _col(df, "dist_img", where=path), _col(df, "ref_img", where=path)
@@ -64,12 +70,16 @@ def read_kadid10k(
     rows = _Rows(path)
     df = _blank_cells(df, {"dist_img": c_dist, "ref_img": c_ref, "dmos": c_mos}, rows, path)
     if split not in ALL_SPLITS:
-        assign = reference_split(df[c_ref].astype(str), seed=seed)
-        df = df[df[c_ref].astype(str).map(assign) == split]
+        refs = df[c_ref].astype(str)
+        if split_source == "released":
+            assign = assign_released("kadid10k", list(refs), path)
+        else:
+            assign = reference_split(refs, seed=seed)
+        df = df[refs.map(assign) == split]
     resolve = _MediaResolver(root, media_dir)
     variances = df[c_var] if c_var is not None else [None] * len(df)
-    for r, n, m, v in zip(_rownums(df), df[c_dist], df[c_mos], variances):
-        rows.add(str(n), resolve(str(n)), m, _sqrt(v), r)
+    for r, n, ref, m, v in zip(_rownums(df), df[c_dist], df[c_ref], df[c_mos], variances):
+        rows.add(str(n), resolve(str(n)), m, _sqrt(v), r, reference=str(ref))
     return rows.labels()
 
 

@@ -4,6 +4,7 @@ splits, applies `on_bad_sample`, the MOS range and direction.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from prresq.data.benchmarks.registry import (
     Rejected,
     log,
 )
+from prresq.data.benchmarks.splits import filter_by_split_list
 from prresq.data.label_checks import category, find_duplicates, leaves_root
 
 # ----------------------------------------------------------------------------- loading
@@ -37,6 +39,7 @@ def load_benchmark(
     check_media: bool = True,
     limit: int | None = None,
     allow_media_outside_root: bool = False,
+    split_lists: Mapping[str, str] | None = None,
     **options: Any,
 ) -> Benchmark:
     """Load benchmark `name` from `root` with its registered adapter (or `adapter`, a BENCHMARKS key).
@@ -51,6 +54,11 @@ def load_benchmark(
     `Benchmark.merged_duplicates`, logged); rows that repeat an id with a different MOS or media stop
     with every row named, whatever `on_bad_sample`. A row whose media path is absolute or climbs out
     (`..`) of the dataset root is a bad row unless `allow_media_outside_root=True`.
+
+    `split_lists` ({split: file}, relative to `root` unless absolute; any adapter): the user's own split,
+    one label list per split in the anchors' formats (`read_label_list`); `split` then selects the items
+    its list names, from all of the label file's items. Names the label file lacks are an error naming
+    the list and the count (listed and left out with `on_bad_sample="skip"`).
     """
     if on_bad_sample not in ("raise", "skip"):
         raise ValueError(f"on_bad_sample={on_bad_sample!r}: expected 'raise' or 'skip'")
@@ -64,12 +72,16 @@ def load_benchmark(
     if bad:
         raise TypeError(f"{where}: unknown option(s) {bad}; accepted: {spec.options()}")
     split = split if split is not None else spec.default_split
-    if split not in ALL_SPLITS and split not in spec.splits:
+    lists = {str(k): str(v) for k, v in (split_lists or {}).items()}
+    if lists and split not in ALL_SPLITS and split not in lists:
+        raise ValueError(f"{where}: split {split!r} has no file in split_lists (has {sorted(lists)})")
+    if split not in ALL_SPLITS and split not in spec.splits and split not in lists:
         accepted = ["all", *spec.splits] if spec.splits else ["all (no splits)"]
         raise ValueError(f"{where}: unknown split {split!r}; accepted: {accepted}")
     root = Path(root).expanduser()
+    read_split = None if split in lists else split
     try:
-        labels = spec.read(root, split, **options)
+        labels = spec.read(root, read_split, **options)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{where}: {err}") from err
     except LabelFormatError as err:
@@ -91,6 +103,19 @@ def load_benchmark(
             if it.id in outside
         ]
         items = [it for it in items if it.id not in outside]
+    if split in lists:
+        list_path = Path(lists[split]).expanduser()
+        list_path = list_path if list_path.is_absolute() else root / list_path
+        if not list_path.is_file():
+            raise FileNotFoundError(f"{where}: split list {list_path} (split_lists.{split}) not found")
+        try:
+            items, absent = filter_by_split_list(items, list_path, skip=skip)
+        except LabelFormatError as err:
+            raise LabelFormatError(f"{where}: {err}") from err
+        if absent:
+            msg = f"{where}: split list {list_path}: {len(absent)} image(s) not in the label file, left out: {absent[:MAX_LISTED_MISSING]}"
+            log.warning(msg)
+            warnings.warn(msg, stacklevel=2)
     fixed_range = labels.mos_range or spec.mos_range
     if fixed_range is not None:
         lo, hi = fixed_range
@@ -132,7 +157,7 @@ def load_benchmark(
     lower_is_better = options.get("lower_is_better", not spec.higher_is_better)
     if lower_is_better:
         lo, hi = mos_range
-        items = [BenchmarkItem(it.id, it.media, lo + hi - it.mos, it.std, it.source) for it in items]
+        items = [dataclasses.replace(it, mos=lo + hi - it.mos) for it in items]
 
     if limit is not None:
         items = items[:limit]

@@ -8,8 +8,10 @@ import io
 import math
 import os
 import random
+import re
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -257,24 +259,109 @@ def reference_split(
     return out
 
 
-def _parse_name_mos(path: Path) -> list[tuple[str, float, float | None, int]]:
-    """Parse `name mos [std]` lines (whitespace- or comma-separated); '#' comments and one header line are skipped."""
-    rows: list[tuple[str, float, float | None, int]] = []
-    header_seen = False
-    for i, raw in enumerate(read_label_text(path, LabelFormatError).splitlines()):
+_NUMBER_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+# The anchors' label-list line formats, by the number of names before the MOS and the separator.
+LIST_FORMATS = {
+    (1, False): "name mos [std]",
+    (2, False): "ref name mos [std]",
+    (1, True): "path, mos",
+}
+
+
+@dataclass(frozen=True)
+class ListRow:
+    """One data row of a label list: the rated image `name`, its `reference` ("" when the list names
+    none), the MOS as written (a bad one is reported by `_Rows.add`), the std and the 1-based line."""
+
+    name: str
+    mos: str
+    std: float | None
+    line: int
+    reference: str = ""
+
+
+def _is_number(token: str) -> bool:
+    return _NUMBER_RE.fullmatch(token) is not None
+
+
+def _split_line(line: str) -> tuple[list[str], bool]:
+    comma = "," in line
+    return ([p.strip() for p in line.split(",")] if comma else line.split()), comma
+
+
+def read_label_list(path: Path) -> tuple[list[ListRow], list[tuple[str, int, str]], str]:
+    """Parse one of the anchors' label lists -> (rows, bad rows as (name, line, reason), format).
+
+    Formats (`LIST_FORMATS`, one per file, fixed by its first data row): `name mos [std]`
+    (VisualQuality-R1 `*_test_all.txt`, PreResQ-R1 `GT_*.txt`), `ref name mos [std]` (the KADID-10K
+    lists and split files, Deblur / Liu13, SRIQA-Bench, dehaze / Min19: the rated image is the second
+    name, the reference is kept) and `path, mos` (PreResQ-R1's VQA lists; comma, optional space).
+    Blank lines and `#` comments are skipped; a line is a header only when it is the first line and
+    holds no number at all. Every other line is a data row: a row that does not fit the file's format
+    (another format, a MOS that is not a number, extra columns) is returned as a bad row with its
+    reason, never dropped silently. A name listed twice with two different MOS makes every row of it
+    bad; a name listed twice with the same MOS keeps the first row (logged).
+    """
+    parsed: list[ListRow] = []
+    bad: list[tuple[str, int, str]] = []
+    fmt: tuple[int, bool] | None = None
+    fmt_line = 0
+    seen_line = False
+    text = read_label_text(path, LabelFormatError)
+    for i, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        parts = [p.strip() for p in line.split(",")] if "," in line else line.split()
-        try:
-            mos = float(parts[1])
-        except (IndexError, ValueError):
-            if not rows and not header_seen and len(parts) >= 2:
-                header_seen = True
-                continue
-            raise LabelFormatError(f"{path} row {i + 1}: expected 'name mos [std]', got {raw!r}") from None
-        rows.append((parts[0], mos, _std(parts[2]) if len(parts) > 2 else None, i + 1))
-    return rows
+        parts, comma = _split_line(line)
+        numeric = [_is_number(p) for p in parts]
+        if not any(numeric) and not seen_line:
+            seen_line = True
+            log.info("%s row %d: header %r", path, i, raw)
+            continue
+        seen_line = True
+        names = numeric.index(True) if any(numeric) else len(parts)
+        shape = (names, comma)
+        fits = shape in LIST_FORMATS and names < len(parts) <= names + (1 if comma else 2)
+        if fits and len(parts) == names + 2 and not numeric[names + 1]:
+            fits = False
+        if fmt is None:
+            if not fits:
+                raise LabelFormatError(
+                    f"{path} row {i}: expected one of the formats {sorted(LIST_FORMATS.values())}, got {raw!r}"
+                )
+            fmt, fmt_line = shape, i
+        n_names = fmt[0]
+        name = parts[min(names, n_names) - 1] if names else parts[0]
+        if shape != fmt or not fits:
+            if fits:
+                why = (
+                    f"a {LIST_FORMATS[shape]!r} row in a {LIST_FORMATS[fmt]!r} list (row {fmt_line}): two line formats"
+                )
+            elif len(parts) > n_names and not _is_number(parts[n_names]):
+                why = f"MOS {parts[n_names]!r} of {name!r} is not a number"
+            else:
+                why = f"expected {LIST_FORMATS[fmt]!r}, got {raw!r}"
+            bad.append((name, i, f"{path} row {i}: {why}"))
+            continue
+        std = _std(parts[names + 1]) if len(parts) > names + 1 else None
+        parsed.append(ListRow(parts[names - 1], parts[names], std, i, parts[0] if names == 2 else ""))
+    by_name: dict[str, list[ListRow]] = {}
+    for r in parsed:
+        by_name.setdefault(r.name, []).append(r)
+    rows: list[ListRow] = []
+    repeated = 0
+    for r in parsed:
+        group = by_name[r.name]
+        if len({float(g.mos) for g in group}) > 1:
+            lines = ", ".join(f"row {g.line} ({g.mos})" for g in group)
+            bad.append((r.name, r.line, f"{path} row {r.line}: {r.name!r} is listed with two different MOS: {lines}"))
+        elif r is group[0]:
+            rows.append(r)
+        else:
+            repeated += 1
+    if repeated:
+        log.warning("%s: %d repeated row(s) (same name, same MOS) read once", path, repeated)
+    return rows, bad, LIST_FORMATS[fmt] if fmt is not None else ""
 
 
 def _name_mos_labels(
@@ -284,10 +371,14 @@ def _name_mos_labels(
     mos_range: Sequence[float] | None,
     suffixes: Sequence[str] = ("",),
 ) -> _Labels:
+    """A label list (`read_label_list`: any of the anchors' line formats) -> items; bad rows are listed."""
     path = _require(root / labels, root)
     resolve = _MediaResolver(root, media_dir, suffixes)
     rows = _Rows(path)
-    for n, m, s, line in _parse_name_mos(path):
-        rows.add(n, resolve(n), m, s, line)
+    parsed, bad, _ = read_label_list(path)
+    for r in parsed:
+        rows.add(r.name, resolve(r.name), r.mos, r.std, r.line, reference=r.reference)
+    for name, _, reason in bad:
+        rows.bad.append(Rejected(name, resolve(name) if name else path, math.nan, reason))
     rng = (float(mos_range[0]), float(mos_range[1])) if mos_range is not None else None
     return rows.labels(mos_range=rng)

@@ -31,6 +31,7 @@ class BenchmarkItem:
     mos: float
     std: float | None = None
     source: str = ""  # "<label file> row <n>" (row numbers as a spreadsheet shows them: header = row 1)
+    reference: str = ""  # the reference (pristine) image the item was made from, where the labels name it
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,14 @@ class _Rows:
         self.bad: list[Rejected] = []
 
     def add(
-        self, id: str, media: Path, mos: Any, std: float | None = None, row: Any = None, path: Path | None = None
+        self,
+        id: str,
+        media: Path,
+        mos: Any,
+        std: float | None = None,
+        row: Any = None,
+        path: Path | None = None,
+        reference: str = "",
     ) -> None:
         source = f"{path or self.path} row {row}" if row is not None else str(path or self.path)
         try:
@@ -135,7 +143,7 @@ class _Rows:
         if not math.isfinite(value):
             self.bad.append(Rejected(id, media, value, f"{source}: MOS {mos!r} of {id!r} is not a number"))
             return
-        self.items.append(BenchmarkItem(id, media, value, std, source))
+        self.items.append(BenchmarkItem(id, media, value, std, source, reference))
 
     def labels(self, mos_range: tuple[float, float] | None = None, label_file: Path | None = None) -> _Labels:
         return _Labels(self.items, label_file or self.path, mos_range=mos_range, bad=self.bad)
