@@ -29,7 +29,7 @@ test: $(STAMP) ## Run the test suite (~6-8 min on 2 cores; tests that need CUDA 
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -rs $(ARGS)
 
 test-fast: $(STAMP) ## The quick loop: skip the slow tests (every experiment's fast_dev_run) too
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow and not gpu" $(ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow and not gpu and not slurm" $(ARGS)
 
 # lint and format need ruff only: no reinstall of the project when pyproject.toml changed.
 $(RUFF):

@@ -9,3 +9,7 @@ __version__ = "0.1.0"
 from prresq.config import register_configs
 
 register_configs()  # the typed `grpo` and `scoring` groups, before any Hydra composition (prresq.config)
+
+from prresq.run_dir import register_resolvers  # noqa: E402
+
+register_resolvers()  # ${prresq.run_dir_name:...}: multirun job folders (conf/hydra/default.yaml)

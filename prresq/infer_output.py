@@ -12,7 +12,6 @@ leaves the old file whole.
 from __future__ import annotations
 
 import csv
-import fcntl
 import json
 import logging
 import math
@@ -21,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from prresq.file_lock import LockHeld, hold_lock
 from prresq.write_errors import OutputFolderError as OutputFolderError
 from prresq.write_errors import ensure_writable_folder, write_failed
 
@@ -50,20 +50,14 @@ class ResultWriter:
     def lock(self) -> int:
         """Hold the result file's lock for this process (module docstring); returns its descriptor."""
         ensure_writable_folder(self.path.parent, f"output={self.path}")
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
+            return hold_lock(self.lock_path)
+        except LockHeld as held:
             raise OutputBusyError(
-                f"output={self.path} is being written by another prresq.infer process ({holder}); two processes "
-                "on one output file would both score every input. Wait for it (a rerun then scores only what "
-                "is missing), or choose another output"
+                f"output={self.path} is being written by another prresq.infer process ({held.holder}); two "
+                "processes on one output file would both score every input. Wait for it (a rerun then scores only "
+                "what is missing), or choose another output"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
-        return fd
 
     def _repair_tail(self) -> None:
         """Drop a partial last line left by an interrupted write."""

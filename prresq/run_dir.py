@@ -14,12 +14,17 @@ job's `.hydra/` files into the directory, so a refused run does not replace the 
   `overwrite_run_dir=true`, which deletes those outputs first (and nothing else).
 
 Hydra multirun gives every job its own fresh subdirectory, and `python -m prresq.train` without
-`hydra.run.dir` a new dated one, so neither is affected.
+`hydra.run.dir` a new dated one, so neither is affected. A job's subdirectory is named by its overrides
+through `run_dir_name` (the resolver `${prresq.run_dir_name:...}` of `conf/hydra/default.yaml`): a `/` in
+a value is written `%2F` (never a nested folder), and a name longer than `SAFE_NAME_BYTES` keeps its
+start and ends with a hash of the whole override string, which the job's `.hydra/overrides.yaml` and
+`.hydra/hydra.yaml` (`hydra.job.override_dirname`) hold in full.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
@@ -30,9 +35,13 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from prresq.file_lock import LockHeld, hold_lock
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".run.lock"
+SAFE_NAME_BYTES = 240  # file systems stop at 255 bytes per name; a little room for suffixes other tools add
+HASH_CHARS = 12
 RUN_OUTPUTS = (
     "checkpoints",
     "tb",
@@ -43,6 +52,21 @@ RUN_OUTPUTS = (
     "heldout_metrics.md",
     "resume_changes.yaml",  # prresq.resume_config: the changes a resume applied (run_config.yaml is rewritten)
 )
+
+
+def run_dir_name(override_dirname: str, max_bytes: int = SAFE_NAME_BYTES) -> str:
+    """A folder name for a job's override string: `/` as `%2F`; past `max_bytes`, its start + `-` + a stable hash."""
+    name = override_dirname.replace("%", "%25").replace("/", "%2F")
+    if len(name.encode()) <= max_bytes:
+        return name
+    digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:HASH_CHARS]
+    head = name.encode()[: max_bytes - HASH_CHARS - 1].decode(errors="ignore")
+    return f"{head}-{digest}"
+
+
+def register_resolvers() -> None:
+    """`${prresq.run_dir_name:<overrides>}` for Hydra's sweep subdirectory (conf/hydra/default.yaml)."""
+    OmegaConf.register_new_resolver("prresq.run_dir_name", lambda s: run_dir_name(str(s)), replace=True)
 
 
 class RunDirError(RuntimeError):
@@ -98,19 +122,13 @@ def is_resume(ckpt_path: Any, out_dir: Path) -> bool:
 
 def _lock(out_dir: Path) -> RunDirClaim:
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
+        fd = hold_lock(out_dir / LOCK_NAME)
+    except LockHeld as held:
         raise RunDirError(
-            f"{out_dir}: another training is running in this directory ({holder}); one run directory holds "
+            f"{out_dir}: another training is running in this directory ({held.holder}); one run directory holds "
             "one run. Wait for it, or pick another hydra.run.dir"
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
     return RunDirClaim(out_dir, fd)
 
 
@@ -153,6 +171,9 @@ class RunDirGuard(Callback):
         if not out_dir.is_dir():
             return  # a new directory holds nothing to protect; prresq.train.run locks it
         try:
-            claim_run_dir(out_dir, is_resume(config.get("ckpt_path"), out_dir), bool(config.overwrite_run_dir))
+            from prresq.preemption import resume_ckpt_path
+
+            resume = is_resume(resume_ckpt_path(config.get("ckpt_path"), out_dir), out_dir)
+            claim_run_dir(out_dir, resume, bool(config.overwrite_run_dir))
         except RunDirError as err:  # Hydra turns a callback's exception into a warning and runs the job anyway
             raise SystemExit(f"Error: {err}") from None

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,9 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from omegaconf import DictConfig, open_dict
 
 from prresq.builders import build_datamodule, scoring_config
 from prresq.checkpointing import LocalCheckpointIO, resolve_ckpt
@@ -34,6 +37,7 @@ from prresq.heldout import evaluate, heldout_table, report, rl_extent
 from prresq.models import ensure_model_dir
 from prresq.module import GRPOModule
 from prresq.optimized_metric import check_optimized_metric, optimized_metric
+from prresq.preemption import resume_ckpt_path
 from prresq.resume_config import RUN_CONFIG, ResumeChanges, check_resume_config, save_run_config
 from prresq.run_dir import claim_run_dir, is_global_rank_zero, is_resume
 from prresq.run_record import build_run_record
@@ -47,8 +51,19 @@ def build_strategy(cfg: DictConfig) -> Any:
     return instantiate(strategy) if "_target_" in strategy else strategy.get("name", "auto")
 
 
+def progress_bar_enabled(setting: bool | None) -> bool:
+    """`trainer.enable_progress_bar`; null (the default) is on, except in a SLURM batch job without a terminal,
+    whose log file would fill with carriage-return redraws."""
+    if setting is None:
+        return not (os.environ.get("SLURM_JOB_ID") and not sys.stderr.isatty())
+    return bool(setting)
+
+
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    progress = progress_bar_enabled(cfg.trainer.get("enable_progress_bar"))
+    if not progress:  # `trainer.enable_progress_bar=false` alone switches the bar off (Lightning refuses both)
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     schedule = cfg.get("schedule")
     if schedule is not None and schedule.get("enabled", False):
         spec = to_plain(schedule)
@@ -57,8 +72,11 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     strategy = build_strategy(cfg)
     # Checkpoint files are written beside their target and read with weights_only=True (prresq.checkpointing).
-    plugins = [] if type(strategy).__name__.startswith("DeepSpeed") else [LocalCheckpointIO()]
-    extra: dict[str, Any] = {}
+    plugins: list[Any] = [] if type(strategy).__name__.startswith("DeepSpeed") else [LocalCheckpointIO()]
+    if SLURMEnvironment.detect():
+        # prresq.preemption saves and requeues at the signal; Lightning's own requeue would save mid-step
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    extra: dict[str, Any] = {"enable_progress_bar": progress}
     if "enable_checkpointing" not in cfg.trainer:
         # Without this, `callbacks.checkpoint=null` would get Lightning's default ModelCheckpoint instead of none.
         extra["enable_checkpointing"] = any(isinstance(c, ModelCheckpoint) for c in callbacks)
@@ -76,6 +94,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     check_train_config(cfg)
     check_optimized_metric(cfg)
+    ckpt_path = resume_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)  # a requeued SLURM job resumes itself
+    if ckpt_path != cfg.get("ckpt_path"):
+        with open_dict(cfg):
+            cfg.ckpt_path = ckpt_path
     out_dir = Path(cfg.paths.output_dir)
     claim = None
     if is_global_rank_zero():

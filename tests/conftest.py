@@ -89,3 +89,28 @@ def compose_config(
         if model_dir is not None:
             cfg.model.name_or_path = str(model_dir)
     return cfg
+
+
+def slurm_unavailable() -> str | None:
+    """Why the `slurm`-marked tests cannot run here; None when an idle node answers `sinfo`."""
+    import shutil
+    import subprocess
+
+    if shutil.which("sinfo") is None:
+        return "no SLURM client (sinfo) on PATH; `experiments/slurm/cluster.sh start` starts a one-node cluster"
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"sinfo failed: {err}"
+    if out.returncode != 0:
+        return f"sinfo failed: {(out.stderr or out.stdout).strip()[-300:]}"
+    if not {"idle", "mixed"} & set(out.stdout.split()):
+        return f"no idle SLURM node (sinfo states: {sorted(set(out.stdout.split()))})"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    slurm = [item for item in items if "slurm" in item.keywords]
+    reason = slurm_unavailable() if slurm else None
+    for item in slurm if reason else []:
+        item.add_marker(pytest.mark.skip(reason=f"slurm: {reason}"))

@@ -94,11 +94,16 @@ def test_ablation_overrides_compose(override):
         assert str(OmegaConf.select(cfg, key)) == value
 
 
-def test_slurm_launcher_follows_trainer_devices():
-    cfg = _compose(["hydra/launcher=slurm", "trainer.devices=4", "trainer.num_nodes=2"])
+def test_slurm_launcher_follows_trainer_devices(monkeypatch):
+    for env in ("SLURM_GPUS_PER_NODE", "SLURM_CPUS_PER_TASK", "SLURM_MEM_GB"):
+        monkeypatch.delenv(env, raising=False)
+    cfg = _compose(["hydra/launcher=slurm", "trainer.devices=4", "trainer.num_nodes=2", "trainer.accelerator=gpu"])
     launcher = cfg.hydra.launcher
-    assert launcher.tasks_per_node == 4 and launcher.gpus_per_node == 4 and launcher.nodes == 2
-    assert "SlurmLauncher" in launcher._target_
+    assert launcher.tasks_per_node == 4 and launcher.nodes == 2 and launcher.accelerator == "gpu"
+    assert launcher.gpus_per_node == launcher.cpus_per_task == launcher.mem_gb == "auto"  # prresq.slurm decides
+    assert launcher._target_.endswith("PrresqSlurmLauncher")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    assert _compose(["hydra/launcher=slurm"]).hydra.launcher.cpus_per_task == "3"
 
 
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))

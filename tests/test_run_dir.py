@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from test_train import TINY, compose_train
 
-from prresq.run_dir import RunDirError, claim_run_dir
+from prresq.run_dir import SAFE_NAME_BYTES, RunDirError, claim_run_dir, run_dir_name
 from prresq.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,3 +118,38 @@ def test_multirun_jobs_get_their_own_directories(tmp_path, cache_dir):
     lasts = sorted(sweep.rglob("checkpoints/last.ckpt"))
     assert len(lasts) == 2 and lasts[0].parent != lasts[1].parent
     assert ["grpo.k=2" in str(p) for p in lasts] == [True, False]
+
+
+@pytest.mark.slow
+def test_a_long_sweep_gets_a_short_stable_folder_and_a_slash_never_nests(tmp_path, cache_dir):
+    """12 overrides (~330 bytes of folder name: `Errno 36` before) and a value with `/`: one folder directly in
+    the sweep folder, at most SAFE_NAME_BYTES, ending in the hash of the full override string kept in .hydra/."""
+    sweep = tmp_path / "sweep"
+    notes = [f"+note.field_{i:02d}=value-{'x' * 16}-{i}" for i in range(11)]
+    out = _cli(
+        "grpo.k=2",
+        "trainer.max_steps=1",
+        "+note.path=a/b",
+        *notes,
+        f"hydra.sweep.dir={sweep}",
+        cache=cache_dir,
+        multirun=True,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    jobs = [p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(jobs) == 1 and (jobs[0] / "checkpoints" / "last.ckpt").is_file(), [p.name for p in sweep.iterdir()]
+    job = jobs[0]
+    hydra_cfg = OmegaConf.load(job / ".hydra" / "hydra.yaml").hydra
+    full = hydra_cfg.job.override_dirname
+    assert len(full.encode()) > 255 and "note.path=a/b" in full
+    assert len(job.name.encode()) <= SAFE_NAME_BYTES and "/" not in job.name
+    assert job.name == run_dir_name(full) and job.name.endswith(hashlib.sha256(full.encode()).hexdigest()[:12])
+    assert "+note.path=a/b" in OmegaConf.load(job / ".hydra" / "overrides.yaml")
+
+
+def test_run_dir_names():
+    assert run_dir_name("grpo.k=2,data.root=/x/y") == "grpo.k=2,data.root=%2Fx%2Fy"
+    assert run_dir_name("a=50%/b") == "a=50%25%2Fb"  # %2F in a value stays distinct from a `/`
+    long = ",".join(f"key{i}=v{i}" for i in range(40))
+    assert run_dir_name(long) == run_dir_name(long)  # stable
+    assert run_dir_name(long) != run_dir_name(long + "1") and len(run_dir_name(long).encode()) == SAFE_NAME_BYTES
