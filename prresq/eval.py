@@ -120,7 +120,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
         cfg.get("device", "auto"),
         sc.get("max_pixels_cap"),
     )
-    flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")))
+    flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")), processor)
     prompt = prompt_of(to_plain(cfg.prompt))
     logistic = bool(sc.logistic)
     on_bad_sample = str(cfg.get("on_bad_sample", "raise"))

@@ -105,7 +105,7 @@ def _score(cfg: DictConfig, writer: ResultWriter, aspects: list[str], scoring: S
             cfg.get("device", "auto"),
             sc.get("max_pixels_cap"),
         )
-        flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")))
+        flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")), processor)
         flow = MediaFlow(flows["iqa"], flows["vqa"])
         scorer = Scorer(model, processor, flow, prompt_of(prompt_cfg), scoring, aspects, seed=seed)
         size = int(sc.get("batch_size", 8))

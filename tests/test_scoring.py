@@ -39,7 +39,7 @@ class FakeProcessor:
 
 @pytest.fixture
 def fixed_answers(monkeypatch: pytest.MonkeyPatch):
-    """Make `generate_completions` + `decode` return fixed texts: greedy -> `greedy`, sampled -> `samples`."""
+    """Make the scoring engine's generation + `decode` return fixed texts: greedy -> `greedy`, sampled -> `samples`."""
     answers: dict[str, list[str]] = {"greedy": [], "samples": []}
     calls: list[dict] = []
 
@@ -54,8 +54,20 @@ def fixed_answers(monkeypatch: pytest.MonkeyPatch):
         texts = answers["samples"] if calls[-1]["do_sample"] else answers["greedy"]
         return [texts[int(i)] for i in ids[:, 0]]
 
-    monkeypatch.setattr(scoring, "generate_completions", fake_generate)
-    monkeypatch.setattr(scoring, "generate_completions_shared", fake_generate)
+    class FakeEngine:
+        """The engine interface scoring uses: `generate(model, inputs, k, do_sample)` and `plain`."""
+
+        def __init__(self, cfg: ScoringConfig) -> None:
+            self.cfg = cfg
+
+        @property
+        def plain(self) -> FakeEngine:
+            return self
+
+        def generate(self, model, inputs, k=None, do_sample=True):
+            return fake_generate(model, inputs, k, None, self.cfg.sampling, do_sample)
+
+    monkeypatch.setattr(scoring, "engine_for", lambda model, processor, cfg: FakeEngine(cfg))
     monkeypatch.setattr(scoring, "decode", fake_decode)
     return answers, calls
 
