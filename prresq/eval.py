@@ -189,7 +189,7 @@ def run(cfg: DictConfig) -> pd.DataFrame | None:
             ranks.device(str(cfg.get("device", "auto"))),
             sc.get("max_pixels_cap"),
         )
-    flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")))
+    flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")), processor)
     rows = []
     for key, bench in loaded.items():
         name = bench.name

@@ -134,7 +134,7 @@ def _score(
             ranks.device(str(cfg.get("device", "auto"))),
             sc.get("max_pixels_cap"),
         )
-        flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")))
+        flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")), processor)
         flow = MediaFlow(flows["iqa"], flows["vqa"])
         scorer = Scorer(model, processor, flow, prompt_of(prompt_cfg), scoring, aspects, seed=seed)
         with tqdm(total=n_todo, desc="scoring", unit="file", disable=not ranks.is_main) as bar:

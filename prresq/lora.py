@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 
 VISION_MODES = ("frozen", "adapters", "full")
 EXPORT_MODES = ("adapter", "merged")
-LANGUAGE_PREFIX = "model.language_model."
-VISION_PREFIX = "model.visual."
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PRRESQ_LORA = "prresq_lora.json"  # the LoraConfig the adapters were built from
@@ -47,8 +45,8 @@ class LoraConfig:
         like with like), and each adapted projection does not keep a dropped-out copy of its input for
         backward (measured: with 0.05 the small model's LoRA step peaked at 0.72x the full step's RSS).
     target_modules: leaf names of the language model's linear layers that get adapters (attention and MLP).
-    vision: the vision tower is `frozen`, gets `adapters` on `vision_target_modules`, or is trained in `full`
-        (a trainable copy; the reference keeps the original tower).
+    vision: the vision tower is `frozen`, gets `adapters` on `vision_target_modules` (null: the model family's
+        names, `prresq.models`), or is trained in `full` (a trainable copy; the reference keeps the original tower).
     export: what `export` writes: the `adapter` alone (plus processor) or the `merged` full model.
     """
 
@@ -57,7 +55,7 @@ class LoraConfig:
     dropout: float = 0.0
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     vision: str = "frozen"
-    vision_target_modules: tuple[str, ...] = ("qkv", "proj", "gate_proj", "up_proj", "down_proj")
+    vision_target_modules: tuple[str, ...] | None = None
     export: str = "adapter"
 
     def __post_init__(self) -> None:
@@ -71,6 +69,8 @@ class LoraConfig:
             raise ValueError(f"model.lora.export={self.export!r}: expected one of {list(EXPORT_MODES)}")
         for key in ("target_modules", "vision_target_modules"):
             value = getattr(self, key)
+            if value is None and key == "vision_target_modules":
+                continue
             names = (value,) if isinstance(value, str) else tuple(value)
             if not names or not all(isinstance(n, str) and n for n in names):
                 raise ValueError(f"model.lora.{key}={value!r}: expected a non-empty list of module names")
@@ -99,13 +99,19 @@ def _linear_names(model: nn.Module) -> list[str]:
 
 def target_module_names(model: nn.Module, spec: LoraConfig) -> list[str]:
     """Full names of the linear layers that get adapters; unknown leaf names are an error listing the model's."""
+    from prresq.models.families import family_of
+
+    family = family_of(model)
     linears = _linear_names(model)
-    wanted = [(LANGUAGE_PREFIX, spec.target_modules, "target_modules")]
+    wanted = [((family.language_prefix,), spec.target_modules, "target_modules")]
     if spec.vision == "adapters":
-        wanted.append((VISION_PREFIX, spec.vision_target_modules, "vision_target_modules"))
+        wanted.append(
+            (family.vision_prefixes, spec.vision_target_modules or family.lora_vision_targets, "vision_target_modules")
+        )
     chosen: list[str] = []
-    for prefix, leaves, key in wanted:
-        inside = [n for n in linears if n.startswith(prefix)]
+    for prefixes, leaves, key in wanted:
+        prefix = prefixes[0] if len(prefixes) == 1 else list(prefixes)
+        inside = [n for n in linears if n.startswith(tuple(prefixes))]
         missing = [leaf for leaf in leaves if not any(n.rsplit(".", 1)[-1] == leaf for n in inside)]
         if missing:
             available = sorted({n.rsplit(".", 1)[-1] for n in inside})
@@ -122,6 +128,8 @@ def apply_lora(model: nn.Module, spec: LoraConfig, base_dir: str | Path | None =
     from peft import LoraConfig as PeftLoraConfig
     from peft import inject_adapter_in_model
 
+    from prresq.models.families import family_of
+
     names = target_module_names(model, spec)
     pattern = "|".join(re.escape(n) for n in names)
     peft_cfg = PeftLoraConfig(
@@ -129,7 +137,7 @@ def apply_lora(model: nn.Module, spec: LoraConfig, base_dir: str | Path | None =
         lora_alpha=float(spec.alpha),
         lora_dropout=float(spec.dropout),
         target_modules=f"^(?:{pattern})$",
-        modules_to_save=["visual"] if spec.vision == "full" else None,
+        modules_to_save=family_of(model).vision_module_names() if spec.vision == "full" else None,
         bias="none",
         base_model_name_or_path=None if base_dir is None else str(Path(base_dir).resolve()),
     )

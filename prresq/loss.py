@@ -16,13 +16,12 @@ for the KL, so whatever they hold (-1e4, -inf) the loss and its gradients stay f
 
 Micro-batches: the denominators above are those of the whole rollout batch (`batch_mask`), so the
 micro-batch losses add up to the full-batch loss for every aggregation, and the summed gradients
-to its gradient (`micro_batched_backward`). Weighting micro-batch means by their share of
+to its gradient (the micro-batch loop of `prresq.module.GRPOModule.update`). Weighting micro-batch means by their share of
 completions would be wrong for "token", whose denominator counts tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -109,39 +108,3 @@ class GRPOLoss(nn.Module):
         if self.aggregation == "token":
             return (per_token * mask).sum() / batch_mask.sum().clamp(min=1.0)
         return (per_token * mask).sum() / (batch_mask.shape[0] * self.max_tokens)
-
-
-def micro_batched_backward(
-    loss_fn: GRPOLoss,
-    slices: Sequence[tuple[slice, slice]],
-    logp_of: Callable[[slice, slice], Tensor],
-    advantages: Tensor,  # [N]
-    mask: Tensor,  # [N, T]
-    old_logp: Tensor | None = None,
-    ref_logp: Tensor | None = None,
-    backward: Callable[[Tensor], None] = Tensor.backward,
-) -> dict[str, float]:
-    """Backward the full-batch loss micro-batch by micro-batch; returns the full batch's loss and stats.
-
-    `slices` are (prompt rows, completion rows) pairs; `logp_of(prompt rows, completion rows)` gives the
-    current policy's log-probs of those completions (with grad). Each micro-batch loss is already its
-    share of the full-batch aggregate (`batch_mask`), so losses and gradients add up exactly; the
-    token-mean stats are weighted by each micro-batch's share of the batch's tokens.
-    """
-    total_tokens = float(mask.sum().clamp(min=1.0))
-    out: dict[str, float] = {}
-    for ps, cs in slices:
-        loss, stats = loss_fn(
-            logp_of(ps, cs),
-            advantages[cs],
-            mask[cs],
-            old_logp=None if old_logp is None else old_logp[cs],
-            ref_logp=None if ref_logp is None else ref_logp[cs],
-            batch_mask=mask,
-        )
-        backward(loss)
-        share = float(mask[cs].sum()) / total_tokens
-        out["loss"] = out.get("loss", 0.0) + float(loss.detach())
-        for key, val in vars(stats).items():
-            out[key] = out.get(key, 0.0) + float(val) * share
-    return out

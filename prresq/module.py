@@ -27,7 +27,7 @@ SRCC/PLCC of the greedy answer and of the mean of N samples.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from prresq.config import GRPOConfig, to_plain
 from prresq.engine import build_engine
 from prresq.export_dir import write_export
 from prresq.lora import check_checkpoint_kind, has_adapters, merge_adapters, reference_model, save_adapter
-from prresq.loss import GRPOLoss, micro_batched_backward
+from prresq.loss import GRPOLoss
 from prresq.metrics import plcc, srcc
 from prresq.models import load_policy, load_processor, load_reference
 from prresq.rewards import build_reward_mix, compute_rewards, group_advantages, parse_answers
@@ -89,6 +89,7 @@ class GRPOModule(L.LightningModule):
             freeze_vision=model_cfg.get("freeze_vision", False),
             tiny=model_cfg.get("tiny"),
             lora=model_cfg.get("lora"),
+            family=model_cfg.get("family"),
         )
         self.loss_fn: GRPOLoss = _instantiate(hp.loss, "loss")
         # beta = 0 loads no reference model at all (no second copy in memory); with LoRA the reference is
@@ -162,7 +163,7 @@ class GRPOModule(L.LightningModule):
         stats_acc: dict[str, float] = {}
         for it in range(iters):
             opt.zero_grad(set_to_none=True)
-            stats = micro_batched_backward(
+            stats = self.micro_batched_backward(
                 self.loss_fn,
                 rows,
                 lambda ps, cs: self.engine.logprobs(self.policy, ro.inputs, (ps, cs), ro.completion, ro.mask),
@@ -178,6 +179,42 @@ class GRPOModule(L.LightningModule):
         if sched is not None:
             sched.step()
         return stats_acc, grad_norm
+
+    @staticmethod
+    def micro_batched_backward(
+        loss_fn: GRPOLoss,
+        slices: Sequence[tuple[slice, slice]],
+        logp_of: Callable[[slice, slice], Tensor],
+        advantages: Tensor,  # [N]
+        mask: Tensor,  # [N, T]
+        old_logp: Tensor | None = None,
+        ref_logp: Tensor | None = None,
+        backward: Callable[[Tensor], None] = Tensor.backward,
+    ) -> dict[str, float]:
+        """Backward the full-batch loss micro-batch by micro-batch; returns the full batch's loss and stats.
+
+        `slices` are (prompt rows, completion rows) pairs; `logp_of(prompt rows, completion rows)` gives the
+        current policy's log-probs of those completions (with grad). Each micro-batch loss is already its
+        share of the full-batch aggregate (`batch_mask`), so losses and gradients add up exactly; the
+        token-mean stats are weighted by each micro-batch's share of the batch's tokens.
+        """
+        total_tokens = float(mask.sum().clamp(min=1.0))
+        out: dict[str, float] = {}
+        for ps, cs in slices:
+            loss, stats = loss_fn(
+                logp_of(ps, cs),
+                advantages[cs],
+                mask[cs],
+                old_logp=None if old_logp is None else old_logp[cs],
+                ref_logp=None if ref_logp is None else ref_logp[cs],
+                batch_mask=mask,
+            )
+            backward(loss)
+            share = float(mask[cs].sum()) / total_tokens
+            out["loss"] = out.get("loss", 0.0) + float(loss.detach())
+            for key, val in vars(stats).items():
+                out[key] = out.get(key, 0.0) + float(val) * share
+        return out
 
     def _clip_and_step(self, opt: Any, counted: bool) -> Tensor:
         """Clip, take one optimiser step; returns the global gradient norm (before clipping).

@@ -1,32 +1,38 @@
-"""Rollouts: K sampled completions per prompt, and per-token log-probs of completions.
+"""`Rollout`: the record of one rollout batch that the GRPO update and the step's logs read.
 
-`generate_completions` samples K answers for every image of a batch (vision special tokens are
-suppressed: a sampled `<|image_pad|>` would break the multimodal rotary positions).
-`completion_logprobs` scores completions under any model sharing the policy's tokenizer
-(policy with gradients, the old policy, the frozen reference), computing logits only for the
-completion positions (`logits_to_keep`), which keeps the [N, T, V] tensor small for a 152k vocabulary.
-
-`Rollout` is the record of one rollout batch that the GRPO update and the step's logs read
-(`prresq.module.GRPOModule.rollout`).
-
-Prompts are left-padded and completions right-padded, so for a prompt of width P the
-completion token t sits at column P + t of the concatenated sequence.
+Generation and log-probs live in `prresq.engine` (batch rows, plain, shared prefix); the names below
+are re-exported from there for old imports.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from prresq.sampling import GenerationTokens, SamplingConfig
+from prresq.engine.plain import (
+    completion_logprobs,
+    completion_mask,
+    gathered_parameters,
+    generate_completions,
+    generation_mode,
+    split_completions,
+)
+from prresq.engine.rows import TOKEN_KEYS, VisionIds, expand_inputs, slice_inputs
 
-# Model inputs that are per-sample rows (dim 0 = batch) and per-token columns (dim 1 = sequence).
-TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
+__all__ = [
+    "TOKEN_KEYS",
+    "Rollout",
+    "VisionIds",
+    "completion_logprobs",
+    "completion_mask",
+    "expand_inputs",
+    "gathered_parameters",
+    "generate_completions",
+    "generation_mode",
+    "slice_inputs",
+    "split_completions",
+]
 
 
 @dataclass
@@ -48,165 +54,3 @@ class Rollout:
     advantages: Tensor  # [B*K] group-standardised rewards (Eq. 4)
     old_logp: Tensor | None  # [B*K, T] policy log-probs at sampling time; None when num_iterations = 1
     ref_logp: Tensor | None  # [B*K, T] reference log-probs; None when beta = 0
-
-
-@dataclass
-class VisionIds:
-    """Special token ids needed to split a batch's visual inputs per sample."""
-
-    image: int
-    video: int
-    vision_start: int
-
-    @classmethod
-    def from_config(cls, config: Any) -> VisionIds:
-        return cls(config.image_token_id, config.video_token_id, config.vision_start_token_id)
-
-
-def _media_per_sample(input_ids: Tensor, vision_start: int, pad_id: int) -> Tensor:
-    """Number of images (or videos) in each row: vision_start immediately followed by pad_id."""
-    starts = input_ids[:, :-1] == vision_start
-    return (starts & (input_ids[:, 1:] == pad_id)).sum(1)
-
-
-def _repeat_chunks(values: Tensor, sizes: Tensor, k: int) -> Tensor:
-    """Repeat consecutive row-chunks of `values` (chunk lengths `sizes`) k times each, in order."""
-    chunks = torch.split(values, sizes.tolist())
-    return torch.cat([c for c in chunks for _ in range(k)]) if chunks else values
-
-
-def expand_inputs(inputs: dict[str, Tensor], k: int, ids: VisionIds) -> dict[str, Tensor]:
-    """Repeat every sample of a processor batch k times (sample i -> rows i*k .. i*k+k-1)."""
-    if k == 1:
-        return dict(inputs)
-    out: dict[str, Tensor] = {}
-    input_ids = inputs["input_ids"]
-    for key, value in inputs.items():
-        if key in TOKEN_KEYS or key == "labels":
-            out[key] = value.repeat_interleave(k, dim=0)
-    for kind, pad in (("image", ids.image), ("video", ids.video)):
-        grid_key = f"{kind}_grid_thw"
-        pix_key = "pixel_values" if kind == "image" else "pixel_values_videos"
-        if grid_key not in inputs or inputs[grid_key] is None:
-            continue
-        grid = inputs[grid_key]  # [num_media, 3]
-        per_sample = _media_per_sample(input_ids, ids.vision_start, pad)  # [B]
-        out[grid_key] = _repeat_chunks(grid, per_sample, k)
-        rows_per_media = grid.prod(-1)
-        rows_per_sample = torch.stack([c.sum() for c in torch.split(rows_per_media, per_sample.tolist())])
-        out[pix_key] = _repeat_chunks(inputs[pix_key], rows_per_sample, k)
-        if kind == "video" and "second_per_grid_ts" in inputs:
-            sec = inputs["second_per_grid_ts"]
-            sec = sec if isinstance(sec, Tensor) else torch.tensor(sec)
-            out["second_per_grid_ts"] = _repeat_chunks(sec, per_sample, k)
-    for key, value in inputs.items():
-        out.setdefault(key, value)
-    return out
-
-
-def slice_inputs(inputs: dict[str, Tensor], sl: slice, ids: VisionIds) -> dict[str, Tensor]:
-    """Rows `sl` of an expanded batch, with the matching rows of the visual inputs."""
-    n = inputs["input_ids"].shape[0]
-    if sl.start == 0 and sl.stop == n:
-        return inputs
-    out = {k: inputs[k][sl] for k in (*TOKEN_KEYS, "labels") if k in inputs}
-    input_ids = inputs["input_ids"]
-    for kind, pad in (("image", ids.image), ("video", ids.video)):
-        grid_key = f"{kind}_grid_thw"
-        pix_key = "pixel_values" if kind == "image" else "pixel_values_videos"
-        if inputs.get(grid_key) is None:
-            continue
-        per_sample = _media_per_sample(input_ids, ids.vision_start, pad)
-        media_start = int(per_sample[: sl.start].sum())
-        media_stop = int(per_sample[: sl.stop].sum())
-        grid = inputs[grid_key]
-        rows = grid.prod(-1)
-        row_start, row_stop = int(rows[:media_start].sum()), int(rows[:media_stop].sum())
-        out[grid_key] = grid[media_start:media_stop]
-        out[pix_key] = inputs[pix_key][row_start:row_stop]
-        if kind == "video" and "second_per_grid_ts" in inputs:
-            out["second_per_grid_ts"] = inputs["second_per_grid_ts"][media_start:media_stop]
-    return out
-
-
-def completion_mask(completion_ids: Tensor, eos_ids: list[int]) -> Tensor:
-    """1 for tokens up to and including the first EOS of each row, 0 after it. [N, T] long."""
-    is_eos = torch.isin(completion_ids, torch.tensor(eos_ids, device=completion_ids.device))
-    after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0  # strictly after the first EOS
-    return (~after_eos).long()
-
-
-@contextmanager
-def gathered_parameters(model: nn.Module) -> Iterator[None]:
-    """Under DeepSpeed ZeRO-3, gather the sharded parameters once for a whole rollout (not per token).
-
-    A no-op for unsharded models (single device, DDP, ZeRO-1/2).
-    """
-    sharded = [p for p in model.parameters() if hasattr(p, "ds_id")]
-    if not sharded:
-        yield
-        return
-    import deepspeed
-
-    with deepspeed.zero.GatheredParameters(sharded, modifier_rank=None):
-        yield
-
-
-@contextmanager
-def generation_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode plus one ZeRO-3 parameter gather for a whole rollout; the train/eval mode is restored."""
-    was_training = model.training
-    model.eval()
-    try:
-        with gathered_parameters(model):
-            yield
-    finally:
-        model.train(was_training)
-
-
-def split_completions(out: Tensor, prompt_width: int, eos_ids: list[int], pad_id: int) -> tuple[Tensor, Tensor]:
-    """`generate` output -> (completion ids padded after the first EOS, mask), both [N, T]."""
-    completion = out[:, prompt_width:]
-    mask = completion_mask(completion, eos_ids)
-    completion = torch.where(mask.bool(), completion, torch.full_like(completion, pad_id))
-    return completion, mask
-
-
-@torch.no_grad()
-def generate_completions(
-    model: nn.Module,
-    inputs: dict[str, Tensor],
-    k: int,
-    tokens: GenerationTokens,
-    sampling: SamplingConfig,
-    do_sample: bool = True,
-) -> tuple[Tensor, Tensor]:
-    """Sample k completions per prompt -> (completion_ids [B*k, T], mask [B*k, T])."""
-    gen_inputs = {key: v for key, v in inputs.items() if key != "labels"}
-    with generation_mode(model):
-        out = model.generate(**gen_inputs, num_return_sequences=k, **sampling.generate_kwargs(tokens, do_sample))
-    return split_completions(out, inputs["input_ids"].shape[1], tokens.eos_ids, tokens.pad_id)
-
-
-def completion_logprobs(
-    model: nn.Module,
-    prompt_inputs: dict[str, Tensor],  # already expanded to one row per completion
-    completion_ids: Tensor,  # [N, T]
-    completion_mask_: Tensor,  # [N, T]
-    temperature: float = 1.0,
-) -> Tensor:
-    """Per-token log-probs [N, T] of the completions given their prompts (Eq. 5's pi(o_t | q, o_<t))."""
-    n, t = completion_ids.shape
-    inputs = dict(prompt_inputs)
-    inputs.pop("labels", None)
-    inputs["input_ids"] = torch.cat([prompt_inputs["input_ids"], completion_ids], dim=1)
-    inputs["attention_mask"] = torch.cat([prompt_inputs["attention_mask"], completion_mask_], dim=1)
-    if "mm_token_type_ids" in prompt_inputs:
-        zeros = torch.zeros((n, t), dtype=prompt_inputs["mm_token_type_ids"].dtype, device=completion_ids.device)
-        inputs["mm_token_type_ids"] = torch.cat([prompt_inputs["mm_token_type_ids"], zeros], dim=1)
-    out = model(**inputs, use_cache=False, logits_to_keep=t + 1)
-    logits = out.logits[:, :-1, :].float()  # [N, T, V]: position P-1+t predicts completion token t
-    if temperature != 1.0:
-        logits = logits / temperature
-    logp = torch.log_softmax(logits, dim=-1)
-    return logp.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)  # [N, T]

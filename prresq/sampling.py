@@ -24,11 +24,13 @@ class GenerationTokens:
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any) -> GenerationTokens:
-        from prresq.models import vision_token_ids  # torch; `prresq.config` imports this module on `import prresq`
+        """The stop and never-sampled tokens of the tokenizer's model family (`prresq.models`)."""
+        from prresq.models.families import family_of_tokenizer  # torch; `prresq.config` imports this module
 
-        eos = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+        family = family_of_tokenizer(tokenizer)
+        eos = family.stop_ids(tokenizer)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[-1]
-        return cls(eos, pad, vision_token_ids(tokenizer))
+        return cls(eos, pad, family.never_sample_ids(tokenizer))
 
 
 @dataclass

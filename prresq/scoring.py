@@ -10,7 +10,7 @@ Modes (`ScoringConfig.mode`):
   the prompt by default; an answer the rule cannot read is NaN and counted, never padded or 3.0).
 - ``sample``: N answers at `temperature`, the mean of those that parse; `n_parsed` counts them.
   With `shared_prefix` (the default) the N answers continue one vision encoding and one prompt
-  prefill per item (`prresq.prefix.generate_completions_shared`, as in training); with
+  prefill per item (`prresq.engine.SharedPrefixEngine`, as in training); with
   ``shared_prefix=False`` the plain path encodes the media and prefills the prompt N times. Same
   seed, same sampled tokens (`tests/test_prefix.py::test_scoring_samples_identical`).
 - ``both``: greedy and sample; the sample mean is the prediction. With `shared_prefix`, the greedy
@@ -50,11 +50,11 @@ import torch
 from torch import Tensor, nn
 
 from prresq.config import ScoringOptions
+from prresq.engine import Engine, SharedPrefixEngine, scoring_engine
+from prresq.engine.rows import TOKEN_KEYS
 from prresq.eval_ranks import seed_unit
 from prresq.one_prefill import generate_greedy_and_samples
-from prresq.prefix import generate_completions_shared
 from prresq.rewards.parse import resolve_answer_rule, score_answers
-from prresq.rollout import TOKEN_KEYS, generate_completions
 from prresq.sampling import GenerationTokens
 
 MODES = ("greedy", "sample", "both", "expected")
@@ -227,21 +227,29 @@ def expected_scores(
 # ----------------------------------------------------------------------------- scoring
 
 
+def engine_for(model: nn.Module, processor: Any, cfg: ScoringConfig) -> Engine:
+    """The engine scoring runs on: N samples per item on the shared prefix (`cfg.shared_prefix`) or the plain path."""
+    return scoring_engine(model, processor.tokenizer, cfg.sampling, cfg.n, cfg.shared_prefix)
+
+
 @torch.no_grad()
-def score_batch(model: nn.Module, processor: Any, inputs: dict[str, Tensor], cfg: ScoringConfig) -> Scores:
-    """Score every item of a collated batch (see the module docstring for the modes)."""
+def score_batch(
+    model: nn.Module, processor: Any, inputs: dict[str, Tensor], cfg: ScoringConfig, engine: Engine | None = None
+) -> Scores:
+    """Score every item of a collated batch (see the module docstring for the modes) on `engine` (`engine_for`)."""
     if cfg.mode not in MODES:
         raise ValueError(f"scoring.mode={cfg.mode!r}: expected one of {', '.join(MODES)}")
     rule = resolve_answer_rule(cfg.answer_rule, cfg.num_aspects)
-    tokens = GenerationTokens.from_tokenizer(processor.tokenizer)
+    engine = engine if engine is not None else engine_for(model, processor, cfg)
     b = inputs["input_ids"].shape[0]
     out = Scores()
     rng = (cfg.score_low, cfg.score_high)
     sampled = None
-    if cfg.mode == "both" and cfg.shared_prefix:  # greedy and samples from one prefill (prresq.one_prefill)
+    if cfg.mode == "both" and isinstance(engine, SharedPrefixEngine):  # one prefill (prresq.one_prefill)
+        tokens = GenerationTokens.from_tokenizer(processor.tokenizer)
         (ids, _), sampled = generate_greedy_and_samples(model, inputs, cfg.n, tokens, cfg.sampling)
     elif cfg.mode in ("greedy", "both", "expected"):
-        ids, _ = generate_completions(model, inputs, 1, tokens, cfg.sampling, do_sample=False)
+        ids, _ = engine.plain.generate(model, inputs, k=1, do_sample=False)
     if cfg.mode in ("greedy", "both", "expected"):
         texts = decode(processor, ids)
         scores, aspects = score_answers(texts, rule, cfg.num_aspects, *rng)
@@ -250,10 +258,7 @@ def score_batch(model: nn.Module, processor: Any, inputs: dict[str, Tensor], cfg
         if cfg.mode == "expected":
             out.expected, out.expected_mass, _ = expected_scores(model, processor, inputs, ids, cfg)
     if cfg.mode in ("sample", "both"):
-        if sampled is None:
-            sample = generate_completions_shared if cfg.shared_prefix else generate_completions
-            sampled = sample(model, inputs, cfg.n, tokens, cfg.sampling)
-        ids, _ = sampled
+        ids, _ = sampled if sampled is not None else engine.generate(model, inputs, k=cfg.n)
         texts = decode(processor, ids)
         scores, aspects = score_answers(texts, rule, cfg.num_aspects, *rng)
         scores = scores.view(b, cfg.n)
@@ -297,6 +302,7 @@ def score_loader(
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
+    engine = engine_for(model, processor, cfg)
     acc: dict[str, list] = {k: [] for k in ("mos", "pred", *_STACKED, "texts", "ids", "media")}
     for batch in tqdm(loader, desc=progress, disable=progress is None, leave=False):
         if batch is None:
@@ -304,7 +310,7 @@ def score_loader(
         inputs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch["model_inputs"].items()}
         if seed is not None:
             seed_unit(seed, batch["ids"])
-        out = score_batch(model, processor, inputs, cfg)
+        out = score_batch(model, processor, inputs, cfg, engine)
         acc["mos"].append(batch["mos"].float().cpu())
         acc["pred"].append(out.primary.cpu())
         for key in _STACKED:

@@ -1,7 +1,8 @@
 """The embedded tiny model's tokenizer: byte-level BPE trained offline, in the real Qwen2 tokenizer class.
 
 It carries the Qwen special tokens and the Qwen2.5-VL chat template, so the stock processor and chat
-formatting work on it as on `Qwen/Qwen2.5-VL-7B-Instruct`. Used by `prresq.models.build_tiny_model`.
+formatting work on it as on `Qwen/Qwen2.5-VL-7B-Instruct`. Used by the model families' tiny builds
+(`prresq.models`); a family adds its own named vision tokens and chat template (`build_tokenizer`).
 """
 
 from __future__ import annotations
@@ -56,8 +57,14 @@ def _tokenizer_corpus() -> list[str]:
     return lines * 20 + numbers
 
 
-def build_tokenizer(vocab_size: int) -> Any:
-    """Train a byte-level BPE tokenizer offline and wrap it in the real Qwen2 tokenizer class."""
+def build_tokenizer(
+    vocab_size: int, named_tokens: dict[str, str] | None = None, chat_template: str = CHAT_TEMPLATE
+) -> Any:
+    """Train a byte-level BPE tokenizer offline and wrap it in the real Qwen2 tokenizer class.
+
+    `named_tokens` ({attribute: token}, e.g. {"context_image_token": "<IMG_CONTEXT>"}) become special tokens
+    the tokenizer also exposes as attributes (`tok.context_image_token_id`), as a family's processor reads them.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
@@ -77,10 +84,15 @@ def build_tokenizer(vocab_size: int) -> Any:
         unk_token=None,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
+        **(named_tokens or {}),
     )
     tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
     tok.add_tokens(["<think>", "</think>", "<answer>", "</answer>"])
-    tok.chat_template = CHAT_TEMPLATE
+    if named_tokens:
+        tok.add_special_tokens(
+            {"extra_special_tokens": list(named_tokens.values())}, replace_extra_special_tokens=False
+        )
+    tok.chat_template = chat_template
     tok.model_max_length = 32768
     return tok
 

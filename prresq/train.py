@@ -124,7 +124,7 @@ def _train(cfg: DictConfig, ckpt: str | None, extra_callbacks: list[L.Callback])
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     L.seed_everything(cfg.seed, workers=True)
-    model_dir = ensure_model_dir(cfg.model.name_or_path, to_plain(cfg.model.get("tiny")))
+    model_dir = ensure_model_dir(cfg.model.name_or_path, to_plain(cfg.model.get("tiny")), cfg.model.get("family"))
     results: dict[str, Any] = {}
     if cfg.warmup.get("enabled", False):
         model_dir = run_warmup(cfg, model_dir)

@@ -47,6 +47,7 @@ from prresq.checkpoint_loading import load_checkpoint_file
 from prresq.config import to_plain
 from prresq.file_lock import file_lock
 from prresq.models import load_policy, load_processor
+from prresq.models.families import family_of
 from prresq.rng_states import capture_rng_states, restore_rng_states
 from prresq.scoring import ScoringConfig, correlations, score_loader
 
@@ -61,25 +62,20 @@ def pretrain_vision(model: nn.Module, loader: Any, steps: int = 300, lr: float =
     """Phase (a): vision tower + linear head regress MOS (MSE) from mean-pooled image tokens."""
     from tqdm.auto import tqdm
 
-    visual = model.model.visual
-    merge = int(getattr(visual, "spatial_merge_size", 2))
-    head = nn.Linear(int(model.config.text_config.hidden_size), 1)
+    family = family_of(model)
+    visual = family.vision_module(model)
+    head = nn.Linear(int(model.config.get_text_config().hidden_size), 1)
     opt = torch.optim.AdamW([*visual.parameters(), *head.parameters()], lr=lr)
     losses: list[float] = []
     bar = tqdm(total=steps, desc="warm-up (vision)")
     while len(losses) < steps:
         for batch in loader:
-            inputs = batch["model_inputs"]
-            grid = inputs["image_grid_thw"]
-            out = visual(inputs["pixel_values"], grid_thw=grid)
-            tokens = out.pooler_output if hasattr(out, "pooler_output") else out
-            counts = (grid.prod(-1) // merge**2).tolist()
-            pooled = torch.stack([t.mean(0) for t in torch.split(tokens, counts)])  # one row per image
+            pooled = family.pooled_image_features(model, batch["model_inputs"])  # one row per image
             loss = torch.nn.functional.mse_loss(head(pooled).squeeze(-1), batch["mos"].float())
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             bar.update(1)
             bar.set_postfix(mse=f"{losses[-1]:.3f}")
             if len(losses) >= steps:
@@ -105,7 +101,8 @@ def supervised_warmup(
     """Cross-entropy on answer tokens until val SRCC (N-sample mean) >= target_srcc or max_steps."""
     from tqdm.auto import tqdm
 
-    vision = [p for n, p in model.named_parameters() if p.requires_grad and ".visual." in f".{n}"]
+    family = family_of(model)
+    vision = [p for n, p in model.named_parameters() if p.requires_grad and family.is_vision_parameter(n)]
     ids = {id(p) for p in vision}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
     groups = [{"params": rest, "lr": lr}, {"params": vision, "lr": vision_lr or lr}]
@@ -131,7 +128,7 @@ def supervised_warmup(
                 corr = correlations(score_loader(model, processor, val_loader, scoring))
                 record = {
                     "step": step,
-                    "loss": float(out.loss),
+                    "loss": float(out.loss.detach()),
                     "seconds": time.time() - start,
                     "batch_size": batch_size,
                     **corr,
@@ -259,13 +256,13 @@ def cached_vision_phase(
     with file_lock(root / f".lock-{digest}"):  # parallel warm-ups of one seed train it once
         if path.exists():
             state = load_checkpoint_file(path)
-            model.model.visual.load_state_dict(state["visual"])
+            family_of(model).vision_module(model).load_state_dict(state["visual"])
             restore_rng_states(state["rng"])
             log.info("warm-up (vision): reusing %s", path)
             return {"digest": digest, "reused": True, "seconds": time.perf_counter() - start}
         losses = pretrain_vision(model, loader_fn(), steps=spec["vision_steps"], lr=spec["vision_lr"])
         state = {
-            "visual": {k: v.detach().clone() for k, v in model.model.visual.state_dict().items()},
+            "visual": {k: v.detach().clone() for k, v in family_of(model).vision_module(model).state_dict().items()},
             "rng": capture_rng_states(),
             "losses": losses,
             "spec": json.dumps(spec, sort_keys=True, default=str),
@@ -289,7 +286,12 @@ def run_warmup(cfg: DictConfig, model_dir: Path) -> Path:
         return out
     L.seed_everything(cfg.seed, workers=True)
     processor = load_processor(model_dir, cfg.data.get("min_pixels"), cfg.data.get("max_pixels"))
-    model = load_policy(model_dir, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
+    model = load_policy(
+        model_dir,
+        dtype=cfg.model.dtype,
+        attn_implementation=cfg.model.attn_implementation,
+        family=cfg.model.get("family"),
+    )
     dm = build_datamodule(cfg, processor)
     template = str(w["answer_template"])
     phases: dict[str, Any] = {}

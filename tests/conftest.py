@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny Qwen2.5-VL directory and a small synthetic IQA set (built once per run).
+"""Shared fixtures: the tiny model directories (Qwen2.5-VL, and one per family) and a small synthetic IQA set.
 
 `compose_config` composes a real `conf/` config with a test's overrides and points its paths at the
 test's directories; test files import it (`from conftest import compose_config`).
@@ -6,7 +6,7 @@ test's directories; test files import it (`from conftest import compose_config`)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 from prresq.data.synthetic import generate_synthetic_iqa
+from prresq.models import FAMILIES as MODEL_FAMILIES
 from prresq.models import build_tiny_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -38,6 +39,24 @@ SYNTHETIC_TEST_OPTIONS = dict(
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A freshly written tiny Qwen2.5-VL model directory (random weights, real processor)."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2.5-vl") / "model")
+
+
+# Every registered model family; the shared-prefix equality battery runs on those that share a prefix.
+ALL_FAMILIES = list(MODEL_FAMILIES)
+FAMILIES = [name for name, family in MODEL_FAMILIES.items() if family.shares_prefix]
+
+
+@pytest.fixture(scope="session")
+def tiny_family_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Callable[[str], Path]:
+    """`tiny_family_dir(family)`: a freshly written tiny model directory of that family (built once per run)."""
+    built: dict[str, Path] = {"qwen2_5_vl": tiny_model_dir}
+
+    def build(family: str) -> Path:
+        if family not in built:
+            built[family] = build_tiny_model(tmp_path_factory.mktemp(f"tiny-{family}") / "model", family=family)
+        return built[family]
+
+    return build
 
 
 @pytest.fixture(scope="session")

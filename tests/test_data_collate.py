@@ -134,9 +134,21 @@ def test_flow_seam_passes_videos_and_kwargs_through(records):
 
     class FakeProcessor:
         class tokenizer:  # noqa: N801
-            @staticmethod
-            def convert_tokens_to_ids(t: str) -> int:
-                return {"<|image_pad|>": 1, "<|video_pad|>": 2}[t]
+            vocab = {
+                "<|image_pad|>": 1,
+                "<|video_pad|>": 2,
+                "<|vision_start|>": 3,
+                "<|vision_end|>": 4,
+                "<|vision_pad|>": 5,
+            }
+
+            @classmethod
+            def get_vocab(cls) -> dict[str, int]:
+                return cls.vocab
+
+            @classmethod
+            def convert_tokens_to_ids(cls, t: str) -> int:
+                return cls.vocab[t]
 
         image_processor = type("IP", (), {"merge_size": 2})()
 

@@ -99,11 +99,13 @@ def test_two_runs_give_identical_results(tmp_path, tiny_model_dir, synthetic_iqa
 @pytest.mark.filterwarnings("ignore::prresq.metrics.DegenerateInputWarning")
 def test_shared_prefix_switch_gives_the_plain_path_predictions(tmp_path, tiny_model_dir, synthetic_iqa, monkeypatch):
     """`scoring.shared_prefix` (default true) picks the N-sample engine; both engines give the same predictions."""
-    import prresq.scoring as scoring
+    import prresq.engine.shared as engine_shared
 
     calls: list[int] = []
-    shared = scoring.generate_completions_shared
-    monkeypatch.setattr(scoring, "generate_completions_shared", lambda *a, **kw: calls.append(1) or shared(*a, **kw))
+    shared = engine_shared.generate_completions_shared
+    monkeypatch.setattr(
+        engine_shared, "generate_completions_shared", lambda *a, **kw: calls.append(1) or shared(*a, **kw)
+    )
     common = ["scoring.mode=sample", "scoring.n=3", "limit=4", "scoring.max_new_tokens=6"]  # text: a sampled answer
     frames, used = [], []
     for name, extra in (("shared", []), ("plain", ["scoring.shared_prefix=false"])):

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from prresq.loss import GRPOLoss, micro_batched_backward
+from prresq.loss import GRPOLoss
+from prresq.module import GRPOModule
 
 
 def test_ratio_one_no_kl_gives_minus_mean_advantage():
@@ -110,7 +111,7 @@ def _ragged_batch(seed: int = 0) -> dict[str, torch.Tensor]:
 def _backward(loss_fn: GRPOLoss, batch: dict, slices: list[tuple[slice, slice]]) -> tuple[float, torch.Tensor]:
     logp = batch["logp"]
     logp.grad = None
-    stats = micro_batched_backward(
+    stats = GRPOModule.micro_batched_backward(
         loss_fn,
         slices,
         lambda ps, cs: logp[cs] * 1.0,
@@ -146,7 +147,7 @@ def test_token_aggregation_of_two_micro_batches_by_hand():
     """
     logp = torch.zeros(2, 3, requires_grad=True)
     mask = torch.tensor([[1.0, 0, 0], [1, 1, 1]])
-    stats = micro_batched_backward(
+    stats = GRPOModule.micro_batched_backward(
         GRPOLoss(beta=0.0, eps_low=0.2, eps_high=0.2, aggregation="token"),
         [(slice(0, 1), slice(0, 1)), (slice(1, 2), slice(1, 2))],
         lambda ps, cs: logp[cs] * 1.0,

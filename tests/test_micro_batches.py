@@ -1,7 +1,7 @@
 """GRPOModule's micro-batched update: the policy gradients equal the full batch's for every loss aggregation.
 
 Runs the module's own pieces on the tiny Qwen2.5-VL: a real rollout, `_slices` (whole prompts per
-micro-batch on the shared-prefix path), `_score` (log-probs with grad) and `micro_batched_backward`,
+micro-batch on the shared-prefix path), `_score` (log-probs with grad) and `GRPOModule.micro_batched_backward`,
 which `training_step` calls. Completions are cut to different lengths, so micro-batches hold
 different token counts (where a completion-share weighting goes wrong for `token`).
 """
@@ -17,7 +17,7 @@ from PIL import Image
 
 from prresq.data.collate import PromptCollator
 from prresq.data.records import Record
-from prresq.loss import GRPOLoss, micro_batched_backward
+from prresq.loss import GRPOLoss
 from prresq.module import GRPOModule
 from prresq.rollout import Rollout
 
@@ -57,7 +57,7 @@ def module_and_rollout(tiny_model_dir, tmp_path_factory):
 def _gradient(module: GRPOModule, ro: Rollout, micro_batch_size: int | None) -> tuple[float, torch.Tensor]:
     module.grpo.micro_batch_size = micro_batch_size
     module.policy.zero_grad(set_to_none=True)
-    stats = micro_batched_backward(
+    stats = GRPOModule.micro_batched_backward(
         module.loss_fn,
         module.engine.micro_batches(ro.completion.shape[0]),
         lambda ps, cs: module.engine.logprobs(module.policy, ro.inputs, (ps, cs), ro.completion, ro.mask),

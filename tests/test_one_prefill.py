@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from test_prefix import K, T, _images, _mixed, model, processor  # noqa: F401 - fixtures
+from test_prefix import K, T, _images, _mixed, family_dir, model, processor  # noqa: F401 - fixtures
 
 import prresq.scoring as scoring
 from prresq.one_prefill import generate_greedy_and_samples

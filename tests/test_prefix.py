@@ -1,5 +1,6 @@
 """Shared-prefix rollouts (`prresq.prefix`) against the plain per-completion path (`prresq.rollout`).
 
+Every test runs on the tiny model of each family (`conftest.FAMILIES`: Qwen2.5-VL, Qwen3-VL, InternVL).
 The tiny model is made decisive first (random, untied output head; decoder weights at unit gain),
 so that greedy answers and sampled tokens depend on the image, the prompt and the rotary positions:
 a wrong position, a lost cache row or a detached prefix changes the tokens or the numbers below.
@@ -13,11 +14,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import FAMILIES
 from PIL import Image
 from torch import Tensor
 
 from prresq.loss import GRPOLoss
 from prresq.models import load_policy, load_processor, vision_token_ids
+from prresq.models.families import family_of
 from prresq.prefix import completion_logprobs_shared, generate_completions_shared, micro_batches
 from prresq.rollout import VisionIds, completion_logprobs, expand_inputs, generate_completions, slice_inputs
 from prresq.sampling import GenerationTokens, SamplingConfig
@@ -27,14 +30,19 @@ K = 3
 T = 12
 
 
-@pytest.fixture(scope="module")
-def processor(tiny_model_dir):
-    return load_processor(tiny_model_dir, min_pixels=28 * 28, max_pixels=112 * 112)
+@pytest.fixture(scope="module", params=FAMILIES)
+def family_dir(request, tiny_family_dir):
+    return tiny_family_dir(request.param)
 
 
 @pytest.fixture(scope="module")
-def model(tiny_model_dir):
-    model = load_policy(tiny_model_dir)
+def processor(family_dir):
+    return load_processor(family_dir, min_pixels=28 * 28, max_pixels=112 * 112)
+
+
+@pytest.fixture(scope="module")
+def model(family_dir):
+    model = load_policy(family_dir)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for module in model.model.language_model.modules():
@@ -85,12 +93,25 @@ def _gen_kwargs(processor, **sampling) -> dict:
     return dict(tokens=tokens, sampling=SamplingConfig(**{"max_new_tokens": T, **sampling}))
 
 
+def _count_pixel_rows(model, rows: list[int]):
+    """Hook the family's vision encoder: append the pixel rows of each call to `rows`."""
+
+    def hook(_m, args, kwargs):
+        pixels = args[0] if args else kwargs.get("pixel_values", kwargs.get("hidden_states"))
+        rows.append(pixels.shape[0])
+
+    return family_of(model).vision_encoder(model).register_forward_pre_hook(hook, with_kwargs=True)
+
+
 def _rollout(model, processor, inputs, seed=0):
-    torch.manual_seed(seed)
-    completion, mask = generate_completions(model, inputs, K, **_gen_kwargs(processor))
-    lengths = mask.sum(1)
-    assert lengths.min() < T and lengths.max() == T, "the fixture should give ended and unended completions"
-    return completion, mask
+    """K sampled completions per prompt, some ended and some not (the first of a few seeds that gives both)."""
+    for attempt in range(8):
+        torch.manual_seed(seed + 1000 * attempt)
+        completion, mask = generate_completions(model, inputs, K, **_gen_kwargs(processor))
+        lengths = mask.sum(1)
+        if lengths.min() < T and lengths.max() == T:
+            return completion, mask
+    raise AssertionError("the fixture should give ended and unended completions")
 
 
 @pytest.mark.parametrize("batch", ["images", "mixed"])
@@ -152,7 +173,7 @@ def test_loss_and_gradients_equal_plain_path(model, processor, checkpointing):
     torch.testing.assert_close(shared_old[m], plain[1][m], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(shared[0], plain[0], atol=1e-6, rtol=1e-5)
     assert shared[2].keys() == plain[2].keys()
-    vision = [n for n in plain[2] if ".visual." in n]
+    vision = [n for n in plain[2] if family_of(model).is_vision_parameter(n)]
     assert vision and all(plain[2][n].abs().sum() > 0 for n in vision)  # the prefix (vision tower) gets gradient
     for name, grad in plain[2].items():  # fp32 sums in another order: tolerance relative to the tensor's scale
         scale = float(grad.abs().max())
@@ -222,7 +243,7 @@ def test_scoring_samples_identical(model, processor, batch, monkeypatch):
             prefill.append(tuple(embeds.shape[:2]))
 
     hooks = [
-        model.model.visual.register_forward_pre_hook(lambda _m, args: vision.append(args[0].shape[0])),
+        _count_pixel_rows(model, vision),
         model.model.language_model.register_forward_pre_hook(on_decoder, with_kwargs=True),
     ]
     out, seen = {}, {}
@@ -266,7 +287,7 @@ def test_micro_batches_of_whole_prompts(model, processor):
 def test_vision_encoder_runs_once_per_image(model, processor):
     inputs = _images(processor, [(112, 112), (56, 84)])
     rows: list[int] = []
-    handle = model.model.visual.register_forward_pre_hook(lambda _m, args: rows.append(args[0].shape[0]))
+    handle = _count_pixel_rows(model, rows)
     try:
         completion, mask = generate_completions_shared(model, inputs, K, **_gen_kwargs(processor))
         with torch.no_grad():

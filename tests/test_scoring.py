@@ -39,7 +39,7 @@ class FakeProcessor:
 
 @pytest.fixture
 def fixed_answers(monkeypatch: pytest.MonkeyPatch):
-    """Make `generate_completions` + `decode` return fixed texts: greedy -> `greedy`, sampled -> `samples`."""
+    """Make the scoring engine's generation + `decode` return fixed texts: greedy -> `greedy`, sampled -> `samples`."""
     answers: dict[str, list[str]] = {"greedy": [], "samples": []}
     calls: list[dict] = []
 
@@ -52,16 +52,23 @@ def fixed_answers(monkeypatch: pytest.MonkeyPatch):
         ids = torch.arange(len(texts))[:, None] + (sampled if do_sample else 0)  # row -> text via fake decode
         return ids, torch.ones_like(ids)
 
-    def fake_both(model, inputs, n, tokens, sampling):  # prresq.one_prefill: greedy, then the samples
-        greedy = fake_generate(model, inputs, 1, tokens, sampling, do_sample=False)
-        return greedy, fake_generate(model, inputs, n, tokens, sampling)
-
     def fake_decode(processor, ids):
         return [answers["samples"][i - sampled] if i >= sampled else answers["greedy"][i] for i in ids[:, 0].tolist()]
 
-    monkeypatch.setattr(scoring, "generate_completions", fake_generate)
-    monkeypatch.setattr(scoring, "generate_completions_shared", fake_generate)
-    monkeypatch.setattr(scoring, "generate_greedy_and_samples", fake_both)
+    class FakeEngine:
+        """The engine interface scoring uses: `generate(model, inputs, k, do_sample)` and `plain`."""
+
+        def __init__(self, cfg: ScoringConfig) -> None:
+            self.cfg = cfg
+
+        @property
+        def plain(self) -> FakeEngine:
+            return self
+
+        def generate(self, model, inputs, k=None, do_sample=True):
+            return fake_generate(model, inputs, k, None, self.cfg.sampling, do_sample)
+
+    monkeypatch.setattr(scoring, "engine_for", lambda model, processor, cfg: FakeEngine(cfg))
     monkeypatch.setattr(scoring, "decode", fake_decode)
     return answers, calls
 

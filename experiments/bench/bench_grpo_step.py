@@ -332,7 +332,10 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--only", default=",".join(WORKERS), help="comma-separated subset of plain,shared,trl")
     parser.add_argument("--model", choices=sorted(MODEL_SIZES), default="tiny", help="model size (MODEL_SIZES)")
-    parser.add_argument("--model-dir", type=Path, default=None, help="default: .cache/<model>-qwen2.5-vl")
+    parser.add_argument("--model-dir", type=Path, default=None, help="default: .cache/<model>-<family>")
+    parser.add_argument(
+        "--family", default=None, help="model family of the tiny model (prresq.models; default: its default)"
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
@@ -350,15 +353,19 @@ def main() -> None:
         runners[args.worker]()
         return
 
-    from prresq.models import TinySpec, build_tiny_model
+    from prresq.models import build_tiny_model, get_family
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch.cuda.is_available() is False")
-    model_dir = args.model_dir or Path(f".cache/{args.model}-qwen2.5-vl")
-    args.model_dir = build_tiny_model(model_dir, TinySpec(**MODEL_SIZES[args.model]))
+    family = get_family(args.family)
+    default_dir = (
+        f".cache/{args.model}-qwen2.5-vl" if family.name == "qwen2_5_vl" else f".cache/{args.model}-{family.name}"
+    )
+    model_dir = args.model_dir or Path(default_dir)
+    args.model_dir = build_tiny_model(model_dir, family.spec_class(**MODEL_SIZES[args.model]), family=family.name)
     names = [n for n in WORKERS if n in args.only.split(",")]
     setting = (
-        f"{args.model} Qwen2.5-VL, {args.images} images {SIZE}x{SIZE} x K={args.k}, {args.new_tokens} new tokens "
+        f"{args.model} {family.title}, {args.images} images {SIZE}x{SIZE} x K={args.k}, {args.new_tokens} new tokens "
         f"(min = max), beta={BETA}, fp32, {args.device}, AdamW lr={LR}; 1 warm-up + {args.steps} timed steps each, "
         f"interleaved"
     )

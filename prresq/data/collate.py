@@ -3,7 +3,8 @@
 For each record the data flow builds the user turn (media + prompt text); the chat template adds
 the system turn and the generation prompt; the processor tokenises the whole batch at once with
 LEFT padding (generation appends on the right) and never truncates (a cut would desynchronise the
-image placeholder tokens from `image_grid_thw`). The image count is checked against the grid.
+image placeholder tokens from the pixels). The placeholder count is checked against the visual
+inputs by the model family (`prresq.models`, `ModelFamily.placeholder_check`).
 
 With a prompt pool, each record gets `pool[hash(seed, id) % len(pool)]`: seeded, independent of
 the number of workers, the same prompt for an image across epochs. `use_pool(False)` restricts it
@@ -11,7 +12,7 @@ to the pool's first prompt (PreResQ-R1 stage 2); the switch is one byte of share
 DataLoader workers (persistent ones too) see it in every batch they build afterwards. Each batch
 says which it used (`prompt_pool`); `recollate` rebuilds one built before a switch (same media,
 rows and MOS) with the prompt choice in force now. With an `answer_fn`
-(supervised warm-up) the answer and `<|im_end|>` follow the generation prompt and `labels`
+(supervised warm-up) the answer and the family's end-of-turn token follow the generation prompt and `labels`
 hold the answer tokens (prompt and padding = -100).
 
 A corrupt image raises `DataError` naming the JSONL file and line; with `on_bad_sample="skip"`
@@ -33,11 +34,11 @@ import torch
 
 from prresq.data.dataflow import Flow, FlowOutput, ImageFlow
 from prresq.data.records import DataError, OnBad, Record
+from prresq.models.families import family_of_processor
 
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-END_OF_TURN = "<|im_end|>"
 
 
 def merge_video_kwargs(per_sample: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -84,9 +85,7 @@ class PromptCollator:
         self.on_bad_sample = on_bad_sample
         self.max_prompt_tokens = max_prompt_tokens
         self.skipped: list[str] = []
-        tok = processor.tokenizer
-        self.image_token_id = tok.convert_tokens_to_ids("<|image_pad|>")
-        self.video_token_id = tok.convert_tokens_to_ids("<|video_pad|>")
+        self.family = family_of_processor(processor)
 
     def use_pool(self, on: bool) -> None:
         """Draw prompts from the pool (True) or use its first prompt only (False), in every worker."""
@@ -181,7 +180,7 @@ class PromptCollator:
             messages = [{"role": "user", "content": turn.content}]
             text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             if self.answer_fn is not None:
-                answer = self.answer_fn(record) + END_OF_TURN
+                answer = self.answer_fn(record) + self.family.end_of_turn
                 answers.append(answer)
                 text = text + answer
             texts.append(text)
@@ -212,15 +211,7 @@ class PromptCollator:
         }
 
     def _check_vision_tokens(self, inputs: dict[str, Any]) -> None:
-        merge = int(getattr(self.processor.image_processor, "merge_size", 2))
-        ids = inputs["input_ids"]
-        for token, grid_key in ((self.image_token_id, "image_grid_thw"), (self.video_token_id, "video_grid_thw")):
-            if grid_key not in inputs:
-                continue
-            expected = int(inputs[grid_key].prod(-1).sum()) // (merge * merge)
-            found = int((ids == token).sum())
-            if found != expected:
-                raise RuntimeError(f"{found} vision placeholder tokens for {grid_key} expecting {expected}")
+        self.family.placeholder_check(self.processor, inputs)
 
     def _labels(self, input_ids: torch.Tensor, answers: Sequence[str]) -> torch.Tensor:
         """-100 everywhere but each row's answer tokens (the row's tail: padding is on the left)."""

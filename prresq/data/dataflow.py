@@ -98,7 +98,19 @@ def build_flow(spec: str | Mapping[str, Any] | Flow | None = None) -> Flow:
 
 
 def build_flows(
-    image: str | Mapping[str, Any] | Flow | None, video: str | Mapping[str, Any] | Flow | None = None
+    image: str | Mapping[str, Any] | Flow | None,
+    video: str | Mapping[str, Any] | Flow | None = None,
+    processor: Any = None,
 ) -> dict[str, Flow]:
     """{"iqa": the `dataflow` group's flow, "vqa": the `video_dataflow` flow (VideoGridFlow when unset)}."""
-    return {"iqa": build_flow(image), "vqa": build_flow(video if video is not None else "video_grid")}
+    flows = {"iqa": build_flow(image), "vqa": build_flow(video if video is not None else "video_grid")}
+    return {key: fit_flow(flow, processor) for key, flow in flows.items()}
+
+
+def fit_flow(flow: Flow, processor: Any) -> Flow:
+    """Give a flow whose `size_factor` is null the processor's model family's (patch x merge: 28, 32, a tile)."""
+    if processor is not None and getattr(flow, "size_factor", 0) is None:
+        from prresq.models.families import family_of_processor
+
+        flow.size_factor = family_of_processor(processor).size_factor(processor)  # type: ignore[attr-defined]
+    return flow

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from prresq.config import to_plain
 from prresq.data.collate import PromptCollator
-from prresq.data.dataflow import Flow, build_flow
+from prresq.data.dataflow import Flow, build_flow, fit_flow
 from prresq.data.records import DatasetSpec, LoadedDataset, OnBad, Record, load_dataset
 from prresq.data.sampler import SingleDatasetBatchSampler
 
@@ -205,6 +205,7 @@ class QualityDataModule(L.LightningDataModule):
             self.eval_prompt = eval_prompt or self.prompt[0]
         self.processor = processor if processor is not None else self.processor
         self.flow = build_flow(to_plain(flow)) if flow is not None or self.flow is None else self.flow
+        self.flow = fit_flow(self.flow, self.processor)
         if answer_fn is not None:
             self.answer_fn = answer_fn
         return self

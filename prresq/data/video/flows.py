@@ -159,7 +159,7 @@ class VideoGridFlow:
 
 @dataclass
 class VideoNativeFlow:
-    """Qwen2.5-VL native video input: sampled frames + their sampling fps, through `videos=`.
+    """Native video input (Qwen2.5-VL's convention): sampled frames + their sampling fps, through `videos=`.
 
     Frames: `num_frames` uniformly in time, or `fps` per second clamped to [min_frames,
     max_frames]; the count is rounded to a multiple of `frame_factor` (the temporal patch, 2)
@@ -179,7 +179,7 @@ class VideoNativeFlow:
     min_pixels: int = 4 * 28 * 28
     total_pixels: int | None = None
     frame_factor: int = 2
-    size_factor: int = 28
+    size_factor: int | None = 28  # None: the model family's (patch x merge), set when the data module attaches it
     seek: bool = True
 
     def __post_init__(self) -> None:
@@ -209,6 +209,8 @@ class VideoNativeFlow:
         if self.total_pixels is not None:
             per_frame = self.total_pixels / n * self.frame_factor
             max_pixels = max(min(max_pixels, per_frame), int(self.min_pixels * 1.05))
+        if self.size_factor is None:
+            raise ValueError("VideoNativeFlow.size_factor is null: attach a processor (the data module sets it)")
         h, w = smart_resize(frames[0].height, frames[0].width, self.size_factor, self.min_pixels, int(max_pixels))
         clip = np.stack([np.asarray(f.resize((w, h), Image.Resampling.BICUBIC)) for f in frames])
         meta = {

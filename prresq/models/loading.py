@@ -2,11 +2,13 @@
 
 The same `from_pretrained` path loads `Qwen/Qwen2.5-VL-7B-Instruct` on a GPU cluster and the
 embedded tiny model on a CPU. The tiny model is not a code branch: `build_tiny_model` *writes*
-a real model directory (random Qwen2.5-VL weights from a config, a byte-level BPE tokenizer
-trained offline with the Qwen special tokens and chat template, the stock Qwen2.5-VL processor
-classes), and `load_policy` then reads it like any other checkpoint.
+a real model directory (random weights from a config, a byte-level BPE tokenizer trained offline
+with the family's special tokens and chat template, the family's stock processor classes; see
+`prresq.models.family`), and `load_policy` then reads it like any other checkpoint. Nothing here
+names a family: each one's specifics live in its module of this package.
 
     python -m prresq.models --out .cache/tiny-qwen2.5-vl     # build (cached) and print a summary
+    python -m prresq.models --family qwen3_vl --out .cache/tiny-qwen3-vl
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ import argparse
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,53 +31,25 @@ from prresq.checkpoint_loading import UnsafeCheckpointError as UnsafeCheckpointE
 from prresq.checkpoint_loading import load_checkpoint_file as load_checkpoint_file
 from prresq.checkpoint_loading import read_lightning_checkpoint, reading_weights
 from prresq.file_lock import file_lock
-from prresq.tiny_tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer
+from prresq.models.families import (
+    DEFAULT_FAMILY,
+    FAMILIES,
+    check_family,
+    family_of,
+    family_of_dir,
+    family_of_processor,
+    family_of_tokenizer,
+    get_family,
+)
+from prresq.models.family import ModelFamily, TinySpec
+from prresq.models.qwen2_5_vl import IMAGE_MEAN as IMAGE_MEAN
+from prresq.models.qwen2_5_vl import IMAGE_STD as IMAGE_STD
+from prresq.models.qwen2_5_vl import Qwen25VL
 
 log = logging.getLogger(__name__)
 
-# Sampling any of these from a (random or badly tuned) policy corrupts the multimodal positions.
-VISION_SPECIAL_TOKENS = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>"]
-
-# Stock Qwen2.5-VL image normalisation (OpenAI CLIP statistics).
-IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]
-IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
-
-
-@dataclass(frozen=True)
-class TinySpec:
-    """Sizes of the embedded tiny Qwen2.5-VL (defaults: the sizes measured to learn on a CPU)."""
-
-    seed: int = 0
-    vocab_size: int = 1024  # BPE merges; special tokens come on top
-    hidden_size: int = 128
-    intermediate_size: int = 256
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    # Vision width 128 (not 64): measured, a 64-wide random tower plus a linear head reached held-out
-    # SRCC ~0.6 on the noise set after 600 steps, a 128-wide one ~0.9 (lr 3e-4, batch 32).
-    vision_hidden_size: int = 128
-    vision_intermediate_size: int = 256
-    vision_depth: int = 2
-    vision_num_heads: int = 4
-    patch_size: int = 14
-    spatial_merge_size: int = 2
-    temporal_patch_size: int = 2
-    max_position_embeddings: int = 4096
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _init_vision_linears(model: nn.Module, generator: torch.Generator) -> None:
-    """std 1/sqrt(fan_in) for the vision tower: with 0.02 a random tower is blind to noise level."""
-    for module in model.model.visual.modules():
-        if isinstance(module, nn.Linear):
-            std = 1.0 / math.sqrt(module.in_features)
-            with torch.no_grad():
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
-                if module.bias is not None:
-                    module.bias.zero_()
+# Kept for old imports: the tiny Qwen2.5-VL's (the default family's) values.
+VISION_SPECIAL_TOKENS = list(Qwen25VL.never_sample)
 
 
 TINY_MARKER = "prresq_tiny.json"  # {digest, spec} of a folder written by build_tiny_model
@@ -119,15 +92,18 @@ def model_fingerprint(model_dir: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def build_tiny_model(out_dir: str | Path, spec: TinySpec | None = None, force: bool = False) -> Path:
-    """Write a random tiny Qwen2.5-VL model directory; return its path.
+def build_tiny_model(
+    out_dir: str | Path, spec: TinySpec | None = None, force: bool = False, family: str | None = None
+) -> Path:
+    """Write a random tiny model of `family` (default: the default family) directory; return its path.
 
     A folder that holds this spec's model is returned as it is. The model is written under a lock
     (`<parent>/.<name>.lock`, so concurrent processes write it once) into a temporary folder beside
     `out_dir`, then renamed to it. A folder holding another spec's model is never rewritten in place
     (adapters trained on it would load onto other weights): that is an error unless `force`.
     """
-    spec = spec or TinySpec()
+    fam = get_family(family)
+    spec = spec or fam.spec_class()
     out = Path(out_dir)
     if not force and tiny_digest(out) == spec.digest():
         return out
@@ -145,7 +121,7 @@ def build_tiny_model(out_dir: str | Path, spec: TinySpec | None = None, force: b
         tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            _write_tiny_model(tmp, spec)
+            _write_tiny_model(tmp, spec, fam)
             if out.exists():
                 shutil.rmtree(out)
             os.replace(tmp, out)
@@ -155,101 +131,21 @@ def build_tiny_model(out_dir: str | Path, spec: TinySpec | None = None, force: b
     return out
 
 
-def _write_tiny_model(out: Path, spec: TinySpec) -> None:
-    from transformers import (
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
-
+def _write_tiny_model(out: Path, spec: TinySpec, family: ModelFamily) -> None:
+    """The family writes its model, tokenizer and processor; the marker (spec and digest) comes last."""
     out.mkdir(parents=True)
-    torch.manual_seed(spec.seed)
-    tok = build_tokenizer(spec.vocab_size)
-    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    vocab = 64 * math.ceil(len(tok) / 64)
-    head_dim = spec.hidden_size // spec.num_attention_heads
-    half = head_dim // 2  # mrope_section (temporal, height, width) must sum to head_dim / 2
-    mrope = [half - 2 * (half // 3), half // 3, half // 3]
-    config = Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=vocab,
-            hidden_size=spec.hidden_size,
-            intermediate_size=spec.intermediate_size,
-            num_hidden_layers=spec.num_hidden_layers,
-            num_attention_heads=spec.num_attention_heads,
-            num_key_value_heads=spec.num_key_value_heads,
-            max_position_embeddings=spec.max_position_embeddings,
-            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope},
-            tie_word_embeddings=True,
-            bos_token_id=ids["<|endoftext|>"],
-            eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
-        ),
-        vision_config=dict(
-            depth=spec.vision_depth,
-            hidden_size=spec.vision_hidden_size,
-            intermediate_size=spec.vision_intermediate_size,
-            num_heads=spec.vision_num_heads,
-            out_hidden_size=spec.hidden_size,
-            patch_size=spec.patch_size,
-            spatial_merge_size=spec.spatial_merge_size,
-            temporal_patch_size=spec.temporal_patch_size,
-            window_size=spec.patch_size * spec.spatial_merge_size * 4,
-            fullatt_block_indexes=[spec.vision_depth - 1],
-        ),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
-    )
-    model = Qwen2_5_VLForConditionalGeneration(config)
-    _init_vision_linears(model, torch.Generator().manual_seed(spec.seed))
-    model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.save_pretrained(out)
-    common = dict(
-        patch_size=spec.patch_size,
-        merge_size=spec.spatial_merge_size,
-        temporal_patch_size=spec.temporal_patch_size,
-        image_mean=IMAGE_MEAN,
-        image_std=IMAGE_STD,
-    )
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(min_pixels=3136, max_pixels=12845056, **common),
-        tokenizer=tok,
-        video_processor=Qwen2VLVideoProcessor(min_pixels=3136, max_pixels=12845056, **common),
-        chat_template=CHAT_TEMPLATE,
-    )
-    processor.save_pretrained(out)
+    family.build_tiny(out, spec)
     (out / TINY_MARKER).write_text(json.dumps({"digest": spec.digest(), "spec": asdict(spec)}, indent=2))
 
 
 def processor_max_pixels(processor: Any) -> int | None:
-    """The image processor's pixel cap (`size["longest_edge"]`, or its `max_pixels`)."""
-    sub = processor.image_processor
-    size = getattr(sub, "size", None) or {}
-    value = size.get("longest_edge") if isinstance(size, Mapping) else None
-    return int(value) if value is not None else getattr(sub, "max_pixels", None)
+    """The processor's pixel cap per picture (its model family reads it)."""
+    return family_of_processor(processor).max_pixels(processor)
 
 
 def cap_pixels(processor: Any, cap: int) -> bool:
-    """Lower the pixel cap of the processor's image and video processors to `cap` where it is higher (or unset);
-    returns whether it changed anything."""
-    changed = False
-    for sub in (processor.image_processor, getattr(processor, "video_processor", None)):
-        if sub is None:
-            continue
-        size = dict(sub.size) if getattr(sub, "size", None) is not None else {}
-        if size.get("longest_edge") is None or int(size["longest_edge"]) > cap:
-            size["longest_edge"] = int(cap)
-            if size.get("shortest_edge") is not None and int(size["shortest_edge"]) > cap:
-                size["shortest_edge"] = int(cap)
-            sub.size = size
-            changed = True
-    return changed
+    """Lower the processor's pixel cap to `cap` where it is higher (or unset); returns whether it changed anything."""
+    return family_of_processor(processor).cap_pixels(processor, cap)
 
 
 def prompt_token_limit(model: nn.Module, max_new_tokens: int) -> int | None:
@@ -264,21 +160,8 @@ def load_processor(name_or_path: str | Path, min_pixels: int | None = None, max_
     """Load the stock processor; pixel caps bound the number of vision tokens per image."""
     from transformers import AutoProcessor
 
-    kwargs: dict[str, Any] = {}
-    if min_pixels is not None:
-        kwargs["min_pixels"] = min_pixels
-    if max_pixels is not None:
-        kwargs["max_pixels"] = max_pixels
     processor = AutoProcessor.from_pretrained(str(name_or_path))
-    for sub in (processor.image_processor, getattr(processor, "video_processor", None)):
-        if sub is None or not kwargs:
-            continue
-        size = dict(sub.size) if getattr(sub, "size", None) is not None else {}
-        if min_pixels is not None:
-            size["shortest_edge"] = min_pixels
-        if max_pixels is not None:
-            size["longest_edge"] = max_pixels
-        sub.size = size
+    family_of_processor(processor).apply_pixel_caps(processor, min_pixels, max_pixels)
     processor.tokenizer.padding_side = "left"
     return processor
 
@@ -286,25 +169,27 @@ def load_processor(name_or_path: str | Path, min_pixels: int | None = None, max_
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def ensure_model_dir(name_or_path: str | Path, tiny: dict[str, Any] | None = None) -> Path:
-    """Return the model directory; with `tiny` sizes, the tiny model of that spec under the tiny-model folder
-    `name_or_path` (`tiny_model_path`: `<name_or_path>/<spec digest>`, written first when missing).
+def ensure_model_dir(name_or_path: str | Path, tiny: dict[str, Any] | None = None, family: str | None = None) -> Path:
+    """Return the model directory; with `tiny` sizes, the tiny model of `family` and that spec under the tiny-model
+    folder `name_or_path` (`tiny_model_path`: `<name_or_path>/<spec digest>`, written first when missing).
 
     A directory that already holds a model this function did not write (no `prresq_tiny.json`: a run's export,
     a downloaded checkpoint) is used as it is, never overwritten, even with `tiny` sizes (`model=tiny
-    model.name_or_path=RUN/export`).
+    model.name_or_path=RUN/export`). A directory of an unsupported family, or of another family than `family`
+    (`model.family`), is an error naming the family its config.json holds.
     """
     path = Path(name_or_path).expanduser()
-    if tiny is not None and (path / "config.json").exists() and not (path / "prresq_tiny.json").exists():
-        return path
-    if tiny is not None:
-        spec = TinySpec(**tiny)
-        return build_tiny_model(tiny_model_path(path, spec), spec)
+    exported = tiny is not None and (path / "config.json").exists() and not (path / TINY_MARKER).exists()
+    if tiny is not None and not exported:
+        fam = get_family(family)
+        spec = fam.spec_class(**tiny)
+        return build_tiny_model(tiny_model_path(path, spec), spec, family=fam.name)
     if not (path / "config.json").exists():
         raise FileNotFoundError(
             f"model.name_or_path={path}: no config.json there. Point it at a local Hugging Face model "
             "directory (e.g. a downloaded Qwen/Qwen2.5-VL-7B-Instruct) or use model=tiny."
         )
+    check_family(family_of_dir(path), family, f"model.name_or_path={path}")
     return path
 
 
@@ -316,8 +201,9 @@ def load_policy(
     freeze_vision: bool = False,
     tiny: dict[str, Any] | None = None,
     lora: Any = None,
+    family: str | None = None,
 ) -> nn.Module:
-    """Load a Qwen2.5-VL policy from a local directory (Eq. 5's pi_theta).
+    """Load a policy of any supported family from a local directory (Eq. 5's pi_theta).
 
     `lora` (the `model.lora` block, see `prresq.lora.LoraConfig`) injects fresh adapters. A directory
     written by an adapter export is loaded as its base model plus those adapters.
@@ -336,13 +222,15 @@ def load_policy(
                 "(new adapters go on a full model directory)"
             )
         check_adapter_base(name_or_path)  # before loading the base: a rewritten base folder is an error
-        base = load_policy(adapter_base(name_or_path), dtype, attn_implementation, gradient_checkpointing=False)
+        base = load_policy(
+            adapter_base(name_or_path), dtype, attn_implementation, gradient_checkpointing=False, family=family
+        )
         model = load_adapter(base, name_or_path)
         if gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
         return model
-    path = ensure_model_dir(name_or_path, tiny)
+    path = ensure_model_dir(name_or_path, tiny, family)
     if dtype not in _DTYPES:
         raise ValueError(f"model.dtype={dtype!r}: expected one of {sorted(_DTYPES)}")
     if attn_implementation == "flash_attention_2" and not torch.cuda.is_available():
@@ -358,7 +246,7 @@ def load_policy(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if freeze_vision and spec is None:  # with LoRA, model.lora.vision decides
-        for p in model.model.visual.parameters():
+        for p in family_of(model).vision_module(model).parameters():
             p.requires_grad_(False)
     return model
 
@@ -404,9 +292,10 @@ def load_scoring_model(
 
     dtype = model_cfg.get("dtype", "float32")
     attn = model_cfg.get("attn_implementation", "sdpa")
+    family = model_cfg.get("family")
     state, hp_model = None, {}
     if checkpoint is None:
-        model_dir = ensure_model_dir(model_cfg["name_or_path"], model_cfg.get("tiny"))
+        model_dir = ensure_model_dir(model_cfg["name_or_path"], model_cfg.get("tiny"), family)
     elif Path(checkpoint).is_dir() and (is_adapter_dir(checkpoint) or (Path(checkpoint) / "config.json").exists()):
         model_dir = Path(checkpoint)  # a full export, or a LoRA adapter export (loaded onto its base model)
     else:
@@ -415,7 +304,7 @@ def load_scoring_model(
         if base_model is not None:
             model_dir = ensure_model_dir(base_model)
         elif "name_or_path" in hp_model:
-            model_dir = ensure_model_dir(hp_model["name_or_path"], hp_model.get("tiny"))
+            model_dir = ensure_model_dir(hp_model["name_or_path"], hp_model.get("tiny"), hp_model.get("family"))
         else:
             raise KeyError(f"{checkpoint}: no model.name_or_path in its hyperparameters; pass base_model=")
         min_pixels = min_pixels if min_pixels is not None else hparams.get("min_pixels")
@@ -424,7 +313,7 @@ def load_scoring_model(
     if max_pixels is None and max_pixels_cap is not None and cap_pixels(processor, int(max_pixels_cap)):
         log.info("pixels per image or video frame capped to %d (scoring.max_pixels_cap)", max_pixels_cap)
     lora = hp_model.get("lora") if state is not None else None  # a LoRA run's .ckpt holds its adapters
-    model = load_policy(model_dir, dtype=dtype, attn_implementation=attn, lora=lora)
+    model = load_policy(model_dir, dtype=dtype, attn_implementation=attn, lora=lora, family=family)
     if state is not None:
         missing, unexpected = model.load_state_dict(state, strict=False)
         tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
@@ -441,8 +330,8 @@ def load_scoring_model(
 
 
 def vision_token_ids(tokenizer: Any) -> list[int]:
-    """Token ids that must never be sampled (passed to `generate(suppress_tokens=...)`)."""
-    return [tokenizer.convert_tokens_to_ids(t) for t in VISION_SPECIAL_TOKENS]
+    """Token ids that must never be sampled (passed to `generate(suppress_tokens=...)`): the family's vision tokens."""
+    return family_of_tokenizer(tokenizer).never_sample_ids(tokenizer)
 
 
 def main() -> None:
@@ -450,11 +339,13 @@ def main() -> None:
     parser.add_argument("--out", default=".cache/tiny-qwen2.5-vl")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--family", default=DEFAULT_FAMILY, choices=sorted(FAMILIES))
     args = parser.parse_args()
-    path = build_tiny_model(args.out, TinySpec(seed=args.seed), force=args.force)
+    family = get_family(args.family)
+    path = build_tiny_model(args.out, family.spec_class(seed=args.seed), force=args.force, family=family.name)
     model = load_policy(path)
     n = sum(p.numel() for p in model.parameters())
-    print(f"tiny Qwen2.5-VL at {path}: {n / 1e6:.2f} M parameters")
+    print(f"tiny {family.title} at {path}: {n / 1e6:.2f} M parameters")
 
 
 if __name__ == "__main__":
