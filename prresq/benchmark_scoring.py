@@ -4,25 +4,31 @@ frame (`predictions_<benchmark>.csv` of `python -m prresq.eval`, columns in prre
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+import signal
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from prresq.data.benchmarks import Benchmark
 from prresq.data.collate import PromptCollator
 from prresq.data.dataflow import Flow
 from prresq.data.records import Record
+from prresq.eval_progress import BenchmarkProgress, SettingsMismatch, rows_of
+from prresq.eval_ranks import Ranks, work_units
 from prresq.models import prompt_token_limit
 from prresq.scoring import ScoringConfig, score_loader
 
 PREDICTION_COLUMNS = ["id", "media", "mos", "pred", "n_parsed", "text"]
 EXTRA_COLUMNS = ["mos_raw", "greedy", "sample_mean", "expected", "expected_mass", "status"]
+SINGLE_PROCESS = Ranks()
 LOGISTIC_MIN_PAIRS = 4  # parameters of the logistic; with fewer pairs plcc_logistic is NaN
 
 
@@ -103,7 +109,7 @@ def logistic_fittable(pred: np.ndarray, mos: np.ndarray) -> bool:
 def evaluate_benchmark(
     name: str,
     bench: Benchmark,
-    model: nn.Module,
+    model: nn.Module | None,
     processor: Any,
     flow: Flow,
     prompt: str,
@@ -112,24 +118,121 @@ def evaluate_benchmark(
     seed: int,
     num_workers: int = 0,
     on_bad_sample: str = "raise",
-) -> pd.DataFrame:
-    """Score one benchmark -> its predictions frame (seeded, file order)."""
+    progress: BenchmarkProgress | None = None,
+    ranks: Ranks = SINGLE_PROCESS,
+) -> pd.DataFrame | None:
+    """Score one benchmark -> its predictions frame (file order) on rank 0, None on the other ranks.
+
+    The items are cut into work units of `batch_size` (`prresq.eval_ranks`), each seeded by its item ids
+    and dealt to the ranks round-robin; units already in `progress` are not scored again, and each unit
+    scored is appended to it. A failure on any rank stops every rank with the same message.
+    """
     from torch.utils.data import DataLoader
 
     records = benchmark_records(bench)
-    limit = prompt_token_limit(model, scoring.max_new_tokens)  # a longer prompt is a bad item, not a stalled batch
-    collator = PromptCollator(
-        processor,
-        prompt,
-        flow,  # type: ignore[arg-type]
-        seed=seed,
-        on_bad_sample=on_bad_sample,  # type: ignore[arg-type]
-        max_prompt_tokens=limit,
-    )
-    loader = DataLoader(records, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collator)
-    L.seed_everything(seed, workers=True, verbose=False)
-    scored = score_loader(model, processor, loader, scoring, progress=f"{name} ({len(records)} items)")
-    df = predictions_frame(records, scored, collator.skipped)
+    units = work_units(len(records), batch_size)
+    done: dict[int, dict[str, Any]] = {}  # rank 0: the batches on disk; the other ranks only learn their numbers
+
+    def read_done() -> list[int]:
+        done.update(_checked_done(progress, units, records))
+        return sorted(done)
+
+    done_units = set(ranks.run_on_main(read_done, f"benchmark {name} (resume)"))
+    todo = [u for u in range(len(units)) if u not in done_units]
+    mine = todo[ranks.rank :: ranks.world]
+    if ranks.is_main and done_units:
+        print(f"{name}: resuming, {len(done_units)} of {len(units)} batches already scored", flush=True)
+    batches: Iterator[Any] = iter(())
+    collator: PromptCollator | None = None
+    if mine:
+        if model is None:
+            raise ValueError(f"benchmark {name}: {len(mine)} batches to score and no model")
+        limit = prompt_token_limit(model, scoring.max_new_tokens)  # a longer prompt is a bad item, not a stall
+        collator = PromptCollator(
+            processor,
+            prompt,
+            flow,  # type: ignore[arg-type]
+            seed=seed,
+            on_bad_sample=on_bad_sample,  # type: ignore[arg-type]
+            max_prompt_tokens=limit,
+        )
+        loader = DataLoader(
+            records,
+            batch_sampler=[list(units[u]) for u in mine],
+            num_workers=num_workers,
+            collate_fn=collator,
+        )
+        batches = iter(loader)
+    scored_units: dict[int, list[dict[str, Any]]] = {}
+    steps = -(-len(todo) // ranks.world)
+    bar = tqdm(total=len(mine), desc=f"{name} ({len(records)} items)", disable=not ranks.is_main, leave=False)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for step in range(steps):
+        error: BaseException | None = None
+        if step < len(mine):
+            unit = mine[step]
+            try:
+                unit_records = [records[i] for i in units[unit]]
+                ids = [r.id for r in unit_records]
+                batch = next(batches)
+                assert collator is not None and model is not None
+                scored = score_loader(model, processor, [] if batch is None else [batch], scoring, seed=seed)
+                rows = rows_of(predictions_frame(unit_records, scored, collator.skipped))
+                if progress is not None:
+                    progress.append(ranks.rank, unit, ids, rows)
+                scored_units[unit] = rows
+                _stop_for_test(len(scored_units))
+            except Exception as exc:  # noqa: BLE001 - every rank raises it (Ranks.agree)
+                error = exc
+            bar.update(1)
+        ranks.agree(error, f"benchmark {name}")
+    bar.close()
+    parts = ranks.gather((scored_units, time.process_time() - cpu_started))
+    if parts is None:
+        return None
+    gathered = [part for part, _ in parts]
+    n_new = sum(len(units[u]) for part in gathered for u in part)
+    if n_new:
+        seconds, cpu = time.perf_counter() - started, sum(c for _, c in parts)
+        print(
+            f"{name}: scored {n_new} items in {seconds:.2f} s on {ranks.world} process(es): "
+            f"{n_new / seconds:.2f} items/s; CPU {cpu:.2f} s over all ranks: {n_new / cpu:.2f} items per CPU-second",
+            flush=True,
+        )
+    by_unit = {u: entry["rows"] for u, entry in done.items()}
+    for part in gathered:
+        by_unit.update(part)
+    missing = [u for u in range(len(units)) if u not in by_unit]
+    if missing:  # pragma: no cover - every unit is dealt to one rank
+        raise RuntimeError(f"benchmark {name}: batches {missing} were scored by no rank")
+    rows = [row for u in range(len(units)) for row in by_unit[u]]
+    df = pd.DataFrame(rows, columns=[*PREDICTION_COLUMNS, *EXTRA_COLUMNS])
+    df["n_parsed"] = df["n_parsed"].fillna(0).astype(int)
     if bench.rejected:
         df = pd.concat([df, rejected_frame(bench)], ignore_index=True)
     return df
+
+
+def _checked_done(
+    progress: BenchmarkProgress | None, units: Sequence[range], records: Sequence[Record]
+) -> dict[int, dict[str, Any]]:
+    """Units already scored, each checked against the items it holds now (labels changed: an error)."""
+    if progress is None:
+        return {}
+    done = progress.done()
+    for unit, entry in sorted(done.items()):
+        now = [records[i].id for i in units[unit]] if unit < len(units) else []
+        if list(entry["ids"]) != now:
+            raise SettingsMismatch(
+                f"{progress.folder}: batch {unit} was scored for items {entry['ids'][:4]}... but holds "
+                f"{now[:4]}... now (the label file or its rows changed); evaluate into another folder or "
+                f"remove that one"
+            )
+    return done
+
+
+def _stop_for_test(units_scored: int) -> None:
+    """Test hook: PRRESQ_EVAL_KILL_AFTER=N kills this process (SIGKILL) after its N-th scored batch."""
+    after = os.environ.get("PRRESQ_EVAL_KILL_AFTER")
+    if after and units_scored >= int(after):
+        os.kill(os.getpid(), signal.SIGKILL)

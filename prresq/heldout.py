@@ -32,7 +32,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Held-out correlations; with `save_dir`, also `predictions_test.csv` + `results.csv` (CONTRACTS.md).
 
-    With `seed`, the generators are seeded first, as `prresq.eval` seeds them before a benchmark, so
+    With `seed`, the generators are seeded before each batch from the seed and its item ids, as `prresq.eval`
+    seeds them (`prresq.eval_ranks.seed_unit`), so
     `python -m prresq.eval checkpoint=RUN/export` (the run record's prompt, scoring, batch size and seed)
     reproduces these numbers.
 
@@ -45,7 +46,7 @@ def evaluate(
     if seed is not None:
         L.seed_everything(seed, workers=True, verbose=False)
     try:
-        scored = score_loader(module.policy, module.processor, loader, scoring, progress=desc)
+        scored = score_loader(module.policy, module.processor, loader, scoring, progress=desc, seed=seed)
     finally:
         module.policy.train(was_training)
     hint = prediction_hint(scored["pred"], desc) if scored.get("pred") is not None else None

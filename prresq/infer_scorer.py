@@ -15,6 +15,7 @@ from torch import nn
 from prresq.data.collate import PromptCollator
 from prresq.data.dataflow import Flow, FlowOutput
 from prresq.data.records import DataError, Record
+from prresq.eval_ranks import seed_unit
 from prresq.infer_inputs import is_video
 from prresq.models import prompt_token_limit
 from prresq.scoring import ScoringConfig, score_batch
@@ -81,6 +82,7 @@ class Scorer:
             max_prompt_tokens=limit,
         )
         self.device = next(model.parameters()).device
+        self.seed = seed
 
     def _score(self, paths: Sequence[str]) -> list[dict[str, Any]]:
         records = [_record(p) for p in paths]
@@ -91,6 +93,7 @@ class Scorer:
             inputs = {
                 k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch["model_inputs"].items()
             }
+            seed_unit(self.seed, kept)  # a batch's answers depend on its files only (prresq.eval_ranks)
             out = score_batch(self.model, self.processor, inputs, self.scoring)
             primary = out.primary.cpu().double()
             n_parsed = out.n_parsed.cpu() if out.n_parsed is not None else torch.zeros(len(kept), dtype=torch.long)

@@ -13,7 +13,9 @@ Modes (`ScoringConfig.mode`):
   prefill per item (`prresq.engine.SharedPrefixEngine`, as in training); with
   ``shared_prefix=False`` the plain path encodes the media and prefills the prompt N times. Same
   seed, same sampled tokens (`tests/test_prefix.py::test_scoring_samples_identical`).
-- ``both``: greedy and sample; the sample mean is the prediction.
+- ``both``: greedy and sample; the sample mean is the prediction. With `shared_prefix`, the greedy
+  answer and the N samples continue one vision encoding and one prompt prefill per item
+  (`prresq.one_prefill`; same tokens as a greedy pass followed by a sample pass).
 - ``expected``: greedy decoding, then the expected score read from the answer-token
   probabilities (single-number answers only). The rule, exactly:
 
@@ -48,8 +50,10 @@ import torch
 from torch import Tensor, nn
 
 from prresq.config import ScoringOptions
-from prresq.engine import Engine, scoring_engine
+from prresq.engine import Engine, SharedPrefixEngine, scoring_engine
 from prresq.engine.rows import TOKEN_KEYS
+from prresq.eval_ranks import seed_unit
+from prresq.one_prefill import generate_greedy_and_samples
 from prresq.rewards.parse import resolve_answer_rule, score_answers
 from prresq.sampling import GenerationTokens
 
@@ -240,8 +244,13 @@ def score_batch(
     b = inputs["input_ids"].shape[0]
     out = Scores()
     rng = (cfg.score_low, cfg.score_high)
-    if cfg.mode in ("greedy", "both", "expected"):
+    sampled = None
+    if cfg.mode == "both" and isinstance(engine, SharedPrefixEngine):  # one prefill (prresq.one_prefill)
+        tokens = GenerationTokens.from_tokenizer(processor.tokenizer)
+        (ids, _), sampled = generate_greedy_and_samples(model, inputs, cfg.n, tokens, cfg.sampling)
+    elif cfg.mode in ("greedy", "both", "expected"):
         ids, _ = engine.plain.generate(model, inputs, k=1, do_sample=False)
+    if cfg.mode in ("greedy", "both", "expected"):
         texts = decode(processor, ids)
         scores, aspects = score_answers(texts, rule, cfg.num_aspects, *rng)
         out.greedy, out.aspects, out.texts = scores, aspects, texts
@@ -249,7 +258,7 @@ def score_batch(
         if cfg.mode == "expected":
             out.expected, out.expected_mass, _ = expected_scores(model, processor, inputs, ids, cfg)
     if cfg.mode in ("sample", "both"):
-        ids, _ = engine.generate(model, inputs, k=cfg.n)
+        ids, _ = sampled if sampled is not None else engine.generate(model, inputs, k=cfg.n)
         texts = decode(processor, ids)
         scores, aspects = score_answers(texts, rule, cfg.num_aspects, *rng)
         scores = scores.view(b, cfg.n)
@@ -273,9 +282,18 @@ _STACKED = ("greedy", "sample_mean", "n_parsed", "expected", "expected_mass", "a
 
 @torch.no_grad()
 def score_loader(
-    model: nn.Module, processor: Any, loader: Any, cfg: ScoringConfig, progress: str | None = None
+    model: nn.Module,
+    processor: Any,
+    loader: Any,
+    cfg: ScoringConfig,
+    progress: str | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Score every batch of a loader.
+
+    With `seed`, the generators are seeded before each batch from the seed and the batch's item ids
+    (`prresq.eval_ranks.seed_unit`): a batch's answers then depend on its items only, not on the batches
+    before it, so a sharded or resumed `prresq.eval` and the held-out table give the same predictions.
 
     Returns {"mos", "greedy", "sample_mean", "n_parsed", "expected", "expected_mass", "pred": [N]
     tensors (None when the mode does not produce them), "aspects": [N, D], "texts", "ids", "media"}.
@@ -290,6 +308,8 @@ def score_loader(
         if batch is None:
             continue
         inputs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch["model_inputs"].items()}
+        if seed is not None:
+            seed_unit(seed, batch["ids"])
         out = score_batch(model, processor, inputs, cfg, engine)
         acc["mos"].append(batch["mos"].float().cpu())
         acc["pred"].append(out.primary.cpu())

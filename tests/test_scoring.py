@@ -43,16 +43,17 @@ def fixed_answers(monkeypatch: pytest.MonkeyPatch):
     answers: dict[str, list[str]] = {"greedy": [], "samples": []}
     calls: list[dict] = []
 
+    sampled = 10_000  # sampled rows' ids start here, greedy rows' at 0
+
     def fake_generate(model, inputs, k, tokens, sampling, do_sample=True):
         calls.append({"k": k, "do_sample": do_sample, **vars(sampling)})
         texts = answers["samples"] if do_sample else answers["greedy"]
         assert len(texts) == inputs["input_ids"].shape[0] * k
-        ids = torch.arange(len(texts))[:, None]  # row index -> text via fake decode
+        ids = torch.arange(len(texts))[:, None] + (sampled if do_sample else 0)  # row -> text via fake decode
         return ids, torch.ones_like(ids)
 
     def fake_decode(processor, ids):
-        texts = answers["samples"] if calls[-1]["do_sample"] else answers["greedy"]
-        return [texts[int(i)] for i in ids[:, 0]]
+        return [answers["samples"][i - sampled] if i >= sampled else answers["greedy"][i] for i in ids[:, 0].tolist()]
 
     class FakeEngine:
         """The engine interface scoring uses: `generate(model, inputs, k, do_sample)` and `plain`."""
