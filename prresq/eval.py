@@ -64,6 +64,7 @@ from omegaconf import DictConfig
 
 from prresq.benchmark_scoring import evaluate_benchmark, logistic_fittable
 from prresq.benchmark_scoring import predictions_frame as predictions_frame
+from prresq.builders import scoring_model
 from prresq.config import to_plain
 from prresq.data.benchmarks import load_benchmark_config
 from prresq.data.collate import prompt_of
@@ -71,7 +72,6 @@ from prresq.data.dataflow import build_flows
 from prresq.eval_progress import BenchmarkProgress
 from prresq.eval_ranks import Ranks, close_process_group, launch_processes, work_units
 from prresq.metrics import DegenerateInputWarning, correlation_table, prediction_hint, summary_table, write_results
-from prresq.models import load_scoring_model
 from prresq.paper_results import beside_paper
 from prresq.run_record import use_run_record
 from prresq.scoring import ScoringConfig
@@ -180,15 +180,7 @@ def run(cfg: DictConfig) -> pd.DataFrame | None:
     if not to_score and ranks.is_main:
         print("every batch of every benchmark is on disk: the model is not loaded", flush=True)
     if to_score:  # a rerun whose batches are all on disk rewrites the files without loading the model
-        model, processor = load_scoring_model(
-            to_plain(cfg.model),
-            cfg.get("checkpoint"),
-            cfg.get("base_model"),
-            sc.get("min_pixels"),
-            sc.get("max_pixels"),
-            ranks.device(str(cfg.get("device", "auto"))),
-            sc.get("max_pixels_cap"),
-        )
+        model, processor = scoring_model(cfg, ranks.device(str(cfg.get("device", "auto"))))
     flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")), processor)
     rows = []
     for key, bench in loaded.items():

@@ -49,6 +49,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
+from prresq.builders import scoring_model
 from prresq.config import to_plain
 from prresq.data.collate import prompt_of
 from prresq.data.dataflow import build_flows
@@ -56,7 +57,6 @@ from prresq.eval_ranks import Ranks, close_process_group, launch_processes, work
 from prresq.infer_inputs import list_inputs
 from prresq.infer_output import ResultWriter
 from prresq.infer_scorer import MediaFlow, Scorer, aspect_names_of
-from prresq.models import load_scoring_model
 from prresq.run_record import use_run_record
 from prresq.scoring import ScoringConfig
 
@@ -125,15 +125,7 @@ def _score(
     if units:
         seed = int(sc.get("seed", cfg.get("seed", 0)))
         L.seed_everything(seed, workers=True, verbose=False)
-        model, processor = load_scoring_model(
-            to_plain(cfg.model),
-            cfg.get("checkpoint"),
-            cfg.get("base_model"),
-            sc.get("min_pixels"),
-            sc.get("max_pixels"),
-            ranks.device(str(cfg.get("device", "auto"))),
-            sc.get("max_pixels_cap"),
-        )
+        model, processor = scoring_model(cfg, ranks.device(str(cfg.get("device", "auto"))))
         flows = build_flows(to_plain(cfg.dataflow), to_plain(cfg.get("video_dataflow")), processor)
         flow = MediaFlow(flows["iqa"], flows["vqa"])
         scorer = Scorer(model, processor, flow, prompt_of(prompt_cfg), scoring, aspects, seed=seed)
