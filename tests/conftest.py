@@ -91,6 +91,33 @@ def compose_config(
     return cfg
 
 
+# A `tiny_synthetic` run small enough for a test: no warm-up, K = 2, 8 new tokens, one crop per photo.
+TINY_TRAIN = [
+    "experiment=tiny_synthetic",
+    "warmup=none",
+    "grpo.k=2",
+    "grpo.max_new_tokens=8",
+    "scoring.n=2",
+    "data.batch_size=2",
+    "data.synthetic.crops_per_photo=1",
+    "trainer.max_time=null",
+]
+
+
+def train_like_make_train(root: Path, overrides: Sequence[str]) -> Path:
+    """Train `TINY_TRAIN` + `overrides` into `<root>/outputs/tiny_synthetic/<date>_<time>` (where `make train` writes),
+    with its cache in `<root>/.cache`, as a user's checkout after `make train`; returns the run directory."""
+    from prresq.train import run
+
+    run_dir = root / "outputs" / "tiny_synthetic" / "2026-01-01_00-00-00"
+    cache = root / ".cache"
+    cfg = compose_config(
+        "train", [*TINY_TRAIN, *overrides], root_dir=root, cache_dir=cache, data_dir=cache / "data", output_dir=run_dir
+    )
+    run(cfg)
+    return run_dir
+
+
 def slurm_unavailable() -> str | None:
     """Why the `slurm`-marked tests cannot run here; None when an idle node answers `sinfo`."""
     import shutil

@@ -174,30 +174,11 @@ def test_both_notebooks_run_by_default_after_a_training_run(tmp_path: Path) -> N
     output and failed, and the instructions named nbconvert."""
     import shutil
 
-    from conftest import compose_config
+    from conftest import train_like_make_train
 
-    from prresq.train import run
-
-    run_dir = tmp_path / "outputs" / "tiny_synthetic" / "2026-01-01_00-00-00"
-    overrides = [
-        "experiment=tiny_synthetic",
-        "warmup=none",
-        "grpo.k=2",
-        "grpo.max_new_tokens=8",
-        "scoring.n=2",
-        "data.batch_size=2",
-        "data.synthetic.crops_per_photo=1",
-        "trainer.max_steps=2",
-        "trainer.max_time=null",
-        "trainer.val_check_interval=1",
-        "data.val_subset=4",
-        "grpo.log_completions_every=1",
-    ]
-    cache = tmp_path / ".cache"
-    run(
-        compose_config(
-            "train", overrides, root_dir=tmp_path, cache_dir=cache, data_dir=cache / "data", output_dir=run_dir
-        )
+    run_dir = train_like_make_train(
+        tmp_path,
+        ["trainer.max_steps=2", "trainer.val_check_interval=1", "data.val_subset=4", "grpo.log_completions_every=1"],
     )
     newer_sweep = tmp_path / "multirun" / "2026-01-02" / "00-00-00" / "0" / ".hydra"
     newer_sweep.mkdir(parents=True)

@@ -77,29 +77,9 @@ def test_evaluate_and_score_your_own_images_as_written(tmp_path):
     """Pins: the README's "Evaluate and score your own images" block works as written after a (tiny) `make train`
     run: eval reproduces the run's held-out predictions (its prompt, scoring and fold come from the export), infer
     scores the folder and the single image, and the analysis prints the run's tags."""
-    from conftest import compose_config
+    from conftest import train_like_make_train
 
-    from prresq.train import run
-
-    run_dir = tmp_path / "outputs" / "tiny_synthetic" / "2026-01-01_00-00-00"
-    overrides = [
-        "experiment=tiny_synthetic",
-        "warmup=none",
-        "grpo.k=2",
-        "grpo.max_new_tokens=8",
-        "scoring.n=2",
-        "data.batch_size=2",
-        "data.synthetic.crops_per_photo=1",
-        "trainer.max_steps=1",
-        "trainer.max_time=null",
-        "trainer.limit_val_batches=0",
-    ]
-    cache = tmp_path / ".cache"
-    run(
-        compose_config(
-            "train", overrides, root_dir=tmp_path, cache_dir=cache, data_dir=cache / "data", output_dir=run_dir
-        )
-    )
+    run_dir = train_like_make_train(tmp_path, ["trainer.max_steps=1", "trainer.limit_val_batches=0"])
     block = readme_block("RUN=$(ls -d outputs/tiny_synthetic/*/ | tail -n 1)\n")
     done = run_block(block, tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]

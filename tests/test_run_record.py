@@ -12,24 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import compose_config
+from conftest import TINY_TRAIN, compose_config
 
 from prresq.run_record import RECORD_FILE, read_run_record
 
 # A tiny_synthetic run on fold 1 (not the default fold 0), one optimiser step, held-out scores before and after.
-TRAIN = [
-    "experiment=tiny_synthetic",
-    "warmup=none",
-    "grpo.k=2",
-    "grpo.max_new_tokens=8",
-    "scoring.n=2",
-    "data.batch_size=2",
-    "data.synthetic.crops_per_photo=1",
-    "data.synthetic.fold=1",
-    "trainer.max_steps=1",
-    "trainer.max_time=null",
-    "trainer.limit_val_batches=0",
-]
+TRAIN = [*TINY_TRAIN, "data.synthetic.fold=1", "trainer.max_steps=1", "trainer.limit_val_batches=0"]
 
 
 @pytest.fixture(scope="module")
