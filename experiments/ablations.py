@@ -8,12 +8,21 @@
 Arms (`conf/arm/*.yaml`, deltas on `experiment=tiny_synthetic`; nothing is tuned per arm):
     rl2r (default: RL2R fidelity + format, K = 8, mean-variance fidelity), k4, k6 (VisualQuality-R1
     Table 3), prob_avg, fixed_var, binary (Table 4), prpo (PreResQ-R1 `tiny_preresq`), shuffled_mos
-    (control: MOS permuted inside each batch before the reward).
+    (control: MOS permuted inside each batch before the reward), and the arms that take the PRPO-vs-RL2R
+    gap apart (`GAP_PARTS`): prpo_format01 (PRPO, format reward weight 0.1), prpo_short (PRPO's rewards
+    with the short five-number prompt `prompt=tiny_five`, no stage-1 prompt pool), rl2r_prpo_prompt (RL2R
+    with PRPO's five-aspect prompt and answer; the fidelity reward reads the aspects' mean).
 Units: folds 0, 1, 2 of `data.synthetic.num_folds=5` (2 test photos, 2 val photos, 6 train photos each)
-    x seeds 0, 1 = 6 units per arm, 48 runs. One warm-up per fold and seed (and per answer format:
-    PRPO's 5-aspect answer has its own), cached under .cache/warmup and computed once under a lock.
-    Its vision phase (a) trains on the prior photos only: it is cached per seed (.cache/warmup_vision,
-    `prresq.warmup.cached_vision_phase`), so 2 of the 12 warm-ups train it and the others load it.
+    x seeds 0, 1 = 6 units per arm, 66 runs. One warm-up per fold and seed and per prompt and warm-up
+    answer (`warmup_key`): the one-score arms share one, prpo, prpo_format01 and rl2r_prpo_prompt (PRPO's
+    prompt and five-line answer) another, prpo_short its own; cached under .cache/warmup and computed once
+    under a lock. Its vision phase (a) trains on the prior photos only: it is cached per seed
+    (.cache/warmup_vision, `prresq.warmup.cached_vision_phase`), so 2 of the 18 warm-ups train it and the
+    others load it.
+Scoring: held-out test answers are read by each prompt's answer rule (`scoring.answer_rule`: one-score
+    arms the first number of the answer, five-aspect arms the mean of the last five numbers); an answer
+    the rule cannot read is NaN, left out of SRCC/PLCC and counted: the table gives each arm's failure
+    rates (`fail_greedy`, `fail_mean`) beside its SRCC.
 Runs: Hydra multirun with the basic launcher, `--jobs 2` processes in parallel (each a sequential
     multirun over its share of the seeds), one thread each. Every run stops at the same
     `trainer.max_steps` (a fixed number of updates for every arm; `trainer.max_time` is only a safety
@@ -21,13 +30,14 @@ Runs: Hydra multirun with the basic launcher, `--jobs 2` processes in parallel (
 Resume: a run is finished once its `study_run.json` says `done` (written after `heldout_metrics.json`);
     a re-run of the command skips those and restarts the others from scratch.
 
-Budget (measured by the study itself, experiments/results/ablations/README.md): 79.3 min wall for the
-    48 runs on this 2-core machine (about 20 minutes of it shared with a CI run), plus a 6.5-min re-run of
+Budget (measured by the study itself, experiments/results/ablations/README.md, before the three
+    gap arms were added): 79.3 min wall for the 48 runs of 8 arms on this 2-core machine (about 20 minutes of it shared with a CI run), plus a 6.5-min re-run of
     the one run the time cap cut; the budget is 2.5 h. Vision phase 106 s x 2 (10 loads), supervised phase
     24-160 s per warm-up, a run of STEPS = 300 updates with held-out scoring before and after 2-5 min.
 Outputs: the study directory (default `multirun/ablations`: one folder per `<arm>/fold<f>_seed<s>`,
 the layout of prresq/CONTRACTS.md plus `eval/{before,after}/predictions_test.csv`) and
-experiments/results/ablations/{table.md, runs.csv, results.json, curves.png, score_std.png, errors.png}.
+experiments/results/ablations/{table.md, runs.csv, results.json, arms.png (held-out SRCC and parse-failure
+    rate per arm with CIs), curves.png, score_std.png, errors.png}.
 """
 
 from __future__ import annotations
@@ -49,7 +59,19 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-ARMS = ("rl2r", "k4", "k6", "prob_avg", "fixed_var", "binary", "prpo", "shuffled_mos")
+ARMS = (
+    "rl2r",
+    "k4",
+    "k6",
+    "prob_avg",
+    "fixed_var",
+    "binary",
+    "prpo",
+    "prpo_format01",
+    "prpo_short",
+    "rl2r_prpo_prompt",
+    "shuffled_mos",
+)
 DEFAULT_ARM = "rl2r"
 FOLDS = (0, 1, 2)
 SEEDS = (0, 1)
@@ -57,6 +79,9 @@ STEPS = 300
 MAX_TIME = "00:00:06:00"
 STATUS = "study_run.json"
 METRICS = ("srcc_mean", "plcc_mean", "srcc_greedy", "plcc_greedy")
+# held-out parse-failure rates (`prresq.scoring.correlations`): the share of test images whose greedy answer,
+# or all of whose N sampled answers, the prompt's answer rule cannot read
+FAILURES = ("fail_greedy", "fail_mean")
 # (claim, A, B): the paper's claim is A >= B on held-out SRCC (mean of 8)
 ORDERINGS = (
     ("VQ-R1 Table 3: K = 8 >= K = 6", "rl2r", "k6"),
@@ -67,6 +92,15 @@ ORDERINGS = (
     ("VQ-R1 Table 4: probability average >= fixed variance", "prob_avg", "fixed_var"),
     ("PreResQ-R1: PRPO >= RL2R", "prpo", "rl2r"),
     ("control: RL2R >= shuffled MOS", "rl2r", "shuffled_mos"),
+)
+# (what the difference measures, A, B): the PRPO-vs-RL2R gap taken apart, paired A - B on held-out SRCC.
+# total = PRPO's rewards with its prompt (prpo - rl2r_prpo_prompt) + the prompt alone (rl2r_prpo_prompt - rl2r).
+GAP_PARTS = (
+    ("total: PRPO - RL2R", "prpo", "rl2r"),
+    ("format weight 0.1 instead of 1 (PRPO)", "prpo_format01", "prpo"),
+    ("short five-number prompt, no pool (PRPO rewards)", "prpo_short", "prpo"),
+    ("PRPO's prompt alone (RL2R rewards)", "rl2r_prpo_prompt", "rl2r"),
+    ("PRPO's rewards and schedule, same prompt", "prpo", "rl2r_prpo_prompt"),
 )
 # the study's fixed deltas on every run (no checkpoints or export: a killed run restarts from scratch)
 # `warmup=prior_sft` is every arm's warm-up (set by both experiments); naming it here lets Hydra compose the
@@ -221,8 +255,20 @@ def prepare(overrides: Sequence[str]) -> None:
 # ----------------------------------------------------------------------------------------------- summary
 
 
+def _sign(d: Any) -> str:
+    """Where the paired CI of a difference lies: above 0, below 0, contains 0 (or why there is no CI)."""
+    from prresq.stats import verdict
+
+    v = verdict(d)
+    return {"reproduced": "above 0", "contradicted": "below 0", "unresolved": "contains 0"}.get(v, v)
+
+
 def summarize(study: Path, out: Path, wall_s: float | None) -> str:
-    """Table (Markdown), per-run rows (CSV/JSON) and figures from a study directory."""
+    """Table (Markdown), per-run rows (CSV/JSON) and figures from a study directory.
+
+    A partial study (the command run for some arms, or killed) is summarised as far as it goes: an arm of
+    `ARMS` without a finished run is listed as `not run` (no run folder) or `none finished`, and every
+    comparison that needs it says `no data`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,11 +276,12 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
     import pandas as pd
 
     from prresq import analysis as A
-    from prresq.stats import bootstrap_ci, paired_bootstrap, verdict
+    from prresq.stats import Interval, bootstrap_ci, paired_bootstrap, verdict
 
     out.mkdir(parents=True, exist_ok=True)
     runs = A.load_study(study)
     runs.to_csv(out / "runs.csv", index=False)
+    runs["steps"] = pd.to_numeric(runs["steps"], errors="coerce")
     done = runs[runs["status"] == "done"]
     lines = [f"Study directory: `{A.project_relative(study, ROOT)}`; {len(done)} of {len(runs)} runs finished."]
     if wall_s is not None:
@@ -243,21 +290,32 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
     if len(steps):
         lines.append(f"RL steps per run: {int(steps.min())}..{int(steps.max())} (equal unless max_time cut a run).")
     units = ["fold", "seed"]
+    no_units = pd.Series(dtype=float, index=pd.MultiIndex.from_tuples([], names=units))
 
     def per_unit(arm: str, col: str) -> pd.Series:
         sub = done[done["arm"] == arm]
-        return sub.set_index(units)[col] if col in sub else pd.Series(dtype=float)
+        return sub.set_index(units)[col] if col in sub and len(sub) else no_units
 
+    def paired(a_arm: str, b_arm: str, col: str = "after_srcc_mean") -> Interval | None:
+        """A - B over the units where both arms have a finite value (None when there is none)."""
+        a, b = per_unit(a_arm, col).dropna(), per_unit(b_arm, col).dropna()
+        both = a.index.intersection(b.index)
+        return paired_bootstrap(a[both], b[both]) if len(both) else None
+
+    columns = ("srcc_mean", "fail_mean", "srcc_greedy", "fail_greedy", "plcc_mean", "plcc_greedy")
     lines += [
         "",
         "Held-out test after RL: mean [95% bootstrap CI] over folds x seeds (n finished runs; NaN = SRCC/PLCC",
         "undefined, e.g. constant answers); `vs default` = paired difference from the default arm over the units",
         f"both finished (`{DEFAULT_ARM}`). Rows `warm-up (...)`: the same runs' test scores before RL.",
+        "Each answer is read by its prompt's answer rule; one it cannot read is left out of SRCC/PLCC and counted:",
+        "`fail_mean` = share of the test images whose N sampled answers all failed (`srcc_mean` scores the rest),",
+        "`fail_greedy` = share whose greedy answer failed (`srcc_greedy`).",
         "",
-        "| arm | n | " + " | ".join(METRICS) + " | srcc_mean vs default | plcc_mean vs default |",
-        "|---|---|" + "---|" * len(METRICS) + "---|---|",
+        "| arm | n | " + " | ".join(columns) + " | srcc_mean vs default | plcc_mean vs default |",
+        "|---|---|" + "---|" * len(columns) + "---|---|",
     ]
-    results: dict[str, Any] = {"arms": {}, "orderings": []}
+    results: dict[str, Any] = {"arms": {}, "orderings": [], "gap_parts": []}
 
     def cell(values: pd.Series) -> tuple[str, Any]:
         """'mean [low, high]' over the finite values, naming how many were NaN (e.g. constant answers)."""
@@ -265,21 +323,18 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
         nan = len(values) - ci.n
         return (str(ci) if ci.n else "n/a") + (f" ({nan} NaN)" if nan else ""), ci._asdict()
 
+    finished = set(done["arm"])
     warm_rows = [("warm-up (RL2R answer)", DEFAULT_ARM), ("warm-up (PRPO answer)", "prpo")]
-    arms = [a for a in ARMS if a in set(done["arm"])] + sorted(set(done["arm"]) - set(ARMS))
+    arms = [a for a in ARMS if a in finished] + sorted(finished - set(ARMS))
     for label, arm in warm_rows:
         if arm in arms:
-            cells = [cell(per_unit(arm, f"before_{m}")) for m in METRICS]
+            cells = [cell(per_unit(arm, f"before_{m}")) for m in columns]
             n = len(per_unit(arm, "status"))
             lines.append(f"| {label} | {n} | " + " | ".join(c for c, _ in cells) + " | | |")
-            results["arms"][label] = {m: c for m, (_, c) in zip(METRICS, cells)}
+            results["arms"][label] = {m: c for m, (_, c) in zip(columns, cells)}
     for arm in arms:
-        cells = [cell(per_unit(arm, f"after_{m}")) for m in METRICS]
-        diffs = []
-        for m in ("srcc_mean", "plcc_mean"):
-            a, b = per_unit(arm, f"after_{m}").dropna(), per_unit(DEFAULT_ARM, f"after_{m}").dropna()
-            both = a.index.intersection(b.index)
-            diffs.append(paired_bootstrap(a[both], b[both]) if arm != DEFAULT_ARM and len(both) else None)
+        cells = [cell(per_unit(arm, f"after_{m}")) for m in columns]
+        diffs = [paired(arm, DEFAULT_ARM, f"after_{m}") if arm != DEFAULT_ARM else None for m in METRICS[:2]]
         lines.append(
             f"| {arm} | {len(per_unit(arm, 'status'))} | "
             + " | ".join(c for c, _ in cells)
@@ -287,7 +342,11 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
             + " | ".join("" if d is None else f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]" for d in diffs)
             + " |"
         )
-        results["arms"][arm] = {m: c for m, (_, c) in zip(METRICS, cells)}
+        results["arms"][arm] = {m: c for m, (_, c) in zip(columns, cells)}
+    for arm in (a for a in ARMS if a not in finished):
+        state = "none finished" if arm in set(runs["arm"]) else "not run"
+        lines.append(f"| {arm} | 0 | {state} |" + " |" * (len(columns) + 1))
+        results["arms"][arm] = {"status": state}
     lines += [
         "",
         "Orderings the papers claim (A >= B on held-out SRCC, mean of 8): paired A - B with its 95% CI;",
@@ -298,14 +357,33 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
         "|---|---|---|---|---|",
     ]
     for claim, a_arm, b_arm in ORDERINGS:
-        a, b = per_unit(a_arm, "after_srcc_mean").dropna(), per_unit(b_arm, "after_srcc_mean").dropna()
-        both = a.index.intersection(b.index)
-        if not len(both):
+        d = paired(a_arm, b_arm)
+        if d is None:
             lines.append(f"| {claim} | | | 0 | no data |")
             continue
-        d = paired_bootstrap(a[both], b[both])
         lines.append(f"| {claim} | {d.mean:+.3f} | [{d.low:+.3f}, {d.high:+.3f}] | {d.n} | {verdict(d)} |")
         results["orderings"].append({"claim": claim, **d._asdict(), "verdict": verdict(d)})
+    total = paired(*GAP_PARTS[0][1:])
+    lines += [
+        "",
+        "The PRPO - RL2R gap taken apart (held-out SRCC, mean of 8): paired A - B over the units both arms",
+        "finished, its 95% CI and where the CI lies; `of total` = A - B as a share of the total's mean. The last",
+        "two rows add up to the total over their common units (the prompt alone + PRPO's rewards on that prompt).",
+        "",
+        "| difference | A | B | A - B | 95% CI | n | CI | of total |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for what, a_arm, b_arm in GAP_PARTS:
+        d = paired(a_arm, b_arm)
+        if d is None:
+            lines.append(f"| {what} | {a_arm} | {b_arm} | | | 0 | no data | |")
+            continue
+        share = f"{d.mean / total.mean:.0%}" if total is not None and total.mean != 0 else ""
+        lines.append(
+            f"| {what} | {a_arm} | {b_arm} | {d.mean:+.3f} | [{d.low:+.3f}, {d.high:+.3f}] | {d.n} | {_sign(d)} "
+            f"| {share} |"
+        )
+        results["gap_parts"].append({"what": what, "a": a_arm, "b": b_arm, **d._asdict(), "ci": _sign(d)})
     after, before = (
         per_unit(DEFAULT_ARM, "after_srcc_mean").dropna(),
         per_unit(DEFAULT_ARM, "before_srcc_mean").dropna(),
@@ -331,6 +409,11 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
     results["wall_s"] = wall_s
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
 
+    intervals = A.arm_intervals(runs, [f"after_{m}" for m in columns[:4]], order=ARMS)
+    if len(intervals):  # held-out SRCC and parse-failure rate per arm, with their CIs
+        fig = A.plot_arm_intervals(intervals)
+        fig.savefig(out / "arms.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
     try:
         scalars = A.load_sweep(study)
         fig = A.plot_bands(scalars, ["val/srcc", "train/reward_total_mean", "train/parse_fail_rate"], by="arm")
@@ -391,7 +474,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         clock.write_text(json.dumps({"wall_s": round(spent, 1)}))
         if any(codes):
             log.warning("some jobs failed (exit codes %s): see %s/logs and the runs' study_run.json", codes, study)
-    print(summarize(study, out, spent or None))
+    try:
+        table = summarize(study, out, spent or None)
+    except FileNotFoundError as e:  # no run folder yet (e.g. --summary-only before any run started)
+        raise SystemExit(f"no study to summarise: {e}") from None
+    print(table)
     if not a.summary_only and any(codes):
         raise SystemExit(f"runs failed (job exit codes {codes}); re-run the same command to retry only those")
 

@@ -1,4 +1,5 @@
-"""experiments/ablations.py: how the study splits its runs over parallel jobs and which runs share a warm-up."""
+"""experiments/ablations.py: how the study splits its runs over parallel jobs, which runs share a warm-up, what
+each arm changes, and how the five-aspect arms' answers are scored and rewarded."""
 
 from __future__ import annotations
 
@@ -9,9 +10,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from conftest import compose_config
+from omegaconf import OmegaConf
 
 from prresq import analysis as A
+from prresq.builders import scoring_config
+from prresq.config import to_plain
+from prresq.rewards import build_reward_mix, compute_rewards, parse_answers
+from prresq.rewards.parse import score_answers
+from prresq.scoring import correlations
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,14 +56,41 @@ def _cfg(arm: str, fold: int = 0, seed: int = 0):
     )
 
 
-def test_rl2r_arms_share_one_warm_up_per_fold_and_seed(ablations):
-    """Every RL2R-format arm keys the same warm-up for a fold and seed; another fold, another seed or PRPO's
-    5-aspect answer key a different one."""
-    keys = {arm: ablations.warmup_key(_cfg(arm)) for arm in ablations.ARMS}
-    assert len({keys[a] for a in ablations.ARMS if a != "prpo"}) == 1
-    assert keys["prpo"] != keys["rl2r"]
+ONE_SCORE_ARMS = ["rl2r", "k4", "k6", "prob_avg", "fixed_var", "binary", "shuffled_mos"]
+FIVE_ASPECT_ARMS = ["prpo", "prpo_format01", "prpo_short", "rl2r_prpo_prompt"]
+
+
+def test_arms_with_the_same_prompt_and_warm_up_answer_share_one_warm_up(ablations):
+    """A fold and seed's warm-up is shared by the arms whose prompt and warm-up (answer template) are equal: the
+    one-score arms; prpo, prpo_format01 and rl2r_prpo_prompt (PRPO's prompt and five-line answer); prpo_short (its
+    short prompt) alone. Another fold or seed keys a different one."""
+    cfgs = {arm: _cfg(arm) for arm in ablations.ARMS}
+    keys = {arm: ablations.warmup_key(cfg) for arm, cfg in cfgs.items()}
+    assert sorted(ablations.ARMS) == sorted(ONE_SCORE_ARMS + FIVE_ASPECT_ARMS)
+    for a, b in itertools.combinations(ablations.ARMS, 2):
+        same = all(to_plain(cfgs[a][k]) == to_plain(cfgs[b][k]) for k in ("prompt", "warmup"))
+        assert (keys[a] == keys[b]) == same, (a, b)
+    groups = sorted(sorted(a for a in ablations.ARMS if keys[a] == key) for key in set(keys.values()))
+    assert groups == sorted([sorted(ONE_SCORE_ARMS), ["prpo", "prpo_format01", "rl2r_prpo_prompt"], ["prpo_short"]])
     assert ablations.warmup_key(_cfg("rl2r", fold=1)) != keys["rl2r"]
     assert ablations.warmup_key(_cfg("rl2r", seed=1)) != keys["rl2r"]
+
+
+def _leaves(cfg, prefix: str = "") -> dict[str, object]:
+    """Dotted key -> value of every leaf of a composed config, interpolations unresolved."""
+    node = OmegaConf.to_container(cfg, resolve=False) if not isinstance(cfg, dict) else cfg
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _changed(arm: str, base: str) -> set[str]:
+    a, b = _leaves(_cfg(arm)), _leaves(_cfg(base))
+    return {k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>")}
 
 
 def test_arms_change_only_what_they_name():
@@ -65,6 +100,84 @@ def test_arms_change_only_what_they_name():
     assert (base.reward.fidelity.variant, binary.reward.fidelity.variant) == ("mean", "binary")
     assert (base.grpo.shuffle_mos, control.grpo.shuffle_mos) == (False, True)
     assert k4.optim == base.optim and binary.grpo == base.grpo and control.reward == base.reward
+
+
+def test_gap_arms_change_only_what_they_name():
+    """Against their base arm: prpo_format01 changes the format weight only (1 -> 0.1); prpo_short the prompt and
+    the stage-1 pool only; rl2r_prpo_prompt takes prpo's prompt, warm-up answer and answer length, nothing else."""
+    prpo, fmt, short, rl2r, mixed = (
+        _cfg(a) for a in ("prpo", "prpo_format01", "prpo_short", "rl2r", "rl2r_prpo_prompt")
+    )
+    assert _changed("prpo_format01", "prpo") == {"reward.preresq_format.weight"}
+    assert (prpo.reward.preresq_format.weight, fmt.reward.preresq_format.weight) == (1.0, 0.1)
+    assert _changed("prpo_short", "prpo") == {
+        "prompt.name",
+        "prompt.text",
+        "prompt.pool",
+        "schedule.stage1.prompt_pool",
+    }
+    assert short.prompt.name == "tiny_five" and short.prompt.pool is None
+    assert (prpo.schedule.stage1.prompt_pool, short.schedule.stage1.prompt_pool) == (True, False)
+    assert (short.prompt.num_aspects, short.scoring.answer_rule) == (5, "aspect_mean")
+    changed = _changed("rl2r_prpo_prompt", "rl2r")
+    assert {k for k in changed if not k.startswith("prompt.")} == {"warmup.answer_template", "grpo.max_new_tokens"}
+    assert to_plain(mixed.prompt) == to_plain(prpo.prompt) and mixed.warmup == prpo.warmup
+    assert mixed.grpo.max_new_tokens == prpo.grpo.max_new_tokens and mixed.reward == rl2r.reward
+    assert mixed.schedule == rl2r.schedule and mixed.grpo.k == rl2r.grpo.k == 8
+
+
+def test_short_five_number_prompt_is_about_the_tiny_prompts_length(tiny_model_dir):
+    """prompt=tiny_five: within 1.5x prompt=tiny's tokens, less than half of PRPO's prompt."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    n = {arm: len(tok.encode(str(_cfg(arm).prompt.text))) for arm in ("rl2r", "prpo_short", "prpo")}
+    assert n["prpo_short"] <= 1.5 * n["rl2r"] and n["prpo_short"] < n["prpo"] / 2, n
+
+
+@pytest.mark.parametrize("arm", FIVE_ASPECT_ARMS)
+def test_five_aspect_arms_score_unreadable_answers_as_failures(arm: str):
+    """Held-out scoring of every five-aspect arm (the `ScoringConfig` training builds) reads the mean of the five
+    numbers and counts an answer with fewer as a failure (NaN, in `fail_greedy`), where the training reward's
+    released parser pads it (4.5 -> 4.5 x 5) or falls back to 3.0."""
+    scoring = scoring_config(_cfg(arm))
+    five = "<think>ok</think><answer>{}</answer>"
+    texts = [five.format("\n".join(v)) for v in (["4", "4", "4", "4", "2"], ["1", "2", "3", "2", "2"], ["5"] * 5)]
+    texts += [five.format("4.5"), "no answer"]
+    scores, _ = score_answers(texts, scoring.answer_rule, scoring.num_aspects)
+    assert scores[:3].tolist() == pytest.approx([3.6, 2.0, 5.0]) and torch.isnan(scores[3:]).all()
+    metrics = correlations({"greedy": scores, "mos": torch.tensor([3.0, 2.0, 4.0, 1.0, 5.0])})
+    assert metrics["fail_greedy"] == pytest.approx(2 / 5) and metrics["srcc_greedy"] == pytest.approx(1.0, abs=1e-5)
+    assert parse_answers(texts[3:], 5)[0].tolist() == [4.5, 3.0]
+
+
+def test_rl2r_with_prpo_prompt_rewards_the_aspect_mean():
+    """rl2r_prpo_prompt's RL2R rewards read one score per five-line answer, the aspects' mean: its fidelity equals
+    the default arm's fidelity on one-number answers holding those means, and the five-line answer meets the
+    VisualQuality-R1 format."""
+    mixed, rl2r = _cfg("rl2r_prpo_prompt"), _cfg("rl2r")
+    aspects = [
+        ["4", "4", "4", "4", "2"],
+        ["1", "2", "3", "2", "2"],
+        ["5", "4", "5", "4", "5"],
+        ["2", "2", "2", "2", "2"],
+    ]
+    means = [3.6, 2.0, 4.6, 2.0]
+    five = [f"<think>ok</think><answer>{chr(10).join(a)}</answer>" for a in aspects]
+    one = [f"<think>ok</think><answer>{m}</answer>" for m in means]
+    mos, ids = torch.tensor([3.0, 2.5]), torch.zeros(2, dtype=torch.long)  # 2 images x K = 2
+
+    def rewards(cfg, texts):
+        scores, asp = parse_answers(texts, int(cfg.prompt.num_aspects))
+        return scores, compute_rewards(
+            build_reward_mix(cfg.reward), texts, scores.view(2, 2), asp.view(2, 2, -1), mos, ids
+        )
+
+    scores, (_, terms) = rewards(mixed, five)
+    one_scores, (_, one_terms) = rewards(rl2r, one)
+    assert scores.tolist() == pytest.approx(means) and one_scores.tolist() == pytest.approx(means)
+    assert torch.allclose(terms["fidelity"], one_terms["fidelity"])
+    assert terms["format"].tolist() == [[1.0, 1.0], [1.0, 1.0]]
 
 
 def test_bands_are_mean_min_max_over_the_runs_of_an_arm():

@@ -427,3 +427,31 @@ def test_cli_prints_last_values(fake: dict[str, Path], capsys: pytest.CaptureFix
     A.main([str(fake["sweep"]), "--tags", "val/*", "--workers", "1"])
     out = capsys.readouterr().out
     assert "val/srcc" in out and "3 runs" in out
+
+
+def test_arm_intervals_are_mean_and_bootstrap_ci_over_finished_runs() -> None:
+    """Arm a: finished runs with failure rates 0.25 and 0.75 (a running run's 1.0 left out): mean 0.5, and the
+    bootstrap means of 2 units are 0.25, 0.5, 0.75 (p = 1/4, 1/2, 1/4), so the 95% CI is [0.25, 0.75]. Arm b: one
+    SRCC NaN of two -> mean of the other, nan = 1. Arms follow `order`."""
+    study = pd.DataFrame(
+        {
+            "arm": ["a", "a", "a", "b", "b"],
+            "status": ["done", "done", "running", "done", "done"],
+            "after_fail_mean": [0.25, 0.75, 1.0, 0.5, 0.5],
+            "after_srcc_mean": [0.6, 0.8, float("nan"), float("nan"), 0.3],
+        }
+    )
+    got = A.arm_intervals(study, ["after_srcc_mean", "after_fail_mean"], order=["b", "a"])
+    assert list(got["arm"]) == ["b", "b", "a", "a"]
+    rows = got.set_index(["arm", "column"])
+    assert rows.loc[("a", "after_fail_mean")].tolist() == [0.5, 0.25, 0.75, 2, 0]
+    assert rows.loc[("b", "after_fail_mean")].tolist() == [0.5, 0.5, 0.5, 2, 0]
+    assert rows.loc[("b", "after_srcc_mean")].tolist() == [0.3, 0.3, 0.3, 1, 1]
+    assert rows.loc[("a", "after_srcc_mean")].tolist()[0] == pytest.approx(0.7)
+
+
+def test_plot_arm_intervals_draws_one_panel_per_column() -> None:
+    study = pd.DataFrame({"arm": ["a", "b"], "status": ["done", "done"], "after_fail_mean": [0.1, 0.2]})
+    fig = A.plot_arm_intervals(A.arm_intervals(study, ["after_fail_mean", "after_srcc_mean"]))
+    assert [a.get_title() for a in fig.axes if a.get_visible()] == ["after_fail_mean", "after_srcc_mean"]
+    plt.close(fig)

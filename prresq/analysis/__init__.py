@@ -38,12 +38,13 @@ from prresq.analysis.events import (
     read_overrides,
     varying_overrides,
 )
-from prresq.analysis.plots import plot_bands, plot_curves, plot_error_hists
+from prresq.analysis.plots import plot_arm_intervals, plot_bands, plot_curves, plot_error_hists
 from prresq.analysis.runs import (
     HELDOUT_FILE,
     STUDY_KEYS,
     STUDY_STATUS,
     EvalData,
+    arm_intervals,
     bands,
     default_run_dir,
     find_eval_dirs,
@@ -72,6 +73,7 @@ __all__ = [
     "TEXT_TAG",
     "TIDY_COLUMNS",
     "EvalData",
+    "arm_intervals",
     "bands",
     "default_run_dir",
     "event_files",
@@ -91,6 +93,7 @@ __all__ = [
     "parse_value",
     "pick_before_after",
     "pivot_metric",
+    "plot_arm_intervals",
     "plot_bands",
     "plot_curves",
     "plot_error_hists",

@@ -132,6 +132,34 @@ def plot_bands(
     return fig
 
 
+def plot_arm_intervals(intervals: pd.DataFrame, columns: Sequence[str] | None = None, *, ncols: int = 4) -> Figure:
+    """One panel per column of `arm_intervals` (e.g. held-out SRCC and parse-failure rate after RL): per arm its
+    mean over folds x seeds (dot) and 95% bootstrap CI (bar), arms top to bottom; an arm without a finite value
+    (e.g. an SRCC of constant answers in every run) has no dot in that panel."""
+    import matplotlib.pyplot as plt
+
+    columns = list(dict.fromkeys(intervals["column"])) if columns is None else list(columns)
+    ncols = max(1, min(ncols, len(columns)))
+    nrows = math.ceil(len(columns) / ncols)
+    arms = list(dict.fromkeys(intervals["arm"]))
+    fig, grid = plt.subplots(
+        nrows, ncols, figsize=(3.6 * ncols, 0.9 + 0.32 * max(len(arms), 1) * nrows), squeeze=False, sharey=True
+    )
+    axes = list(grid.ravel())
+    for extra in axes[len(columns) :]:
+        extra.set_visible(False)
+    for col, a in zip(columns, axes):
+        part = intervals[intervals["column"] == col].set_index("arm").reindex(arms)
+        y = np.arange(len(arms))[::-1]
+        err = np.vstack([part["mean"] - part["low"], part["high"] - part["mean"]])
+        a.errorbar(part["mean"], y, xerr=err, fmt="o", ms=4, capsize=3)
+        a.set_yticks(y, arms, fontsize=8)
+        a.set_title(col, fontsize=10)
+        a.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
 def plot_error_hists(root: str | os.PathLike[str], by: str = "arm", bins: int = 40) -> Figure:
     """Histograms of held-out answer errors after RL, one panel per `by` group (all its folds x seeds pooled),
     with the errors of the same runs before RL (the warm-up) in grey; unparseable answers are counted."""

@@ -252,6 +252,27 @@ def load_study(root: str | os.PathLike[str]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["arm", "fold", "seed"], kind="stable").reset_index(drop=True)
 
 
+def arm_intervals(study: pd.DataFrame, columns: Sequence[str], order: Sequence[str] = ()) -> pd.DataFrame:
+    """Per arm and column of a `load_study` frame: the mean over the arm's finished runs (its folds x seeds) with
+    its 95% percentile-bootstrap CI (`prresq.stats.bootstrap_ci`), e.g. `after_srcc_mean`, `after_fail_mean`.
+
+    Columns: arm, column, mean, low, high, n (finite values), nan (runs whose value is NaN, e.g. an SRCC of
+    constant answers). Runs that did not finish are left out; arms follow `order`, then the rest sorted.
+    """
+    from prresq.stats import bootstrap_ci
+
+    done = study[study["status"] == "done"]
+    arms = [a for a in order if a in set(done["arm"])] + sorted(set(done["arm"]) - set(order))
+    rows = []
+    for arm in arms:
+        sub = done[done["arm"] == arm]
+        for col in columns:
+            values = pd.to_numeric(sub[col], errors="coerce") if col in sub else pd.Series(dtype=float)
+            ci = bootstrap_ci(values.dropna().to_numpy())
+            rows.append({"arm": arm, "column": col, **ci._asdict(), "nan": int(len(sub) - ci.n)})
+    return pd.DataFrame(rows, columns=["arm", "column", "mean", "low", "high", "n", "nan"])
+
+
 def bands(df: pd.DataFrame, tag: str, by: str = "arm") -> pd.DataFrame:
     """Mean, min and max of one tag over the runs of each `by` group at each step (the folds x seeds of an arm):
     columns `by`, step, mean, low, high, n."""
