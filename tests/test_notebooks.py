@@ -124,7 +124,24 @@ def test_study_command_runs_every_arm_in_two_jobs_and_writes_the_table(study: Pa
     table = (study / "results" / "table.md").read_text()
     assert "| rl2r | 1 |" in table and "| shuffled_mos | 1 |" in table and "control: RL2R >= shuffled MOS" in table
     assert "warm-up (RL2R answer)" in table and "2 of 2 runs finished" in table
-    assert all((study / "results" / f).stat().st_size > 0 for f in ("curves.png", "score_std.png", "errors.png"))
+    # each arm's parse-failure rates beside its SRCC: one unit, so mean [CI] = v [v, v] of its heldout_metrics.json
+    header = next(line for line in table.splitlines() if line.startswith("| arm | n |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    results = json.loads((study / "results" / "results.json").read_text())
+    for arm in ("rl2r", "shuffled_mos"):
+        after = json.loads((study / "study" / arm / "fold0_seed0" / "heldout_metrics.json").read_text())["after"]
+        row = next(line for line in table.splitlines() if line.startswith(f"| {arm} | 1 |"))
+        cells = dict(zip(columns, (c.strip() for c in row.strip("|").split("|"))))
+        for rate in ("fail_mean", "fail_greedy"):
+            v = after[rate]
+            assert cells[rate] == f"{v:.3f} [{v:.3f}, {v:.3f}]", (arm, rate, cells)
+            assert results["arms"][arm][rate] == {"mean": v, "low": v, "high": v, "n": 1}
+    # a partial study: the plan's other arms are listed, not dropped, and the gap table says what it lacks
+    assert "| prpo | 0 | not run |" in table and "| rl2r_prpo_prompt | 0 | not run |" in table
+    assert results["arms"]["prpo_short"] == {"status": "not run"}
+    assert "| PRPO's prompt alone (RL2R rewards) | rl2r_prpo_prompt | rl2r | | | 0 | no data | |" in table
+    figures = ("arms.png", "curves.png", "score_std.png", "errors.png")
+    assert all((study / "results" / f).stat().st_size > 0 for f in figures)
 
 
 @pytest.mark.slow
@@ -145,13 +162,14 @@ def test_rerun_skips_finished_runs_and_reruns_unfinished_ones(study: Path) -> No
 
 @pytest.mark.slow
 def test_reward_curves_notebook_on_the_study(study: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The curves notebook reads the study directory: per-arm bands (validation, reward, score std) and the
-    usual per-tag panels, both arms named."""
+    """The curves notebook reads the study directory: per-arm bands (validation, reward, score std), per-arm
+    held-out SRCC and parse-failure rates with CIs, and the usual per-tag panels, both arms named."""
     nb = _execute("reward_curves.ipynb", {"PRRESQ_RUN_DIR": str(study / "study")}, monkeypatch)
     images, text = _outputs(nb)
     assert "per-arm bands skipped" not in text
     assert "2 run(s)" in text and "rl2r" in text and "shuffled_mos" in text
-    assert images >= 9  # 2 band figures + the per-tag groups that were logged
+    assert "after_fail_mean" in text and "after_fail_greedy" in text  # per-arm failure rates beside the SRCC
+    assert images >= 10  # 2 band figures, SRCC and failure rate per arm, the per-tag groups that were logged
 
 
 @pytest.mark.slow
