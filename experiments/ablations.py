@@ -324,7 +324,11 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
         return (str(ci) if ci.n else "n/a") + (f" ({nan} NaN)" if nan else ""), ci._asdict()
 
     finished = set(done["arm"])
-    warm_rows = [("warm-up (RL2R answer)", DEFAULT_ARM), ("warm-up (PRPO answer)", "prpo")]
+    warm_rows = [  # one row per warm-up (`warmup_key`): its arms' runs share the before-RL scores
+        ("warm-up (RL2R answer)", DEFAULT_ARM),
+        ("warm-up (PRPO answer)", "prpo"),
+        ("warm-up (PRPO answer, short prompt)", "prpo_short"),
+    ]
     arms = [a for a in ARMS if a in finished] + sorted(finished - set(ARMS))
     for label, arm in warm_rows:
         if arm in arms:
