@@ -123,8 +123,8 @@ def evaluate_benchmark(
 ) -> pd.DataFrame | None:
     """Score one benchmark -> its predictions frame (file order) on rank 0, None on the other ranks.
 
-    The items are cut into work units of `batch_size` (`prresq.eval_ranks`), each seeded by its item ids
-    and dealt to the ranks round-robin; units already in `progress` are not scored again, and each unit
+    The items are cut into work units of `batch_size` (`prresq.eval_ranks`) dealt to the ranks round-robin
+    (each sampled answer seeded by its item: `prresq.row_sampling`); units already in `progress` are not scored again, and each unit
     scored is appended to it. A failure on any rank stops every rank with the same message.
     """
     from torch.utils.data import DataLoader

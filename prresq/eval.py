@@ -28,9 +28,11 @@ numbers. Written under `<paths.output_dir>/eval/`:
   MOS with the fitted logistic curve), from `prresq.plots`.
 
 Several processes (`torchrun --nproc_per_node=N -m prresq.eval ...`; gloo on CPUs, NCCL on GPUs): the items
-are cut into batches of `scoring.batch_size` in file order, each seeded by its item ids and dealt to the
-ranks; rank 0 gathers the predictions in item order and writes the files and metrics once
-(`prresq.eval_ranks`). Every scored batch is appended to `eval/progress/<benchmark>/` at once: a rerun into
+are cut into batches of `scoring.batch_size` in file order and dealt to the ranks (each sampled answer is
+seeded by its item id and index, `prresq.row_sampling`, whatever its batch or rank); rank 0 gathers the
+predictions in item order and writes the files and metrics once (`prresq.eval_ranks`). Under
+`hydra/launcher=slurm` each SLURM task is one rank (SLURM_PROCID / SLURM_NTASKS). Every scored batch is
+appended to `eval/progress/<benchmark>/` at once: a rerun into
 the same folder (`hydra.run.dir=...`) scores only the batches missing there, and stops before the model
 loads if its settings differ from those the predictions were made with (`prresq.eval_progress`).
 

@@ -7,25 +7,29 @@ MASTER_PORT) runs one process per device:
 
 - A benchmark's items, in file order, are cut into **work units** of `scoring.batch_size` consecutive
   items (`work_units`); each unit is one scoring batch. Units are dealt to the ranks round-robin.
-- Before a unit is scored, the generators are seeded with `unit_seed(seed, ids)`: a hash of the seed and
-  the unit's item ids. A unit's batch and seed depend on the items only, never on the rank, the number
-  of ranks or what was scored before, so 1, 2 or 8 processes (and a resumed run) write the same
-  predictions. Changing `scoring.batch_size` changes the units, hence the sampled answers.
+- Sampled answer j of item `id` draws from its own generator, seeded by a hash of (seed, id, j)
+  (`prresq.row_sampling`): an item's answers depend on the item only, never on the rank, the number of
+  ranks, the batch size, the other items of its batch or what was scored before, so 1, 2 or 8 processes,
+  another `scoring.batch_size` and a resumed run write the same predictions.
 - Every rank scores one unit per step, then the ranks agree (`Ranks.agree`): if one rank failed (an
   unreadable file under `on_bad_sample=raise`, a label file it could not read), every rank stops with
   the same message naming the rank and the cause, so no rank waits at a collective for a rank that
   has left.
 - Rank 0 gathers the predictions (`Ranks.gather`), writes the files and computes the metrics once.
 
-With one process (no WORLD_SIZE) nothing is initialised and errors keep their own type.
+Under SLURM (`hydra/launcher=slurm`, one task per device: `tasks_per_node = devices`), a job of several tasks
+sets SLURM_NTASKS / SLURM_PROCID / SLURM_LOCALID, not torchrun's variables: when WORLD_SIZE is absent, the
+ranks are read from those (`rank_env`), and MASTER_ADDR / MASTER_PORT default to the job's first node and a
+port derived from the job id (Lightning's `SLURMEnvironment` rule, the one `prresq.train` uses there). A job
+named `bash` or `interactive` (an interactive allocation) is not read as SLURM ranks, as in Lightning.
+
+With one process (no WORLD_SIZE, no SLURM tasks) nothing is initialised and errors keep their own type.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,17 +48,6 @@ def work_units(n_items: int, size: int) -> list[range]:
     return [range(start, min(start + size, n_items)) for start in range(0, n_items, size)]
 
 
-def unit_seed(seed: int, ids: Sequence[str]) -> int:
-    """The seed of one work unit: a hash of the run's seed and the unit's item ids (63 bits)."""
-    digest = hashlib.sha256("\x1f".join([str(seed), *map(str, ids)]).encode()).digest()
-    return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
-
-
-def seed_unit(seed: int, ids: Sequence[str]) -> None:
-    """Seed torch (CPU and every CUDA device) for one unit (`unit_seed`)."""
-    torch.manual_seed(unit_seed(seed, ids))
-
-
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     if value is None or value == "":
@@ -63,6 +56,44 @@ def _env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise ValueError(f"environment variable {name}={value!r}: expected an integer") from None
+
+
+SLURM_INTERACTIVE_NAMES = ("bash", "interactive")
+
+
+def slurm_tasks() -> bool:
+    """True in a SLURM task of a job with several tasks that torchrun did not start (no WORLD_SIZE)."""
+    return (
+        not os.environ.get("WORLD_SIZE")
+        and _env_int("SLURM_NTASKS", 1) > 1
+        and os.environ.get("SLURM_JOB_NAME") not in SLURM_INTERACTIVE_NAMES
+    )
+
+
+def rank_env() -> tuple[int, int, int]:
+    """(world size, rank, local rank) of this process: torchrun's WORLD_SIZE / RANK / LOCAL_RANK, else SLURM's
+    SLURM_NTASKS / SLURM_PROCID / SLURM_LOCALID in a job of several tasks (`slurm_tasks`), else one process.
+
+    Under SLURM, MASTER_ADDR and MASTER_PORT are set (when unset) for the process group: the first node of
+    SLURM_JOB_NODELIST and 15000 + the job id's last 4 digits, as Lightning's `SLURMEnvironment` sets them."""
+    if slurm_tasks():
+        world, rank = _env_int("SLURM_NTASKS", 1), _env_int("SLURM_PROCID", -1)
+        if rank < 0:
+            raise ValueError(f"SLURM_NTASKS={world} without SLURM_PROCID: start the tasks with srun (one per device)")
+        from lightning.fabric.plugins.environments import SLURMEnvironment
+
+        nodes = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST") or "127.0.0.1"
+        os.environ.setdefault("MASTER_ADDR", SLURMEnvironment.resolve_root_node_address(nodes))
+        job = os.environ.get("SLURM_JOB_ID", "")
+        os.environ.setdefault("MASTER_PORT", str(15000 + int(job[-4:])) if job[-4:].isdigit() else "12910")
+        return world, rank, _env_int("SLURM_LOCALID", rank)
+    world, rank = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0)
+    if world > 1 and not os.environ.get("RANK"):
+        raise ValueError(
+            f"WORLD_SIZE={world} without RANK: start the processes with torchrun (or devices={world}), "
+            "which sets both, or unset WORLD_SIZE for one process"
+        )
+    return world, rank, _env_int("LOCAL_RANK", rank)
 
 
 @dataclass(frozen=True)
@@ -75,15 +106,10 @@ class Ranks:
 
     @classmethod
     def from_env(cls, timeout_s: float = 1800.0) -> Ranks:
-        """Read WORLD_SIZE / RANK / LOCAL_RANK; with several processes, join (or reuse) the process group:
-        NCCL on GPUs, gloo on CPUs. `timeout_s` bounds a collective whose peer died without a word."""
-        world, rank = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0)
-        if world > 1 and not os.environ.get("RANK"):
-            raise ValueError(
-                f"WORLD_SIZE={world} without RANK: start the processes with torchrun (or devices={world}), "
-                "which sets both, or unset WORLD_SIZE for one process"
-            )
-        local = _env_int("LOCAL_RANK", rank)
+        """Read the ranks (`rank_env`: torchrun's variables, or SLURM's); with several processes, join (or reuse)
+        the process group: NCCL on GPUs, gloo on CPUs. `timeout_s` bounds a collective whose peer died without
+        a word."""
+        world, rank, local = rank_env()
         if world < 1 or not 0 <= rank < world:
             raise ValueError(f"WORLD_SIZE={world}, RANK={rank}: expected 0 <= RANK < WORLD_SIZE")
         ranks = cls(world, rank, local)
@@ -172,8 +198,9 @@ def launch_processes(devices: int, module: str) -> bool:
     """`devices=N` (N > 1) in a process that no launcher started: run this Hydra job again as N processes
     (`torch.distributed.run --standalone`, the job's overrides and its output folder), wait for them, and
     return True (the caller then stops; a failed launch raises `ShardFailure`). Returns False when this
-    process is one of the N (WORLD_SIZE set) or one device was asked for."""
-    if devices <= 1 or os.environ.get("WORLD_SIZE"):
+    process is one of the N (WORLD_SIZE set, or a task of a SLURM job of several tasks) or one device was
+    asked for."""
+    if devices <= 1 or os.environ.get("WORLD_SIZE") or slurm_tasks():
         return False
     import subprocess
     import sys

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Timer
 
 from prresq.metrics import DegenerateInputWarning, prediction_hint
 from prresq.module import GRPOModule
+from prresq.row_sampling import global_rng_kept
 from prresq.scoring import ScoringConfig, correlations, score_loader
 
 
@@ -32,10 +33,11 @@ def evaluate(
 ) -> dict[str, float]:
     """Held-out correlations; with `save_dir`, also `predictions_test.csv` + `results.csv` (CONTRACTS.md).
 
-    With `seed`, the generators are seeded before each batch from the seed and its item ids, as `prresq.eval`
-    seeds them (`prresq.eval_ranks.seed_unit`), so
-    `python -m prresq.eval checkpoint=RUN/export` (the run record's prompt, scoring, batch size and seed)
-    reproduces these numbers.
+    With `seed`, each sampled answer draws from its own generator seeded by the seed, its item id and its
+    index, as in `prresq.eval` (`prresq.row_sampling`), so `python -m prresq.eval checkpoint=RUN/export`
+    (the run record's prompt, scoring and seed) reproduces these numbers. The global random states (torch,
+    NumPy, Python) are put back afterwards (`global_rng_kept`): scoring the test split before RL does not
+    change the stream RL draws from, so RL's trajectory is the same with and without `eval_before_after`.
 
     The policy is scored in eval mode and handed back in the mode it came in: Lightning keeps the modes it
     finds at the start of fit, so a policy left in eval mode would train without dropout and without
@@ -43,10 +45,11 @@ def evaluate(
     """
     was_training = module.policy.training
     module.policy.eval()
-    if seed is not None:
-        L.seed_everything(seed, workers=True, verbose=False)
     try:
-        scored = score_loader(module.policy, module.processor, loader, scoring, progress=desc, seed=seed)
+        with global_rng_kept():
+            if seed is not None:  # the loader's worker seeds: the same before and after RL
+                L.seed_everything(seed, workers=True, verbose=False)
+            scored = score_loader(module.policy, module.processor, loader, scoring, progress=desc, seed=seed)
     finally:
         module.policy.train(was_training)
     hint = prediction_hint(scored["pred"], desc) if scored.get("pred") is not None else None

@@ -27,7 +27,8 @@ output at a time (a lock beside it; a second process stops with a clear message)
 that cannot be written fails before the model is loaded (`prresq.infer_output`).
 
 Several processes (`torchrun --nproc_per_node=N -m prresq.infer ...`): the inputs are cut into batches of
-`scoring.batch_size` in input order, each seeded by its files and dealt to the ranks; rank 0 holds the lock
+`scoring.batch_size` in input order and dealt to the ranks (each file's sampled answers seeded by the file:
+`prresq.row_sampling`); rank 0 holds the lock
 and appends every step's rows in input order, so the output equals a one-process run's (`prresq.eval_ranks`).
 
 A checkpoint of `prresq.train` carries the prompt, scoring settings and pixel caps it was validated with
@@ -103,7 +104,7 @@ def _score(
     cfg: DictConfig, writer: ResultWriter, aspects: list[str], scoring: ScoringConfig, ranks: Ranks
 ) -> dict[str, Any]:
     """Score the inputs not in the output yet: work units of `scoring.batch_size` inputs (in input order,
-    each seeded by its files: `prresq.eval_ranks`) dealt to the ranks; rank 0 appends each step's rows in
+    each file's answers seeded by the file: `prresq.row_sampling`) dealt to the ranks; rank 0 appends each step's rows in
     input order."""
     from tqdm.auto import tqdm
 

@@ -15,7 +15,6 @@ from torch import nn
 from prresq.data.collate import PromptCollator
 from prresq.data.dataflow import Flow, FlowOutput
 from prresq.data.records import DataError, Record
-from prresq.eval_ranks import seed_unit
 from prresq.infer_inputs import is_video
 from prresq.models import prompt_token_limit
 from prresq.scoring import ScoringConfig, score_batch
@@ -93,8 +92,8 @@ class Scorer:
             inputs = {
                 k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch["model_inputs"].items()
             }
-            seed_unit(self.seed, kept)  # a batch's answers depend on its files only (prresq.eval_ranks)
-            out = score_batch(self.model, self.processor, inputs, self.scoring)
+            # each file's answers depend on the seed and the file only (prresq.row_sampling)
+            out = score_batch(self.model, self.processor, inputs, self.scoring, seed=self.seed, ids=kept)
             primary = out.primary.cpu().double()
             n_parsed = out.n_parsed.cpu() if out.n_parsed is not None else torch.zeros(len(kept), dtype=torch.long)
             aspects = out.aspects.cpu().double() if out.aspects is not None else None

@@ -12,6 +12,7 @@ same tokens (`tests/test_one_prefill.py`).
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +22,7 @@ from prresq.engine.plain import generate_completions, generation_mode, split_com
 from prresq.engine.rows import TOKEN_KEYS
 from prresq.engine.shared import _prefix_forward, generate_completions_shared
 from prresq.models.families import family_of
+from prresq.row_sampling import seeded_block
 from prresq.sampling import GenerationTokens, SamplingConfig
 
 Completions = tuple[Tensor, Tensor]  # (completion ids [rows, T], mask [rows, T])
@@ -33,15 +35,18 @@ def generate_greedy_and_samples(
     n: int,
     tokens: GenerationTokens,
     sampling: SamplingConfig,
+    generators: Sequence[torch.Generator] | None = None,
 ) -> tuple[Completions, Completions]:
-    """(greedy completions [B, T], N sampled completions [B*N, T']) from one prefill per prompt."""
+    """(greedy completions [B, T], N sampled completions [B*N, T']) from one prefill per prompt.
+
+    `generators`: one per sampled row (`prresq.row_sampling`), as in `generate_completions_shared`."""
     gen_inputs = {key: v for key, v in inputs.items() if key != "labels"}
     family = family_of(model)
     if not family.shareable(gen_inputs):  # the two-pass path, as before
         greedy = generate_completions(model, gen_inputs, 1, tokens, sampling, do_sample=False)
-        return greedy, generate_completions_shared(model, gen_inputs, n, tokens, sampling)
+        return greedy, generate_completions_shared(model, gen_inputs, n, tokens, sampling, generators=generators)
     width = gen_inputs["input_ids"].shape[1]
-    with generation_mode(model):
+    with generation_mode(model), seeded_block(generators):
         positions = family.generate_positions(model, gen_inputs)
         cache = DynamicCache(config=model.config)
         _prefix_forward(model, gen_inputs, positions, cache, columns=width - 1)
@@ -60,7 +65,7 @@ def generate_greedy_and_samples(
             position_ids=positions.repeat_interleave(n, dim=-2),
             cache=cache,
             num_return_sequences=1,
-            **sampling.generate_kwargs(tokens, True),
+            **sampling.generate_kwargs(tokens, True, generators),
         )
     return (
         split_completions(greedy, width, tokens.eos_ids, tokens.pad_id),

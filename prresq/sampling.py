@@ -10,6 +10,7 @@ same logits processing on the plain and the shared-prefix paths (`prresq.rollout
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,8 +49,22 @@ class SamplingConfig:
         """The sampling fields alone (of this config or of a config that extends it)."""
         return SamplingConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SamplingConfig)})
 
-    def generate_kwargs(self, tokens: GenerationTokens, do_sample: bool = True) -> dict[str, Any]:
-        """The `generate` arguments every rollout path shares (`do_sample=False`: greedy, no filtering)."""
+    def generate_kwargs(
+        self, tokens: GenerationTokens, do_sample: bool = True, generators: Sequence[Any] | None = None
+    ) -> dict[str, Any]:
+        """The `generate` arguments every rollout path shares (`do_sample=False`: greedy, no filtering).
+
+        With `generators` (one `torch.Generator` per output row), each row samples from its own generator
+        (`prresq.row_sampling.RowSampler`); run `generate` under `prresq.row_sampling.seeded_block` so that
+        the global RNG is not moved."""
+        extra: dict[str, Any] = {}
+        if generators is not None and do_sample:
+            from transformers import LogitsProcessorList  # torch; `prresq.config` imports this module
+
+            from prresq.row_sampling import RowSampler
+
+            sampler = RowSampler(generators, self.temperature, self.top_k, self.top_p)
+            extra["logits_processor"] = LogitsProcessorList([sampler])
         return dict(
             do_sample=do_sample,
             temperature=self.temperature if do_sample else None,
@@ -61,4 +76,5 @@ class SamplingConfig:
             eos_token_id=tokens.eos_ids,
             pad_token_id=tokens.pad_id,
             use_cache=True,
+            **extra,
         )

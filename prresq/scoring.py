@@ -41,6 +41,7 @@ Used as:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,9 +53,9 @@ from torch import Tensor, nn
 from prresq.config import ScoringOptions
 from prresq.engine import Engine, SharedPrefixEngine, scoring_engine
 from prresq.engine.rows import TOKEN_KEYS
-from prresq.eval_ranks import seed_unit
 from prresq.one_prefill import generate_greedy_and_samples
 from prresq.rewards.parse import resolve_answer_rule, score_answers
+from prresq.row_sampling import global_rng_kept, row_generators
 from prresq.sampling import GenerationTokens
 
 MODES = ("greedy", "sample", "both", "expected")
@@ -234,11 +235,26 @@ def engine_for(model: nn.Module, processor: Any, cfg: ScoringConfig) -> Engine:
 
 @torch.no_grad()
 def score_batch(
-    model: nn.Module, processor: Any, inputs: dict[str, Tensor], cfg: ScoringConfig, engine: Engine | None = None
+    model: nn.Module,
+    processor: Any,
+    inputs: dict[str, Tensor],
+    cfg: ScoringConfig,
+    engine: Engine | None = None,
+    seed: int | None = None,
+    ids: Sequence[str] | None = None,
 ) -> Scores:
-    """Score every item of a collated batch (see the module docstring for the modes) on `engine` (`engine_for`)."""
+    """Score every item of a collated batch (see the module docstring for the modes) on `engine` (`engine_for`).
+
+    With `seed` (and the batch's item `ids`), sampled answer j of item `id` draws from its own generator
+    seeded by (seed, id, j) (`prresq.row_sampling`): the same answers in any batch, and the global RNG is
+    not moved. Without, sampling draws from the global RNG."""
     if cfg.mode not in MODES:
         raise ValueError(f"scoring.mode={cfg.mode!r}: expected one of {', '.join(MODES)}")
+    generators = None
+    if seed is not None and cfg.mode in ("sample", "both"):
+        if ids is None or len(ids) != inputs["input_ids"].shape[0]:
+            raise ValueError(f"seeded scoring needs one item id per batch row (got {ids!r})")
+        generators = row_generators(seed, ids, cfg.n)
     rule = resolve_answer_rule(cfg.answer_rule, cfg.num_aspects)
     engine = engine if engine is not None else engine_for(model, processor, cfg)
     b = inputs["input_ids"].shape[0]
@@ -247,7 +263,7 @@ def score_batch(
     sampled = None
     if cfg.mode == "both" and isinstance(engine, SharedPrefixEngine):  # one prefill (prresq.one_prefill)
         tokens = GenerationTokens.from_tokenizer(processor.tokenizer)
-        (ids, _), sampled = generate_greedy_and_samples(model, inputs, cfg.n, tokens, cfg.sampling)
+        (ids, _), sampled = generate_greedy_and_samples(model, inputs, cfg.n, tokens, cfg.sampling, generators)
     elif cfg.mode in ("greedy", "both", "expected"):
         ids, _ = engine.plain.generate(model, inputs, k=1, do_sample=False)
     if cfg.mode in ("greedy", "both", "expected"):
@@ -258,7 +274,7 @@ def score_batch(
         if cfg.mode == "expected":
             out.expected, out.expected_mass, _ = expected_scores(model, processor, inputs, ids, cfg)
     if cfg.mode in ("sample", "both"):
-        ids, _ = sampled if sampled is not None else engine.generate(model, inputs, k=cfg.n)
+        ids, _ = sampled if sampled is not None else engine.generate(model, inputs, k=cfg.n, generators=generators)
         texts = decode(processor, ids)
         scores, aspects = score_answers(texts, rule, cfg.num_aspects, *rng)
         scores = scores.view(b, cfg.n)
@@ -291,9 +307,11 @@ def score_loader(
 ) -> dict[str, Any]:
     """Score every batch of a loader.
 
-    With `seed`, the generators are seeded before each batch from the seed and the batch's item ids
-    (`prresq.eval_ranks.seed_unit`): a batch's answers then depend on its items only, not on the batches
-    before it, so a sharded or resumed `prresq.eval` and the held-out table give the same predictions.
+    With `seed`, each sampled answer draws from its own generator, seeded by the seed, its item id and its
+    index (`score_batch`, `prresq.row_sampling`): an item's answers depend on the item only, not on the batch
+    size, the batches before it or the rank, so a sharded or resumed `prresq.eval` and the held-out table give
+    the same predictions; and the global RNG (torch's; the loader's iteration draws from it too) is left
+    where it was, so scoring in the middle of a run does not change what the run draws next.
 
     Returns {"mos", "greedy", "sample_mean", "n_parsed", "expected", "expected_mass", "pred": [N]
     tensors (None when the mode does not produce them), "aspects": [N, D], "texts", "ids", "media"}.
@@ -304,22 +322,21 @@ def score_loader(
     device = next(model.parameters()).device
     engine = engine_for(model, processor, cfg)
     acc: dict[str, list] = {k: [] for k in ("mos", "pred", *_STACKED, "texts", "ids", "media")}
-    for batch in tqdm(loader, desc=progress, disable=progress is None, leave=False):
-        if batch is None:
-            continue
-        inputs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch["model_inputs"].items()}
-        if seed is not None:
-            seed_unit(seed, batch["ids"])
-        out = score_batch(model, processor, inputs, cfg, engine)
-        acc["mos"].append(batch["mos"].float().cpu())
-        acc["pred"].append(out.primary.cpu())
-        for key in _STACKED:
-            value = getattr(out, key)
-            if value is not None:
-                acc[key].append(value.cpu())
-        acc["texts"].extend(out.texts)
-        acc["ids"].extend(batch.get("ids", []))
-        acc["media"].extend(batch.get("media", []))
+    with global_rng_kept() if seed is not None else contextlib.nullcontext():
+        for batch in tqdm(loader, desc=progress, disable=progress is None, leave=False):
+            if batch is None:
+                continue
+            inputs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch["model_inputs"].items()}
+            out = score_batch(model, processor, inputs, cfg, engine, seed=seed, ids=batch.get("ids"))
+            acc["mos"].append(batch["mos"].float().cpu())
+            acc["pred"].append(out.primary.cpu())
+            for key in _STACKED:
+                value = getattr(out, key)
+                if value is not None:
+                    acc[key].append(value.cpu())
+            acc["texts"].extend(out.texts)
+            acc["ids"].extend(batch.get("ids", []))
+            acc["media"].extend(batch.get("media", []))
     return {k: torch.cat(v) if v and isinstance(v[0], Tensor) else (v or None) for k, v in acc.items()}
 
 

@@ -4,8 +4,9 @@
 `resolve_resources` before it submits a sweep. Each resource is a `hydra.launcher.*` key with an
 environment variable (`conf/hydra/launcher/slurm.yaml`); `auto` means:
 
-- `gpus_per_node`: `tasks_per_node` (one task per GPU) when `trainer.accelerator` uses GPUs (`gpu`,
-  `cuda`, or `auto` on a partition whose nodes have GPUs), else none (no `--gpus-per-node` at all);
+- `gpus_per_node`: `tasks_per_node` (one task per GPU) when the accelerator (`trainer.accelerator`; eval's
+  `device`) uses GPUs (`gpu`, `cuda`, `cuda:N`, or `auto` on a partition whose nodes have GPUs), else none
+  (no `--gpus-per-node` at all);
 - `cpus_per_task`: the node's CPUs shared out: per GPU on a GPU job, per task on a CPU job;
 - `mem_gb`: the node's memory in proportion to the CPUs the job takes;
 - `OMP_NUM_THREADS` in the job: `cpus_per_task`, unless the submitting environment sets it.
@@ -144,8 +145,8 @@ def resolve_resources(params: dict[str, Any], accelerator: str, partition: Parti
     tasks = _count("tasks_per_node", out.get("tasks_per_node"), "trainer.devices")
     if tasks == AUTO or tasks == 0:
         raise SlurmRequestError(
-            f"hydra.launcher.tasks_per_node={out.get('tasks_per_node')!r}: set trainer.devices to a number "
-            "(one task per device)"
+            f"hydra.launcher.tasks_per_node={out.get('tasks_per_node')!r}: set trainer.devices (train) or "
+            "devices (eval) to a number (one task per device)"
         )
     nodes = _count("nodes", out.get("nodes", 1), "trainer.num_nodes")
     node = min(partition.nodes, key=lambda n: (n.cpus, n.mem_mb, n.gpus))
@@ -154,7 +155,7 @@ def resolve_resources(params: dict[str, Any], accelerator: str, partition: Parti
     )
 
     gpus = _count("gpus_per_node", out.get("gpus_per_node"), "SLURM_GPUS_PER_NODE")
-    accelerator = str(accelerator).lower()
+    accelerator = str(accelerator).lower().split(":")[0]  # eval's device: cuda:N uses GPUs as cuda does
     if gpus == AUTO:
         uses_gpus = accelerator in GPU_ACCELERATORS or (accelerator == AUTO and node.gpus > 0)
         gpus = int(tasks) if uses_gpus else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from prresq.rewards.registry import reward_term_keys
+from prresq.slurm import Node, Partition, resolve_resources
 from prresq.train import build_strategy
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -104,6 +106,24 @@ def test_slurm_launcher_follows_trainer_devices(monkeypatch):
     assert launcher._target_.endswith("PrresqSlurmLauncher")
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
     assert _compose(["hydra/launcher=slurm"]).hydra.launcher.cpus_per_task == "3"
+
+
+@pytest.mark.parametrize(
+    ("device", "gpus"), [("cuda:1", 2), ("cpu", 0), ("auto", 2)], ids=["cuda_N", "cpu", "auto_on_gpu_nodes"]
+)
+def test_slurm_launcher_composes_for_eval_from_its_own_keys(monkeypatch, tmp_path, device, gpus):
+    """Pins: `python -m prresq.eval -m hydra/launcher=slurm benchmark=...` composes (eval has no `trainer`):
+    the launcher node resolves with tasks_per_node = eval's `devices`, one node, and eval's `device` as the
+    accelerator, and the resources `prresq.slurm` derives from it ask for one GPU per task only on GPUs."""
+    for env in ("SLURM_GPUS_PER_NODE", "SLURM_CPUS_PER_TASK", "SLURM_MEM_GB"):
+        monkeypatch.delenv(env, raising=False)
+    overrides = ["hydra/launcher=slurm", "benchmark=synthetic_iqa", "devices=2", f"device={device}"]
+    cfg = compose_config("eval", overrides, return_hydra_config=True, root_dir=tmp_path, output_dir=tmp_path / "out")
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert (launcher["tasks_per_node"], launcher["nodes"], launcher["accelerator"]) == (2, 1, device)
+    node = Node("n1", cpus=16, mem_mb=64_000, gpus=4)
+    params = resolve_resources(launcher, launcher["accelerator"], Partition("p", (node,), math.inf, 1))
+    assert (params["gpus_per_node"] or 0) == gpus and params["tasks_per_node"] == 2  # None: no --gpus-per-node
 
 
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))

@@ -1,14 +1,19 @@
 """`prresq.eval_progress`: the per-benchmark resume state (a cut last line, a damaged file, differing settings)
-and `prresq.eval_ranks`' work units and seeds."""
+and `prresq.eval_ranks`' work units and ranks (torchrun's or SLURM's variables)."""
 
 from __future__ import annotations
 
 import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from prresq.eval_progress import BenchmarkProgress, SettingsMismatch, settings_differences
-from prresq.eval_ranks import unit_seed, work_units
+from prresq.eval_ranks import launch_processes, rank_env, work_units
 
 SETTINGS = {"checkpoint": "run/export", "scoring": {"n": 8, "temperature": 1.0}, "prompt": {"text": "Rate it"}}
 
@@ -46,17 +51,11 @@ def test_other_settings_refuse_naming_every_difference(tmp_path):
     assert settings_differences({"a": {"b": 1}}, {"a": {}}) == ["a.b: 1 -> <absent>"]
 
 
-def test_work_units_and_their_seeds_depend_on_the_items_only():
+def test_work_units_cut_the_items_in_file_order():
     assert [list(u) for u in work_units(7, 3)] == [[0, 1, 2], [3, 4, 5], [6]]
     assert work_units(0, 8) == []
     with pytest.raises(ValueError, match="batch_size=0"):
         work_units(5, 0)
-    assert unit_seed(42, ["a", "b"]) == unit_seed(42, ["a", "b"])
-    assert (
-        len({unit_seed(42, ["a", "b"]), unit_seed(43, ["a", "b"]), unit_seed(42, ["b", "a"]), unit_seed(42, ["ab"])})
-        == 4
-    )
-    assert 0 <= unit_seed(42, ["a"]) < 2**63
 
 
 def test_a_world_size_without_ranks_is_an_error_not_a_hang(monkeypatch):
@@ -64,7 +63,7 @@ def test_a_world_size_without_ranks_is_an_error_not_a_hang(monkeypatch):
     for peers that will never come; RANK outside the world is an error too; no WORLD_SIZE is one process."""
     from prresq.eval_ranks import Ranks
 
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "SLURM_NTASKS"):
         monkeypatch.delenv(key, raising=False)
     assert Ranks.from_env() == Ranks(1, 0, 0)
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -73,3 +72,77 @@ def test_a_world_size_without_ranks_is_an_error_not_a_hang(monkeypatch):
     monkeypatch.setenv("RANK", "2")
     with pytest.raises(ValueError, match="expected 0 <= RANK < WORLD_SIZE"):
         Ranks.from_env()
+
+
+TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+SLURM_TASK = {
+    "SLURM_NTASKS": "4",
+    "SLURM_PROCID": "2",
+    "SLURM_LOCALID": "0",
+    "SLURM_JOB_ID": "123456",
+    "SLURM_JOB_NODELIST": "gpu[3-5],cpu7",
+    "SLURM_JOB_NAME": "eval",
+}
+
+
+def test_ranks_come_from_slurm_when_torchrun_set_none(monkeypatch):
+    """Pins: a task of a SLURM job of several tasks (what `hydra/launcher=slurm` starts) reads its ranks from
+    SLURM_NTASKS / SLURM_PROCID / SLURM_LOCALID, gets MASTER_ADDR (the first node) and MASTER_PORT (from the
+    job id) unless set, and does not start torchrun itself for `devices=N`; torchrun's variables win; an
+    interactive allocation (job name bash) or a one-task job is one process."""
+    for key in TORCHRUN_VARS:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in SLURM_TASK.items():
+        monkeypatch.setenv(key, value)
+    assert rank_env() == (4, 2, 0)
+    assert (os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]) == ("gpu3", "18456")
+    assert launch_processes(4, "prresq.eval") is False  # SLURM started the 4 tasks: no torchrun inside each
+    monkeypatch.setenv("MASTER_PORT", "29999")
+    rank_env()
+    assert os.environ["MASTER_PORT"] == "29999"  # a port the job sets is kept
+    monkeypatch.setenv("WORLD_SIZE", "2"), monkeypatch.setenv("RANK", "1"), monkeypatch.setenv("LOCAL_RANK", "1")
+    assert rank_env() == (2, 1, 1)  # torchrun inside a SLURM job: torchrun's ranks
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("SLURM_JOB_NAME", "bash")
+    assert rank_env() == (1, 0, 0)
+    monkeypatch.setenv("SLURM_JOB_NAME", "eval")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    assert rank_env() == (1, 0, 0)
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.delenv("SLURM_PROCID")
+    with pytest.raises(ValueError, match="SLURM_NTASKS=2 without SLURM_PROCID"):
+        rank_env()
+
+
+GROUP_SCRIPT = """
+from prresq.eval_ranks import Ranks, close_process_group
+ranks = Ranks.from_env(60)
+print("gathered", ranks.gather((ranks.rank, ranks.local_rank)), flush=True)
+close_process_group()
+"""
+
+
+def test_two_slurm_tasks_form_one_process_group(tmp_path):
+    """Pins: two real processes given only SLURM's task variables (as srun gives them) join one gloo group
+    with ranks 0 and 1 and gather on rank 0."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARS}
+    env.update(SLURM_TASK, SLURM_NTASKS="2", SLURM_JOB_NODELIST="127.0.0.1", MASTER_PORT=str(port))
+    env.update(PYTHONPATH=str(root), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", GROUP_SCRIPT],
+            env={**env, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    assert "gathered [(0, 0), (1, 1)]" in outs[0][0] and "gathered None" in outs[1][0]

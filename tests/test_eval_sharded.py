@@ -82,7 +82,7 @@ def one_process(tmp_path_factory, tiny_model_dir, synthetic_iqa) -> Path:
 def test_two_processes_write_the_predictions_of_one(one_process, tmp_path, tiny_model_dir, synthetic_iqa):
     """Pins: `devices=2` starts 2 processes that split the work units (2 each, one rank prints nothing), and
     write the same predictions file byte for byte as 1 process (sampled answers at temperature 1: each batch
-    is seeded by its items, not by its rank or position), with the metrics table written once."""
+    is seeded by its item, not by its rank, batch or position), with the metrics table written once."""
     done = run_eval(eval_command(tmp_path, tiny_model_dir, synthetic_iqa, processes=2, torchrun=False))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "on 2 processes" in done.stdout and done.stdout.count("| synthetic_iqa |") == 1
@@ -192,7 +192,7 @@ def test_a_multirun_over_benchmarks_runs_one_job_each_and_resumes(tmp_path, tiny
 
 def test_infer_on_two_processes_writes_the_rows_of_one(tmp_path, tiny_model_dir, synthetic_iqa):
     """Pins: `prresq.infer` on 2 processes (torchrun) writes the same result file, row for row and in input
-    order, as on one (sampled answers: each batch seeded by its files), with a corrupt file listed once."""
+    order, as on one (sampled answers: each seeded by its file), with a corrupt file listed once."""
     import shutil
 
     folder = tmp_path / "in"

@@ -58,9 +58,9 @@ def test_score_batch_both_uses_one_prefill_with_the_same_scores(model, processor
     one = score_batch(model, processor, inputs, cfg)
     assert calls == [1]
 
-    def two_pass(model, inputs, n, tokens, sampling):
+    def two_pass(model, inputs, n, tokens, sampling, generators=None):
         greedy = generate_completions(model, inputs, 1, tokens, sampling, do_sample=False)
-        return greedy, generate_completions_shared(model, inputs, n, tokens, sampling)
+        return greedy, generate_completions_shared(model, inputs, n, tokens, sampling, generators=generators)
 
     monkeypatch.setattr(scoring, "generate_greedy_and_samples", two_pass)
     torch.manual_seed(3)

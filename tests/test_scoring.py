@@ -56,7 +56,7 @@ def fixed_answers(monkeypatch: pytest.MonkeyPatch):
         return [answers["samples"][i - sampled] if i >= sampled else answers["greedy"][i] for i in ids[:, 0].tolist()]
 
     class FakeEngine:
-        """The engine interface scoring uses: `generate(model, inputs, k, do_sample)` and `plain`."""
+        """The engine interface scoring uses: `generate(model, inputs, k, do_sample, generators)` and `plain`."""
 
         def __init__(self, cfg: ScoringConfig) -> None:
             self.cfg = cfg
@@ -65,7 +65,7 @@ def fixed_answers(monkeypatch: pytest.MonkeyPatch):
         def plain(self) -> FakeEngine:
             return self
 
-        def generate(self, model, inputs, k=None, do_sample=True):
+        def generate(self, model, inputs, k=None, do_sample=True, generators=None):
             return fake_generate(model, inputs, k, None, self.cfg.sampling, do_sample)
 
     monkeypatch.setattr(scoring, "engine_for", lambda model, processor, cfg: FakeEngine(cfg))

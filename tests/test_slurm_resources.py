@@ -48,7 +48,7 @@ def test_explicit_values_win_over_auto():
         ({"mem_gb": 256}, "cpu", r"mem_gb=256: the largest node has 24105 MB"),
         ({}, "gpu", r"gpus_per_node=1 \(trainer.accelerator=gpu\): the most GPUs on a node is 0"),
         ({"nodes": 2}, "cpu", r"nodes=2: the partition has 1"),
-        ({"tasks_per_node": "auto"}, "cpu", r"set trainer.devices to a number"),
+        ({"tasks_per_node": "auto"}, "cpu", r"set trainer.devices \(train\) or devices \(eval\) to a number"),
         ({"cpus_per_task": "many"}, "cpu", r"cpus_per_task='many' \(SLURM_CPUS_PER_TASK\)"),
     ],
 )

@@ -196,6 +196,40 @@ def test_policy_trains_in_train_mode_after_the_held_out_score_before(tmp_path):
     assert "| 2 of 2 |" in table and "cut by" not in table
 
 
+class TrajectoryProbe(L.Callback):
+    """Records the RL trajectory: the policy's trainable weights (a checksum) after every training batch."""
+
+    sums: ClassVar[list[float]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        params = [p.detach().double() for p in pl_module.policy.parameters() if p.requires_grad]
+        TrajectoryProbe.sums.append(float(sum((p * p).sum() for p in params)))
+
+
+def test_the_held_out_score_before_rl_does_not_change_rl(tmp_path):
+    """Pins: RL's trajectory (the policy's weights after each of 2 updates, with sampled rollouts) is the same
+    with and without `eval_before_after`: the seeded held-out scoring before RL leaves the random states RL
+    starts from as they were (`prresq.row_sampling.global_rng_kept`)."""
+    trajectories = []
+    for flag in ("false", "true"):
+        TrajectoryProbe.sums.clear()
+        overrides = [
+            *[o for o in TINY if o != "eval_before_after=false"],
+            f"eval_before_after={flag}",
+            "data.synthetic.crops_per_photo=1",
+            "trainer.max_steps=2",
+            "trainer.limit_val_batches=0",
+            "export_dir=null",
+            "+reward.length={name: test_char_count, weight: 1.0}",  # a reward a random model earns: updates move
+            "+callbacks.probe={_target_: test_train.TrajectoryProbe}",
+        ]
+        results = run(compose_train(overrides, tmp_path / flag, tmp_path / "cache"))
+        assert ("before" in results) == (flag == "true")
+        trajectories.append(list(TrajectoryProbe.sums))
+    assert len(trajectories[0]) == 2 and trajectories[0][0] != trajectories[0][1]  # the updates move the policy
+    assert trajectories[0] == trajectories[1]
+
+
 def test_a_run_cut_by_max_time_says_so_in_its_held_out_table(tmp_path):
     """Pins: `make train`'s table is the step count's; when the `trainer.max_time` safety net stops RL before
     `trainer.max_steps`, the table's RL-steps column says so (a loaded machine once printed another table with no

@@ -110,10 +110,10 @@ def main() -> None:
 
     one_prefill = scoring_module.generate_greedy_and_samples
 
-    def two_pass(model: Any, inputs: Any, n: int, tokens: Any, sampling: Any) -> Any:
+    def two_pass(model: Any, inputs: Any, n: int, tokens: Any, sampling: Any, generators: Any = None) -> Any:
         """`scoring.mode=both` before prresq.one_prefill: a greedy pass, then the N samples (two prefills)."""
         greedy = generate_completions(model, inputs, 1, tokens, sampling, do_sample=False)
-        return greedy, generate_completions_shared(model, inputs, n, tokens, sampling)
+        return greedy, generate_completions_shared(model, inputs, n, tokens, sampling, generators=generators)
 
     def one_pass(name: str) -> tuple[float, float, Any]:
         scoring_module.generate_greedy_and_samples = two_pass if name == "shared_two_pass" else one_prefill

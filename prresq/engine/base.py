@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -35,9 +36,16 @@ class Engine(ABC):
 
     @abstractmethod
     def generate(
-        self, model: nn.Module, inputs: dict[str, Tensor], k: int | None = None, do_sample: bool = True
+        self,
+        model: nn.Module,
+        inputs: dict[str, Tensor],
+        k: int | None = None,
+        do_sample: bool = True,
+        generators: Sequence[torch.Generator] | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """B prompts -> (completion ids [B*k, T], mask [B*k, T]); k defaults to the config's K."""
+        """B prompts -> (completion ids [B*k, T], mask [B*k, T]); k defaults to the config's K.
+
+        `generators` (B*k, `prresq.row_sampling`): row r samples from generators[r] and the global RNG is kept."""
 
     @abstractmethod
     def prompt_rows(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:

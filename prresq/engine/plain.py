@@ -9,7 +9,7 @@ gradients, the old policy, the frozen reference), computing logits only for the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from prresq.engine.base import Engine, Rows
 from prresq.engine.rows import completion_micro_batches, expand_inputs, slice_inputs
 from prresq.models.families import family_of
+from prresq.row_sampling import seeded_block
 from prresq.sampling import GenerationTokens, SamplingConfig
 
 
@@ -72,11 +73,15 @@ def generate_completions(
     tokens: GenerationTokens,
     sampling: SamplingConfig,
     do_sample: bool = True,
+    generators: Sequence[torch.Generator] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Sample k completions per prompt -> (completion_ids [B*k, T], mask [B*k, T])."""
+    """Sample k completions per prompt -> (completion_ids [B*k, T], mask [B*k, T]).
+
+    `generators`: one per completion row (`prresq.row_sampling`), for draws that depend on the row only."""
     gen_inputs = {key: v for key, v in inputs.items() if key != "labels"}
-    with generation_mode(model):
-        out = model.generate(**gen_inputs, num_return_sequences=k, **sampling.generate_kwargs(tokens, do_sample))
+    kwargs = sampling.generate_kwargs(tokens, do_sample, generators)
+    with generation_mode(model), seeded_block(generators):
+        out = model.generate(**gen_inputs, num_return_sequences=k, **kwargs)
     return split_completions(out, inputs["input_ids"].shape[1], tokens.eos_ids, tokens.pad_id)
 
 
@@ -115,10 +120,15 @@ class PlainEngine(Engine):
         return self
 
     def generate(
-        self, model: nn.Module, inputs: dict[str, Tensor], k: int | None = None, do_sample: bool = True
+        self,
+        model: nn.Module,
+        inputs: dict[str, Tensor],
+        k: int | None = None,
+        do_sample: bool = True,
+        generators: Sequence[torch.Generator] | None = None,
     ) -> tuple[Tensor, Tensor]:
         k = self.cfg.k if k is None else k
-        return generate_completions(model, inputs, k, self.tokens, self.cfg, do_sample)
+        return generate_completions(model, inputs, k, self.tokens, self.cfg, do_sample, generators)
 
     def prompt_rows(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         return expand_inputs(inputs, self.cfg.k, self.vision_ids)

@@ -48,7 +48,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -66,6 +66,7 @@ from prresq.engine.plain import (
 )
 from prresq.engine.rows import TOKEN_KEYS, VisionIds, expand_inputs, micro_batches, slice_inputs
 from prresq.models.families import family_of
+from prresq.row_sampling import seeded_block
 from prresq.sampling import GenerationTokens, SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -177,18 +178,20 @@ def generate_completions_shared(
     tokens: GenerationTokens,
     sampling: SamplingConfig,
     do_sample: bool = True,
+    generators: Sequence[torch.Generator] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Sample k completions per prompt from one prefill per prompt -> (completion_ids [B*k, T], mask [B*k, T]).
 
-    Same arguments, output layout and sampling distribution as `prresq.rollout.generate_completions`.
+    Same arguments, output layout and sampling distribution as `prresq.engine.plain.generate_completions`
+    (with the same `generators`, the same tokens).
     """
     gen_inputs = {key: v for key, v in inputs.items() if key != "labels"}
     input_ids = gen_inputs["input_ids"]
     family = family_of(model)
     if not family.shareable(gen_inputs):
-        return generate_completions(model, gen_inputs, k, tokens, sampling, do_sample)
-    kwargs = sampling.generate_kwargs(tokens, do_sample)
-    with generation_mode(model):
+        return generate_completions(model, gen_inputs, k, tokens, sampling, do_sample, generators)
+    kwargs = sampling.generate_kwargs(tokens, do_sample, generators)
+    with generation_mode(model), seeded_block(generators):
         # `generate`'s positions [..., B, P] grow by one per new token, so the completion continues from the
         # last prompt token as in the plain forward.
         positions = family.generate_positions(model, gen_inputs)
@@ -283,10 +286,15 @@ class SharedPrefixEngine(Engine):
         return self._plain
 
     def generate(
-        self, model: nn.Module, inputs: dict[str, Tensor], k: int | None = None, do_sample: bool = True
+        self,
+        model: nn.Module,
+        inputs: dict[str, Tensor],
+        k: int | None = None,
+        do_sample: bool = True,
+        generators: Sequence[torch.Generator] | None = None,
     ) -> tuple[Tensor, Tensor]:
         k = self.cfg.k if k is None else k
-        return generate_completions_shared(model, inputs, k, self.tokens, self.cfg, do_sample)
+        return generate_completions_shared(model, inputs, k, self.tokens, self.cfg, do_sample, generators)
 
     def prompt_rows(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         return inputs
