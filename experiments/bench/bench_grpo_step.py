@@ -332,7 +332,12 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--only", default=",".join(WORKERS), help="comma-separated subset of plain,shared,trl")
     parser.add_argument("--model", choices=sorted(MODEL_SIZES), default="tiny", help="model size (MODEL_SIZES)")
-    parser.add_argument("--model-dir", type=Path, default=None, help="default: .cache/<model>-<family>")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="default: .cache/<model>-<family>/<spec digest> (the folder model=tiny* uses)",
+    )
     parser.add_argument(
         "--family", default=None, help="model family of the tiny model (prresq.models; default: its default)"
     )
@@ -353,7 +358,7 @@ def main() -> None:
         runners[args.worker]()
         return
 
-    from prresq.models import build_tiny_model, get_family
+    from prresq.models import build_tiny_model, get_family, tiny_model_path
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch.cuda.is_available() is False")
@@ -361,8 +366,11 @@ def main() -> None:
     default_dir = (
         f".cache/{args.model}-qwen2.5-vl" if family.name == "qwen2_5_vl" else f".cache/{args.model}-{family.name}"
     )
-    model_dir = args.model_dir or Path(default_dir)
-    args.model_dir = build_tiny_model(model_dir, family.spec_class(**MODEL_SIZES[args.model]), family=family.name)
+    spec = family.spec_class(**MODEL_SIZES[args.model])
+    # the default folder is a tiny-model folder as `model=tiny*` uses it (one subfolder per spec digest), so the
+    # bench and `make train` share it; an explicit --model-dir is the model folder itself
+    model_dir = args.model_dir or tiny_model_path(default_dir, spec)
+    args.model_dir = build_tiny_model(model_dir, spec, family=family.name)
     names = [n for n in WORKERS if n in args.only.split(",")]
     setting = (
         f"{args.model} {family.title}, {args.images} images {SIZE}x{SIZE} x K={args.k}, {args.new_tokens} new tokens "
