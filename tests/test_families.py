@@ -108,6 +108,19 @@ def test_collated_batch_runs_through_the_model(family_dir, processor, tmp_path):
         collate.family.placeholder_check(processor, broken)
 
 
+def test_the_tiny_processor_normalises_images_as_the_familys_stock_processor(family_dir, processor):
+    """Image mean/std of the stock processors (their preprocessor_config.json): CLIP for Qwen2.5-VL, 0.5 for
+    Qwen3-VL and Qwen3.5, ImageNet for InternVL."""
+    clip = ([0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711])
+    half = ([0.5] * 3, [0.5] * 3)
+    imagenet = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    mean, std = {"qwen2_5_vl": clip, "qwen3_vl": half, "qwen3_5": half, "internvl": imagenet}[
+        family_of_dir(family_dir).name
+    ]
+    assert list(processor.image_processor.image_mean) == pytest.approx(mean)
+    assert list(processor.image_processor.image_std) == pytest.approx(std)
+
+
 def test_native_video_frames_take_the_familys_size_factor(family_dir, processor):
     """conf/dataflow/video_native.yaml leaves `size_factor` null: the processor's family fills it (28, 32, a tile)."""
     spec = OmegaConf.to_container(OmegaConf.load(CONF / "dataflow" / "video_native.yaml"))

@@ -103,6 +103,10 @@ class Qwen25VL(ModelFamily):
             Qwen2VLVideoProcessor,
         )
 
+    def image_normalisation(self, spec: TinySpec) -> tuple[list[float], list[float]]:
+        """(mean, std) of the stock image processor of this family, written into the tiny model's processor."""
+        return IMAGE_MEAN, IMAGE_STD
+
     def build_tiny(self, out: Path, spec: TinySpec) -> None:
         config_cls, model_cls, processor_cls, image_cls, video_cls = self.classes()
         torch.manual_seed(spec.seed)
@@ -127,8 +131,8 @@ class Qwen25VL(ModelFamily):
             patch_size=spec.patch_size,
             merge_size=spec.spatial_merge_size,
             temporal_patch_size=spec.temporal_patch_size,
-            image_mean=IMAGE_MEAN,
-            image_std=IMAGE_STD,
+            image_mean=list(self.image_normalisation(spec)[0]),
+            image_std=list(self.image_normalisation(spec)[1]),
         )
         processor = processor_cls(
             image_processor=image_cls(min_pixels=3136, max_pixels=12845056, **common),

@@ -27,6 +27,9 @@ class Qwen3VLTinySpec(TinySpec):
     family: str = "qwen3_vl"
     patch_size: int = 16
     num_position_embeddings: int = 64  # learned vision position grid (8 x 8 patches, interpolated)
+    # the stock processor's normalisation (part of the spec, so a tiny model written with another one is rebuilt)
+    image_mean: tuple[float, float, float] = tuple(IMAGE_MEAN)  # type: ignore[assignment]
+    image_std: tuple[float, float, float] = tuple(IMAGE_STD)  # type: ignore[assignment]
 
 
 class Qwen3VL(Qwen25VL):
@@ -48,6 +51,10 @@ class Qwen3VL(Qwen25VL):
             "mrope_interleaved": True,
         }
         return cfg
+
+    def image_normalisation(self, spec: TinySpec) -> tuple[list[float], list[float]]:
+        assert isinstance(spec, Qwen3VLTinySpec)
+        return list(spec.image_mean), list(spec.image_std)
 
     def vision_config(self, spec: TinySpec) -> dict[str, Any]:
         assert isinstance(spec, Qwen3VLTinySpec)
