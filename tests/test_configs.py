@@ -152,3 +152,13 @@ def test_scoring_group_composes_into_each_entry_point(entry):
     offline = {"seed", "batch_size", "min_pixels", "max_pixels"}
     assert offline.isdisjoint(plain.scoring) if entry == "train" else offline <= set(plain.scoring)
     assert ("logistic" in plain.scoring) == (entry == "eval")
+
+
+def test_a_tiny_model_config_sets_how_long_its_vision_tower_warms_up():
+    """`warmup.vision_steps` takes `model.vision_warmup_steps` where a model config sets it (the tiny Qwen3-VL
+    tower needs 1200 steps), else 600; a command-line `warmup.vision_steps` still wins."""
+    steps = {m: compose_config("train", ["experiment=tiny_synthetic", f"model={m}"]) for m in ("tiny", "tiny_qwen3_vl")}
+    assert steps["tiny"].warmup.vision_steps == 600 and "vision_warmup_steps" not in steps["tiny"].model
+    assert steps["tiny_qwen3_vl"].warmup.vision_steps == steps["tiny_qwen3_vl"].model.vision_warmup_steps == 1200
+    cfg = compose_config("train", ["experiment=tiny_synthetic", "model=tiny_qwen3_vl", "warmup.vision_steps=5"])
+    assert cfg.warmup.vision_steps == 5

@@ -158,7 +158,7 @@ def test_synthetic_config_instantiates_and_generates(tmp_path, processor, monkey
     cfg.data.synthetic.size = 56
     dm = instantiate(cfg.data, _recursive_=False)
     assert isinstance(dm, QualityDataModule)
-    assert dm.min_pixels == dm.max_pixels == 112 * 112 and dm.seed == 42
+    assert (dm.min_pixels, dm.max_pixels) == (112 * 112, 128 * 128) and dm.seed == 42
     dm.prepare_data()
     assert (tmp_path / "synthetic_iqa" / "prior.jsonl").exists()
     dm.attach(processor, PROMPT, instantiate(OmegaConf.load(CONF / "dataflow" / "image.yaml")))

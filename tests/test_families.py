@@ -121,6 +121,26 @@ def test_the_tiny_processor_normalises_images_as_the_familys_stock_processor(fam
     assert list(processor.image_processor.image_std) == pytest.approx(std)
 
 
+def test_the_synthetic_crops_reach_every_family_at_the_same_number_of_vision_tokens(family_dir):
+    """`data=synthetic_iqa`'s pixel caps on its 112-px crops: 16 placeholder tokens for the patch-grid families
+    (112 x 112 at a 28-px factor, 128 x 128 at 32 px; a 112 * 112 cap cut Qwen3-VL to 96 x 96 = 9 tokens),
+    InternVL's 2 x 2 tiles of 56 px plus its thumbnail."""
+    caps = OmegaConf.load(CONF / "data" / "synthetic_iqa.yaml")
+    processor = load_processor(family_dir, caps.min_pixels, caps.max_pixels)
+    content = [{"type": "image"}, {"type": "text", "text": "Rate."}]
+    text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (112, 112, 3), dtype=np.uint8))
+    inputs = processor(text=[text], images=[image], return_tensors="pt")
+    family = family_of_dir(family_dir)
+    config = json.loads((family_dir / "config.json").read_text())
+    group = family.media_groups(OmegaConf.create(config))[0]
+    tokens = int((inputs["input_ids"] == group.token_id).sum())
+    if family.name == "internvl":
+        assert inputs["pixel_values"].shape[0] == 5  # 4 tiles + the thumbnail
+    else:
+        assert tokens == 16
+
+
 def test_native_video_frames_take_the_familys_size_factor(family_dir, processor):
     """conf/dataflow/video_native.yaml leaves `size_factor` null: the processor's family fills it (28, 32, a tile)."""
     spec = OmegaConf.to_container(OmegaConf.load(CONF / "dataflow" / "video_native.yaml"))

@@ -54,7 +54,7 @@ def test_export_and_checkpoint_record_the_prompt_scoring_and_pixel_caps(trained)
     # The whole scoring block as the run validated with it (the train.yaml deltas resolved).
     assert record["scoring"]["mode"] == "both" and record["scoring"]["max_new_tokens"] == 8
     assert record["scoring"]["n"] == 2 and "temperature" in record["scoring"] and "shared_prefix" in record["scoring"]
-    assert (record["min_pixels"], record["max_pixels"], record["batch_size"], record["seed"]) == (12544, 12544, 16, 42)
+    assert (record["min_pixels"], record["max_pixels"], record["batch_size"], record["seed"]) == (12544, 16384, 16, 42)
     assert record["synthetic"]["fold"] == 1
     from_ckpt, where = read_run_record(trained / "checkpoints" / "last.ckpt")
     assert from_ckpt == record, where
