@@ -90,8 +90,9 @@ def test_ranks_come_from_slurm_when_torchrun_set_none(monkeypatch):
     SLURM_NTASKS / SLURM_PROCID / SLURM_LOCALID, gets MASTER_ADDR (the first node) and MASTER_PORT (from the
     job id) unless set, and does not start torchrun itself for `devices=N`; torchrun's variables win; an
     interactive allocation (job name bash) or a one-task job is one process."""
-    for key in TORCHRUN_VARS:
-        monkeypatch.delenv(key, raising=False)
+    for key in TORCHRUN_VARS:  # set, then delete: monkeypatch restores them (absent) after the test, also the
+        monkeypatch.setenv(key, "")  # MASTER_ADDR/PORT that rank_env sets below, which would otherwise reach
+        monkeypatch.delenv(key)  # every later test's DDP processes (a rendezvous at "gpu3" that never answers)
     for key, value in SLURM_TASK.items():
         monkeypatch.setenv(key, value)
     assert rank_env() == (4, 2, 0)
