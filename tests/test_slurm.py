@@ -69,10 +69,10 @@ def _env(root: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _start(args: list[str], root: Path, cwd: Path, **env: str) -> subprocess.Popen:
+def _start(args: list[str], root: Path, cwd: Path, module: str = "prresq.train", **env: str) -> subprocess.Popen:
     cwd.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        [sys.executable, "-m", "prresq.train", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         env=_env(root, **env),
         stdout=subprocess.PIPE,
@@ -95,8 +95,8 @@ def _wait(proc: subprocess.Popen, sweep: Path | None = None) -> str:
     return out
 
 
-def _slurm(args: list[str], root: Path, sweep: Path, **env: str) -> subprocess.Popen:
-    return _start(["-m", "hydra/launcher=slurm", *args, f"hydra.sweep.dir={sweep}"], root, sweep.parent, **env)
+def _slurm(args: list[str], root: Path, sweep: Path, module: str = "prresq.train", **env: str) -> subprocess.Popen:
+    return _start(["-m", "hydra/launcher=slurm", *args, f"hydra.sweep.dir={sweep}"], root, sweep.parent, module, **env)
 
 
 def _job_ids(sweep: Path) -> list[str]:
@@ -177,6 +177,25 @@ def test_readme_multirun_one_job_per_override_set_results_returned(root, tmp_pat
     sbatch = script.read_text()
     assert "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}" in sbatch  # = cpus_per_task unless set
     assert "--cpus-per-task=1" in sbatch and "--mem=" in sbatch and "gpu" not in sbatch  # a CPU node: no GPU asked
+
+
+def test_eval_multirun_one_job_per_benchmark_setting(root, tmp_path):
+    """`python -m prresq.eval -m hydra/launcher=slurm ...`: eval has no `trainer` node; the launcher takes its
+    resources from eval's own keys (`devices`, `device`), one SLURM job per override set, each writing its
+    predictions (here the synthetic test split of two folds)."""
+    sweep = tmp_path / "sweep"
+    args = ["benchmark=synthetic_iqa", "benchmark.synthetic_iqa.synthetic.fold=0,1", "limit=4", "scoring.n=1"]
+    out = _wait(_slurm([*args, "scoring.max_new_tokens=8", "device=cpu"], root, sweep, "prresq.eval"), sweep)
+    assert "SLURM request: partition debug, 1 node(s) x 1 task(s)" in out, out[-4000:]
+    jobs = _job_ids(sweep)
+    assert len(jobs) == 2, out[-4000:]
+    for job in jobs:
+        assert _sacct(job) == ["COMPLETED"], job
+    dirs = _job_dirs(sweep)
+    assert [("fold=0" in d.name, "fold=1" in d.name) for d in dirs] == [(True, False), (False, True)]
+    for d in dirs:
+        predictions = pd.read_csv(d / "eval" / "predictions_synthetic_iqa.csv")
+        assert len(predictions) == 4, d
 
 
 def test_a_failing_job_ends_failed_and_is_named(root, tmp_path):
