@@ -5,8 +5,8 @@
     python experiments/ablations.py --summary-only  # redraw table + figures from the study directory
     python experiments/ablations.py --smoke         # 1 fold x 1 seed x 2 arms, 20 RL steps, tiny warm-up
 
-Arms (`conf/arm/*.yaml`, deltas on `experiment=tiny_synthetic`; nothing is tuned per arm):
-    rl2r (default: RL2R fidelity + format, K = 8, mean-variance fidelity), k4, k6 (VisualQuality-R1
+Arms (`conf/arm/*.yaml`, deltas on `experiment=tiny_synthetic`, the PRPO arms on `tiny_preresq`; nothing is
+    tuned per arm): rl2r (default: RL2R fidelity + format, K = 8, mean-variance fidelity), k4, k6 (VisualQuality-R1
     Table 3), prob_avg, fixed_var, binary (Table 4), prpo (PreResQ-R1 `tiny_preresq`), shuffled_mos
     (control: MOS permuted inside each batch before the reward), and the arms that take the PRPO-vs-RL2R
     gap apart (`GAP_PARTS`): prpo_format01 (PRPO, format reward weight 0.1), prpo_short (PRPO's rewards
