@@ -127,12 +127,13 @@ class Qwen25VL(ModelFamily):
         model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
         model.generation_config.pad_token_id = ids["<|endoftext|>"]
         model.save_pretrained(out)
+        image_mean, image_std = self.image_normalisation(spec)
         common = dict(
             patch_size=spec.patch_size,
             merge_size=spec.spatial_merge_size,
             temporal_patch_size=spec.temporal_patch_size,
-            image_mean=list(self.image_normalisation(spec)[0]),
-            image_std=list(self.image_normalisation(spec)[1]),
+            image_mean=list(image_mean),
+            image_std=list(image_std),
         )
         processor = processor_cls(
             image_processor=image_cls(min_pixels=3136, max_pixels=12845056, **common),
