@@ -11,14 +11,15 @@ Arms (`conf/arm/*.yaml`, deltas on `experiment=tiny_synthetic`, the PRPO arms on
     (control: MOS permuted inside each batch before the reward), and the arms that take the PRPO-vs-RL2R
     gap apart (`GAP_PARTS`): prpo_format01 (PRPO, format reward weight 0.1), prpo_short (PRPO's rewards
     with the short five-number prompt `prompt=tiny_five`, no stage-1 prompt pool), rl2r_prpo_prompt (RL2R
-    with PRPO's five-aspect prompt and answer; the fidelity reward reads the aspects' mean).
+    with PRPO's five-aspect prompt and answer; the fidelity reward reads the aspects' mean), and the lever of
+    the RL2R learning target (`RL2R_LEVERS`): rl2r_warm (the warm-up runs to validation SRCC 0.7, not 0.5).
 Units: folds 0, 1, 2 of `data.synthetic.num_folds=5` (2 test photos, 2 val photos, 6 train photos each)
-    x seeds 0, 1 = 6 units per arm, 66 runs. One warm-up per fold and seed and per prompt and warm-up
-    answer (`warmup_key`): the one-score arms share one, prpo, prpo_format01 and rl2r_prpo_prompt (PRPO's
-    prompt and five-line answer) another, prpo_short its own; cached under .cache/warmup and computed once
-    under a lock. Its vision phase (a) trains on the prior photos only: it is cached per seed
-    (.cache/warmup_vision, `prresq.warmup.cached_vision_phase`), so 2 of the 18 warm-ups train it and the
-    others load it.
+    x seeds 0, 1 = 6 units per arm, 72 runs. One warm-up per fold and seed and per prompt and warm-up
+    answer (`warmup_key`): the one-score arms share one (but rl2r_warm, warmed up longer: its own), prpo,
+    prpo_format01 and rl2r_prpo_prompt (PRPO's prompt and five-line answer) another, prpo_short its own;
+    cached under .cache/warmup and computed once under a lock. Its vision phase (a) trains on the prior photos
+    only: it is cached per seed (.cache/warmup_vision, `prresq.warmup.cached_vision_phase`), so 2 of the 24
+    warm-ups train it and the others load it.
 Scoring: held-out test answers are read by each prompt's answer rule (`scoring.answer_rule`: one-score
     arms the first number of the answer, five-aspect arms the mean of the last five numbers); an answer
     the rule cannot read is NaN, left out of SRCC/PLCC and counted: the table gives each arm's failure
@@ -70,13 +71,14 @@ ARMS = (
     "prpo_format01",
     "prpo_short",
     "rl2r_prpo_prompt",
+    "rl2r_warm",
     "shuffled_mos",
 )
 DEFAULT_ARM = "rl2r"
 FOLDS = (0, 1, 2)
 SEEDS = (0, 1)
 STEPS = 300
-MAX_TIME = "00:00:06:00"
+MAX_TIME = "00:00:15:00"
 STATUS = "study_run.json"
 METRICS = ("srcc_mean", "plcc_mean", "srcc_greedy", "plcc_greedy")
 # held-out parse-failure rates (`prresq.scoring.correlations`): the share of test images whose greedy answer,
@@ -102,6 +104,9 @@ GAP_PARTS = (
     ("PRPO's prompt alone (RL2R rewards)", "rl2r_prpo_prompt", "rl2r"),
     ("PRPO's rewards and schedule, same prompt", "prpo", "rl2r_prpo_prompt"),
 )
+# arms that change one lever of the RL2R recipe to reach the learning target (held-out SRCC >= 0.75); each is
+# reported with its gain over its own warm-up, and paired against the default arm in the arms table
+RL2R_LEVERS = ("rl2r_warm",)
 # the study's fixed deltas on every run (no checkpoints or export: a killed run restarts from scratch)
 # `warmup=prior_sft` is every arm's warm-up (set by both experiments); naming it here lets Hydra compose the
 # sweep's base config (without the swept `+arm`) when overrides touch `warmup.*`.
@@ -328,6 +333,7 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
         ("warm-up (RL2R answer)", DEFAULT_ARM),
         ("warm-up (PRPO answer)", "prpo"),
         ("warm-up (PRPO answer, short prompt)", "prpo_short"),
+        ("warm-up (RL2R answer, to val SRCC 0.7)", "rl2r_warm"),
     ]
     arms = [a for a in ARMS if a in finished] + sorted(finished - set(ARMS))
     for label, arm in warm_rows:
@@ -388,20 +394,20 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
             f"| {share} |"
         )
         results["gap_parts"].append({"what": what, "a": a_arm, "b": b_arm, **d._asdict(), "ci": _sign(d)})
-    after, before = (
-        per_unit(DEFAULT_ARM, "after_srcc_mean").dropna(),
-        per_unit(DEFAULT_ARM, "before_srcc_mean").dropna(),
-    )
-    both = after.index.intersection(before.index)
-    if len(both):
+    results["learning_target"] = {}
+    for arm in (DEFAULT_ARM, *RL2R_LEVERS):
+        after, before = per_unit(arm, "after_srcc_mean").dropna(), per_unit(arm, "before_srcc_mean").dropna()
+        both = after.index.intersection(before.index)
+        if not len(both):
+            continue
         gain, level = paired_bootstrap(after[both], before[both]), bootstrap_ci(after[both])
         target = "met" if level.mean >= 0.75 and gain.low > 0 else "not met"
         lines += [
             "",
-            f"Learning target (RL2R test SRCC mean-of-8 >= 0.75, CI excluding the warm-up's score): {target}; "
-            f"after RL {level}, gain over the warm-up {gain.mean:+.3f} [{gain.low:+.3f}, {gain.high:+.3f}].",
+            f"Learning target (`{arm}` test SRCC mean-of-8 >= 0.75, CI of the gain over its warm-up excluding 0): "
+            f"{target}; after RL {level}, gain over the warm-up {gain.mean:+.3f} [{gain.low:+.3f}, {gain.high:+.3f}].",
         ]
-        results["learning_target"] = {"after": level._asdict(), "gain": gain._asdict(), "verdict": target}
+        results["learning_target"][arm] = {"after": level._asdict(), "gain": gain._asdict(), "verdict": target}
     flagged = done[done["steps"].notna() & (done["steps"] < done["steps"].max())]
     if len(flagged):
         lines.append(f"Runs cut by max_time: {', '.join(flagged['run'])}.")

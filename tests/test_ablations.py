@@ -56,14 +56,14 @@ def _cfg(arm: str, fold: int = 0, seed: int = 0):
     )
 
 
-ONE_SCORE_ARMS = ["rl2r", "k4", "k6", "prob_avg", "fixed_var", "binary", "shuffled_mos"]
+ONE_SCORE_ARMS = ["rl2r", "k4", "k6", "prob_avg", "fixed_var", "binary", "shuffled_mos", "rl2r_warm"]
 FIVE_ASPECT_ARMS = ["prpo", "prpo_format01", "prpo_short", "rl2r_prpo_prompt"]
 
 
 def test_arms_with_the_same_prompt_and_warm_up_answer_share_one_warm_up(ablations):
     """A fold and seed's warm-up is shared by the arms whose prompt and warm-up (answer template) are equal: the
-    one-score arms; prpo, prpo_format01 and rl2r_prpo_prompt (PRPO's prompt and five-line answer); prpo_short (its
-    short prompt) alone. Another fold or seed keys a different one."""
+    one-score arms but rl2r_warm (its longer warm-up is its own); prpo, prpo_format01 and rl2r_prpo_prompt (PRPO's
+    prompt and five-line answer); prpo_short (its short prompt) alone. Another fold or seed keys a different one."""
     cfgs = {arm: _cfg(arm) for arm in ablations.ARMS}
     keys = {arm: ablations.warmup_key(cfg) for arm, cfg in cfgs.items()}
     assert sorted(ablations.ARMS) == sorted(ONE_SCORE_ARMS + FIVE_ASPECT_ARMS)
@@ -71,7 +71,8 @@ def test_arms_with_the_same_prompt_and_warm_up_answer_share_one_warm_up(ablation
         same = all(to_plain(cfgs[a][k]) == to_plain(cfgs[b][k]) for k in ("prompt", "warmup"))
         assert (keys[a] == keys[b]) == same, (a, b)
     groups = sorted(sorted(a for a in ablations.ARMS if keys[a] == key) for key in set(keys.values()))
-    assert groups == sorted([sorted(ONE_SCORE_ARMS), ["prpo", "prpo_format01", "rl2r_prpo_prompt"], ["prpo_short"]])
+    shared = sorted(a for a in ONE_SCORE_ARMS if a != "rl2r_warm")
+    assert groups == sorted([shared, ["prpo", "prpo_format01", "rl2r_prpo_prompt"], ["prpo_short"], ["rl2r_warm"]])
     assert ablations.warmup_key(_cfg("rl2r", fold=1)) != keys["rl2r"]
     assert ablations.warmup_key(_cfg("rl2r", seed=1)) != keys["rl2r"]
 
