@@ -281,6 +281,7 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
     import pandas as pd
 
     from prresq import analysis as A
+    from prresq.heldout import finite_or_null
     from prresq.stats import Interval, bootstrap_ci, paired_bootstrap, verdict
 
     out.mkdir(parents=True, exist_ok=True)
@@ -417,7 +418,8 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
     table = "\n".join(lines) + "\n"
     (out / "table.md").write_text(table)
     results["wall_s"] = wall_s
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    plain = json.loads(json.dumps(results, default=float))  # numpy scalars -> Python floats (NaN kept)
+    (out / "results.json").write_text(json.dumps(finite_or_null(plain), indent=2, allow_nan=False))  # NaN -> null
 
     intervals = A.arm_intervals(runs, [f"after_{m}" for m in columns[:4]], order=ARMS)
     if len(intervals):  # held-out SRCC and parse-failure rate per arm, with their CIs

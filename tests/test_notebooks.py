@@ -36,6 +36,10 @@ TINY = (  # a study in seconds: 1 crop per photo (10 test images), K = 2, 2 scor
 )
 
 
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _study_command(base: Path) -> list[str]:
     return [
         sys.executable,
@@ -127,7 +131,8 @@ def test_study_command_runs_every_arm_in_two_jobs_and_writes_the_table(study: Pa
     # each arm's parse-failure rates beside its SRCC: one unit, so mean [CI] = v [v, v] of its heldout_metrics.json
     header = next(line for line in table.splitlines() if line.startswith("| arm | n |"))
     columns = [c.strip() for c in header.strip("|").split("|")]
-    results = json.loads((study / "results" / "results.json").read_text())
+    # strict JSON: a NaN metric (a 4-step model may answer constants) is written as null, never as bare NaN
+    results = json.loads((study / "results" / "results.json").read_text(), parse_constant=_not_json)
     for arm in ("rl2r", "shuffled_mos"):
         after = json.loads((study / "study" / arm / "fold0_seed0" / "heldout_metrics.json").read_text())["after"]
         row = next(line for line in table.splitlines() if line.startswith(f"| {arm} | 1 |"))
