@@ -31,10 +31,11 @@ Runs: Hydra multirun with the basic launcher, `--jobs 2` processes in parallel (
 Resume: a run is finished once its `study_run.json` says `done` (written after `heldout_metrics.json`);
     a re-run of the command skips those and restarts the others from scratch.
 
-Budget (measured by the study itself, experiments/results/ablations/README.md, before the three
-    gap arms were added): 79.3 min wall for the 48 runs of 8 arms on this 2-core machine (about 20 minutes of it shared with a CI run), plus a 6.5-min re-run of
-    the one run the time cap cut; the budget is 2.5 h. Vision phase 106 s x 2 (10 loads), supervised phase
-    24-160 s per warm-up, a run of STEPS = 300 updates with held-out scoring before and after 2-5 min.
+Budget (measured by the study itself, experiments/results/ablations/README.md): the 48 runs of the 8
+    one-score arms (rl2r_warm included) 85 min wall on this 2-core machine, a full CI run sharing its first
+    25 min; a five-aspect arm's run costs about twice a one-score arm's, so the whole plan takes about 2.5 h.
+    Vision phase about 2 min x 2 (22 loads), supervised phase 40-240 s per warm-up, a one-score run of
+    STEPS = 300 updates with held-out scoring before and after 2.5-6 min.
 Outputs: the study directory (default `multirun/ablations`: one folder per `<arm>/fold<f>_seed<s>`,
 the layout of prresq/CONTRACTS.md plus `eval/{before,after}/predictions_test.csv`) and
 experiments/results/ablations/{table.md, runs.csv, results.json, arms.png (held-out SRCC and parse-failure
