@@ -11,11 +11,13 @@ Arms (`conf/arm/*.yaml`, deltas on `experiment=tiny_synthetic`, the PRPO arms on
     (control: MOS permuted inside each batch before the reward), and the arms that take the PRPO-vs-RL2R
     gap apart (`GAP_PARTS`): prpo_format01 (PRPO, format reward weight 0.1), prpo_short (PRPO's rewards
     with the short five-number prompt `prompt=tiny_five`, no stage-1 prompt pool), rl2r_prpo_prompt (RL2R
-    with PRPO's five-aspect prompt and answer; the fidelity reward reads the aspects' mean), and the lever of
-    the RL2R learning target (`RL2R_LEVERS`): rl2r_warm (the warm-up runs to validation SRCC 0.7, not 0.5).
+    with PRPO's five-aspect prompt and answer; the fidelity reward reads the aspects' mean), and the levers of
+    the RL2R learning target (`RL2R_LEVERS`): rl2r_warm (the warm-up runs to validation SRCC 0.7, not 0.5) and
+    rl2r_warm_long (rl2r_warm with 600 RL updates: its file's `arm_steps`, the one arm not at `--steps`).
 Units: folds 0, 1, 2 of `data.synthetic.num_folds=5` (2 test photos, 2 val photos, 6 train photos each)
-    x seeds 0, 1 = 6 units per arm, 72 runs. One warm-up per fold and seed and per prompt and warm-up
-    answer (`warmup_key`): the one-score arms share one (but rl2r_warm, warmed up longer: its own), prpo,
+    x seeds 0, 1 = 6 units per arm, 78 runs. One warm-up per fold and seed and per prompt and warm-up
+    answer (`warmup_key`): the one-score arms share one (but rl2r_warm and rl2r_warm_long, warmed up longer:
+    theirs), prpo,
     prpo_format01 and rl2r_prpo_prompt (PRPO's prompt and five-line answer) another, prpo_short its own;
     cached under .cache/warmup and computed once under a lock. Its vision phase (a) trains on the prior photos
     only: it is cached per seed (.cache/warmup_vision, `prresq.warmup.cached_vision_phase`), so 2 of the 24
@@ -26,8 +28,8 @@ Scoring: held-out test answers are read by each prompt's answer rule (`scoring.a
     rates (`fail_greedy`, `fail_mean`) beside its SRCC.
 Runs: Hydra multirun with the basic launcher, `--jobs 2` processes in parallel (each a sequential
     multirun over its share of the seeds), one thread each. Every run stops at the same
-    `trainer.max_steps` (a fixed number of updates for every arm; `trainer.max_time` is only a safety
-    cap, and a run that hits it is flagged in the table with its step count).
+    `trainer.max_steps` (`--steps` updates for every arm but one whose file sets `arm_steps`;
+    `trainer.max_time` is only a safety cap, and a run that hits it is flagged in the table).
 Resume: a run is finished once its `study_run.json` says `done` (written after `heldout_metrics.json`);
     a re-run of the command skips those and restarts the others from scratch.
 
@@ -73,6 +75,7 @@ ARMS = (
     "prpo_short",
     "rl2r_prpo_prompt",
     "rl2r_warm",
+    "rl2r_warm_long",
     "shuffled_mos",
 )
 DEFAULT_ARM = "rl2r"
@@ -105,9 +108,10 @@ GAP_PARTS = (
     ("PRPO's prompt alone (RL2R rewards)", "rl2r_prpo_prompt", "rl2r"),
     ("PRPO's rewards and schedule, same prompt", "prpo", "rl2r_prpo_prompt"),
 )
-# arms that change one lever of the RL2R recipe to reach the learning target (held-out SRCC >= 0.75); each is
-# reported with its gain over its own warm-up, and paired against the default arm in the arms table
-RL2R_LEVERS = ("rl2r_warm",)
+# (lever arm, the arm it changes one thing of): the levers of the RL2R learning target (held-out SRCC >= 0.75),
+# each reported with its gain over its own warm-up and paired against its base arm (and, in the arms table,
+# against the default arm)
+RL2R_LEVERS = (("rl2r_warm", DEFAULT_ARM), ("rl2r_warm_long", "rl2r_warm"))
 # the study's fixed deltas on every run (no checkpoints or export: a killed run restarts from scratch)
 # `warmup=prior_sft` is every arm's warm-up (set by both experiments); naming it here lets Hydra compose the
 # sweep's base config (without the swept `+arm`) when overrides touch `warmup.*`.
@@ -261,6 +265,17 @@ def prepare(overrides: Sequence[str]) -> None:
 # ----------------------------------------------------------------------------------------------- summary
 
 
+def steps_override(steps: int, smoke: bool = False) -> str:
+    """The study's `trainer.max_steps` override: `steps` for every arm, except an arm file that sets `arm_steps`
+    (e.g. `conf/arm/rl2r_warm_long.yaml`); a smoke study gives every arm `steps`."""
+    return f"trainer.max_steps={steps}" if smoke else f"trainer.max_steps=${{oc.select:arm_steps,{steps}}}"
+
+
+def signed(d: Any) -> str:
+    """A paired difference `+mean [+low, +high]` (a `prresq.stats.Interval`)."""
+    return f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
+
+
 def _sign(d: Any) -> str:
     """Where the paired CI of a difference lies: above 0, below 0, contains 0 (or why there is no CI)."""
     from prresq.stats import verdict
@@ -282,7 +297,7 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
     import pandas as pd
 
     from prresq import analysis as A
-    from prresq.heldout import finite_or_null
+    from prresq import strict_json
     from prresq.stats import Interval, bootstrap_ci, paired_bootstrap, verdict
 
     out.mkdir(parents=True, exist_ok=True)
@@ -293,9 +308,17 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
     lines = [f"Study directory: `{A.project_relative(study, ROOT)}`; {len(done)} of {len(runs)} runs finished."]
     if wall_s is not None:
         lines.append(f"Study wall time (all invocations of the command): {wall_s / 60:.1f} min.")
-    steps = done["steps"].dropna()
-    if len(steps):
-        lines.append(f"RL steps per run: {int(steps.min())}..{int(steps.max())} (equal unless max_time cut a run).")
+    planned = (
+        done.dropna(subset=["rl_max_steps"]).groupby("arm")["rl_max_steps"].max() if "rl_max_steps" in done else []
+    )
+    if len(planned):
+        usual = int(planned.mode().max())
+        other = ", ".join(f"{arm} {int(n)}" for arm, n in planned.items() if n != usual)
+        lines.append(
+            f"RL updates per run (`trainer.max_steps`): {usual}"
+            + (f"; {other}" if other else "")
+            + " (every run reaches them unless `trainer.max_time` cut it: listed below)."
+        )
     units = ["fold", "seed"]
     no_units = pd.Series(dtype=float, index=pd.MultiIndex.from_tuples([], names=units))
 
@@ -351,7 +374,7 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
             f"| {arm} | {len(per_unit(arm, 'status'))} | "
             + " | ".join(c for c, _ in cells)
             + " | "
-            + " | ".join("" if d is None else f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]" for d in diffs)
+            + " | ".join("" if d is None else signed(d) for d in diffs)
             + " |"
         )
         results["arms"][arm] = {m: c for m, (_, c) in zip(columns, cells)}
@@ -373,7 +396,7 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
         if d is None:
             lines.append(f"| {claim} | | | 0 | no data |")
             continue
-        lines.append(f"| {claim} | {d.mean:+.3f} | [{d.low:+.3f}, {d.high:+.3f}] | {d.n} | {verdict(d)} |")
+        lines.append(f"| {claim} | {signed(d).replace(' [', ' | [')} | {d.n} | {verdict(d)} |")
         results["orderings"].append({"claim": claim, **d._asdict(), "verdict": verdict(d)})
     total = paired(*GAP_PARTS[0][1:])
     lines += [
@@ -392,25 +415,29 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
             continue
         share = f"{d.mean / total.mean:.0%}" if total is not None and total.mean != 0 else ""
         lines.append(
-            f"| {what} | {a_arm} | {b_arm} | {d.mean:+.3f} | [{d.low:+.3f}, {d.high:+.3f}] | {d.n} | {_sign(d)} "
-            f"| {share} |"
+            f"| {what} | {a_arm} | {b_arm} | {signed(d).replace(' [', ' | [')} | {d.n} | {_sign(d)} | {share} |"
         )
         results["gap_parts"].append({"what": what, "a": a_arm, "b": b_arm, **d._asdict(), "ci": _sign(d)})
     results["learning_target"] = {}
-    for arm in (DEFAULT_ARM, *RL2R_LEVERS):
+    for arm, base in ((DEFAULT_ARM, None), *RL2R_LEVERS):
         after, before = per_unit(arm, "after_srcc_mean").dropna(), per_unit(arm, "before_srcc_mean").dropna()
         both = after.index.intersection(before.index)
         if not len(both):
             continue
         gain, level = paired_bootstrap(after[both], before[both]), bootstrap_ci(after[both])
         target = "met" if level.mean >= 0.75 and gain.low > 0 else "not met"
-        lines += [
-            "",
+        entry = {"after": level._asdict(), "gain": gain._asdict(), "verdict": target}
+        line = (
             f"Learning target (`{arm}` test SRCC mean-of-8 >= 0.75, CI of the gain over its warm-up excluding 0): "
-            f"{target}; after RL {level}, gain over the warm-up {gain.mean:+.3f} [{gain.low:+.3f}, {gain.high:+.3f}].",
-        ]
-        results["learning_target"][arm] = {"after": level._asdict(), "gain": gain._asdict(), "verdict": target}
-    flagged = done[done["steps"].notna() & (done["steps"] < done["steps"].max())]
+            f"{target}; after RL {level}, gain over the warm-up {signed(gain)}"
+        )
+        lever = paired(arm, base) if base is not None else None
+        if lever is not None:
+            line += f"; vs `{base}` {signed(lever)} (n {lever.n})"
+            entry["vs_base"] = {"base": base, **lever._asdict()}
+        lines += ["", line + "."]
+        results["learning_target"][arm] = entry
+    flagged = done[done["rl_cut_by_max_time"] == 1] if "rl_cut_by_max_time" in done else done.iloc[:0]
     if len(flagged):
         lines.append(f"Runs cut by max_time: {', '.join(flagged['run'])}.")
     failed = runs[runs["status"] != "done"]
@@ -419,8 +446,7 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
     table = "\n".join(lines) + "\n"
     (out / "table.md").write_text(table)
     results["wall_s"] = wall_s
-    plain = json.loads(json.dumps(results, default=float))  # numpy scalars -> Python floats (NaN kept)
-    (out / "results.json").write_text(json.dumps(finite_or_null(plain), indent=2, allow_nan=False))  # NaN -> null
+    (out / "results.json").write_text(strict_json.dumps(results))  # a NaN metric -> null
 
     intervals = A.arm_intervals(runs, [f"after_{m}" for m in columns[:4]], order=ARMS)
     if len(intervals):  # held-out SRCC and parse-failure rate per arm, with their CIs
@@ -474,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(f"unknown arm(s) {unknown}: each arm is a file conf/arm/<arm>.yaml")
         overrides = [
             *COMMON,
-            f"trainer.max_steps={a.steps}",
+            steps_override(a.steps, a.smoke),
             f"trainer.max_time={a.max_time}",
             *(SMOKE if a.smoke else ()),
             *a.overrides,

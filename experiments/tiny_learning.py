@@ -24,6 +24,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
+from prresq import strict_json  # noqa: E402
 from prresq.analysis import project_relative  # noqa: E402
 from prresq.train import run  # noqa: E402
 
@@ -69,8 +70,13 @@ def main() -> None:
         if "export_dir" in metrics:
             metrics["export_dir"] = project_relative(metrics["export_dir"], ROOT)
         results[label] = {"test": metrics, "val_curve": val_curve(run_dir).to_dict("list")}
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.json").write_text(strict_json.dumps(results))  # a NaN metric -> null
     report(results, out)
+
+
+def _number(value: float | None) -> float:
+    """A metric of `results.json` (`null`: NaN, e.g. the SRCC of constant answers, or absent) as a float."""
+    return float("nan") if value is None else float(value)
 
 
 def report(results: dict[str, dict], out: Path) -> None:
@@ -82,7 +88,7 @@ def report(results: dict[str, dict], out: Path) -> None:
         for ax, col, base in ((axes[0], "val/srcc", "srcc_mean"), (axes[1], "val/srcc_greedy", "srcc_greedy")):
             if col in curve:
                 steps = [0, *(curve["step"] + 1).tolist()]
-                ax.plot(steps, [start.get(base, float("nan")), *curve[col].tolist()], marker="o", label=label)
+                ax.plot(steps, [_number(start.get(base)), *curve[col].tolist()], marker="o", label=label)
     axes[0].set_title("validation SRCC, mean of 8 samples")
     axes[1].set_title("validation SRCC, greedy")
     for ax in axes:
@@ -98,9 +104,7 @@ def report(results: dict[str, dict], out: Path) -> None:
     for label, res in results.items():
         for when in ("before", "after"):
             row = res["test"].get(when, {})
-            lines.append(
-                f"| {label} | {when} RL | " + " | ".join(f"{row.get(k, float('nan')):.3f}" for k in keys) + " |"
-            )
+            lines.append(f"| {label} | {when} RL | " + " | ".join(f"{_number(row.get(k)):.3f}" for k in keys) + " |")
     table = "\n".join(lines)
     (out / "table.md").write_text(table + "\n")
     print(table)

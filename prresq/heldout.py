@@ -8,8 +8,6 @@ README's learning figures come from, with the RL steps behind the "after" row.
 
 from __future__ import annotations
 
-import json
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Timer
 
+from prresq import strict_json
 from prresq.metrics import DegenerateInputWarning, prediction_hint
 from prresq.module import GRPOModule
 from prresq.row_sampling import global_rng_kept
@@ -96,24 +95,13 @@ def _extent_cell(extent: dict[str, Any]) -> str:
     return cell + (" (cut by trainer.max_time)" if extent["cut_by_max_time"] else "")
 
 
-def finite_or_null(value: Any) -> Any:
-    """`value` with every NaN or infinite float (in nested dicts and lists) replaced by None (JSON `null`)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite_or_null(v) for v in value]
-    return value
-
-
 def report(results: dict[str, Any], out_dir: Path) -> None:
     """`heldout_metrics.json` (all results; strict JSON: a NaN or infinite metric is `null`) and, with both
     scores, the before/after table: printed and written to `heldout_metrics.md`. With `results["rl"]`
     (`rl_extent`), the table's last column gives the RL steps the "after" row was measured at, and says when
     `trainer.max_time` cut RL short of `max_steps`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "heldout_metrics.json").write_text(json.dumps(finite_or_null(results), indent=2, allow_nan=False))
+    (out_dir / "heldout_metrics.json").write_text(strict_json.dumps(results))
     if "before" in results and "after" in results:
         table = heldout_table(results)
         print(table, flush=True)

@@ -56,13 +56,13 @@ def _cfg(arm: str, fold: int = 0, seed: int = 0):
     )
 
 
-ONE_SCORE_ARMS = ["rl2r", "k4", "k6", "prob_avg", "fixed_var", "binary", "shuffled_mos", "rl2r_warm"]
+ONE_SCORE_ARMS = ["rl2r", "k4", "k6", "prob_avg", "fixed_var", "binary", "shuffled_mos", "rl2r_warm", "rl2r_warm_long"]
 FIVE_ASPECT_ARMS = ["prpo", "prpo_format01", "prpo_short", "rl2r_prpo_prompt"]
 
 
 def test_arms_with_the_same_prompt_and_warm_up_answer_share_one_warm_up(ablations):
     """A fold and seed's warm-up is shared by the arms whose prompt and warm-up (answer template) are equal: the
-    one-score arms but rl2r_warm (its longer warm-up is its own); prpo, prpo_format01 and rl2r_prpo_prompt (PRPO's
+    one-score arms but rl2r_warm and rl2r_warm_long (their longer warm-up is theirs); prpo, prpo_format01 and rl2r_prpo_prompt (PRPO's
     prompt and five-line answer); prpo_short (its short prompt) alone. Another fold or seed keys a different one."""
     cfgs = {arm: _cfg(arm) for arm in ablations.ARMS}
     keys = {arm: ablations.warmup_key(cfg) for arm, cfg in cfgs.items()}
@@ -71,8 +71,9 @@ def test_arms_with_the_same_prompt_and_warm_up_answer_share_one_warm_up(ablation
         same = all(to_plain(cfgs[a][k]) == to_plain(cfgs[b][k]) for k in ("prompt", "warmup"))
         assert (keys[a] == keys[b]) == same, (a, b)
     groups = sorted(sorted(a for a in ablations.ARMS if keys[a] == key) for key in set(keys.values()))
-    shared = sorted(a for a in ONE_SCORE_ARMS if a != "rl2r_warm")
-    assert groups == sorted([shared, ["prpo", "prpo_format01", "rl2r_prpo_prompt"], ["prpo_short"], ["rl2r_warm"]])
+    shared = sorted(a for a in ONE_SCORE_ARMS if not a.startswith("rl2r_warm"))
+    warm = ["rl2r_warm", "rl2r_warm_long"]
+    assert groups == sorted([shared, ["prpo", "prpo_format01", "rl2r_prpo_prompt"], ["prpo_short"], warm])
     assert ablations.warmup_key(_cfg("rl2r", fold=1)) != keys["rl2r"]
     assert ablations.warmup_key(_cfg("rl2r", seed=1)) != keys["rl2r"]
 
@@ -101,6 +102,22 @@ def test_arms_change_only_what_they_name():
     assert (base.reward.fidelity.variant, binary.reward.fidelity.variant) == ("mean", "binary")
     assert (base.grpo.shuffle_mos, control.grpo.shuffle_mos) == (False, True)
     assert k4.optim == base.optim and binary.grpo == base.grpo and control.reward == base.reward
+
+
+def _study_cfg(ablations, arm: str, steps: int, smoke: bool = False):
+    return compose_config("train", [f"+arm={arm}", f"paths.root_dir={ROOT}", ablations.steps_override(steps, smoke)])
+
+
+def test_study_steps_are_the_commands_unless_an_arm_file_sets_its_own(ablations):
+    """The study's `--steps` reaches every arm's `trainer.max_steps` but rl2r_warm_long's (its file: 600 updates,
+    the only change from rl2r_warm); a smoke study gives every arm `--steps`."""
+    assert _changed("rl2r_warm_long", "rl2r_warm") == {"arm_steps"}
+    assert _changed("rl2r_warm", "rl2r") == {"warmup.target_srcc"}
+    steps = {arm: _study_cfg(ablations, arm, 300).trainer.max_steps for arm in ("rl2r", "rl2r_warm", "rl2r_warm_long")}
+    assert steps == {"rl2r": 300, "rl2r_warm": 300, "rl2r_warm_long": 600}
+    assert _study_cfg(ablations, "k4", 120).trainer.max_steps == 120
+    assert _study_cfg(ablations, "rl2r_warm_long", 20, smoke=True).trainer.max_steps == 20
+    assert {base for arm, base in ablations.RL2R_LEVERS} <= set(ablations.ARMS)
 
 
 def test_gap_arms_change_only_what_they_name():

@@ -150,6 +150,34 @@ def test_study_command_runs_every_arm_in_two_jobs_and_writes_the_table(study: Pa
 
 
 @pytest.mark.slow
+def test_summary_flags_only_runs_that_max_time_cut(study: Path, tmp_path: Path) -> None:
+    """A run that reached its own, longer `trainer.max_steps` (an arm file's `arm_steps`) is not cut; one that
+    `trainer.max_time` stopped is listed as cut, by its held-out record, and the updates line names both plans.
+    Before, any run with fewer steps than the study's longest run was listed as cut."""
+    import shutil
+
+    copy = tmp_path / "study"
+    shutil.copytree(study / "study", copy)
+    for run, rl in (
+        ("rl2r", {"steps": 8, "max_steps": 8, "cut_by_max_time": False}),
+        ("shuffled_mos", {"steps": 3, "max_steps": 4, "cut_by_max_time": True}),
+    ):
+        held = copy / run / "fold0_seed0" / "heldout_metrics.json"
+        held.write_text(json.dumps(json.loads(held.read_text()) | {"rl": rl}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(ROOT / "experiments" / "ablations.py"), "--summary-only"]
+    command += ["--study-dir", str(copy), "--out", str(tmp_path / "results")]
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = (tmp_path / "results" / "table.md").read_text().splitlines()
+    assert [line for line in lines if line.startswith("Runs cut by max_time")] == [
+        "Runs cut by max_time: shuffled_mos/fold0_seed0."
+    ]
+    updates = next(line for line in lines if line.startswith("RL updates per run"))
+    assert "8" in updates and "shuffled_mos 4" in updates, updates
+
+
+@pytest.mark.slow
 def test_rerun_skips_finished_runs_and_reruns_unfinished_ones(study: Path) -> None:
     """After a kill (a run left `running`), the same command re-runs only that run; the finished one is skipped."""
     done_status = study / "study" / "rl2r" / "fold0_seed0" / "study_run.json"

@@ -436,7 +436,10 @@ def main() -> None:
             }
             for w in workers
         }
-        args.json.write_text(json.dumps({"setting": setting, "workers": results}, indent=2))
+        from prresq import strict_json
+
+        # strict JSON: a CPU run's peak GPU memory (NaN) is null
+        args.json.write_text(strict_json.dumps({"setting": setting, "workers": results}))
 
 
 if __name__ == "__main__":

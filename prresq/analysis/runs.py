@@ -223,7 +223,8 @@ def load_study(root: str | os.PathLike[str]) -> pd.DataFrame:
 
     Columns: run, arm, fold, seed, status (`done` | `running` | `failed` | `missing`), wall_s, warmup_s,
     steps, error, then `warmup_<metric>` (validation at the end of the warm-up), `before_<metric>` and
-    `after_<metric>` (held-out test before/after RL: srcc_mean, plcc_mean, srcc_greedy, plcc_greedy, ...).
+    `after_<metric>` (held-out test before/after RL: srcc_mean, plcc_mean, srcc_greedy, plcc_greedy, ...), and
+    `rl_steps`, `rl_max_steps`, `rl_cut_by_max_time` (1.0 when the `trainer.max_time` safety cap stopped RL).
     Runs are the folders holding `.hydra/overrides.yaml`; the arm is the `+arm=` override.
     """
     root = Path(root)
@@ -242,7 +243,7 @@ def load_study(root: str | os.PathLike[str]) -> pd.DataFrame:
         held = run / HELDOUT_FILE
         if held.is_file():
             metrics = json.loads(held.read_text())
-            for when, key in (("warmup", "warmup_final_val"), ("before", "before"), ("after", "after")):
+            for when, key in (("warmup", "warmup_final_val"), ("before", "before"), ("after", "after"), ("rl", "rl")):
                 for k, v in (metrics.get(key) or {}).items():
                     if v is None or isinstance(v, int | float):  # null: a NaN metric (strict JSON)
                         row[f"{when}_{k}"] = float("nan") if v is None else float(v)
