@@ -31,7 +31,8 @@ Runs: Hydra multirun with the basic launcher, `--jobs 2` processes in parallel (
     `trainer.max_steps` (`--steps` updates for every arm but one whose file sets `arm_steps`;
     `trainer.max_time` is only a safety cap, and a run that hits it is flagged in the table).
 Resume: a run is finished once its `study_run.json` says `done` (written after `heldout_metrics.json`);
-    a re-run of the command skips those and restarts the others from scratch.
+    a re-run of the command skips those and restarts the others from scratch. An interrupted or killed
+    (SIGTERM) command stops its jobs and still adds its wall time to `study_wall.json`.
 
 Budget (measured by the study itself, experiments/results/ablations/README.md): the 48 runs of the 8
     one-score arms (rl2r_warm included) 85 min wall on this 2-core machine, a full CI run sharing its first
@@ -52,6 +53,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -223,7 +225,7 @@ def shards(folds: Sequence[int], seeds: Sequence[int], arms: Sequence[str], jobs
 
 
 def launch(study: Path, blocks: list[dict[str, list]], overrides: Sequence[str]) -> list[int]:
-    """Run one Hydra multirun per block in parallel; return their exit codes."""
+    """Run one Hydra multirun per block in parallel; return their exit codes. Interrupted, it stops them."""
     logs = study / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PRRESQ_ROOT": str(ROOT), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
@@ -245,7 +247,14 @@ def launch(study: Path, blocks: list[dict[str, list]], overrides: Sequence[str])
             f.write(f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(cmd)}\n")
             f.flush()
             procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT))
-    return [p.wait() for p in procs]
+    try:
+        return [p.wait() for p in procs]
+    except BaseException:  # interrupted or killed (SIGTERM, see main): stop the jobs too, their runs re-run later
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait()
+        raise
 
 
 def prepare(overrides: Sequence[str]) -> None:
@@ -282,6 +291,15 @@ def _sign(d: Any) -> str:
 
     v = verdict(d)
     return {"reproduced": "above 0", "contradicted": "below 0", "unresolved": "contains 0"}.get(v, v)
+
+
+def warmup_target(study: Path, arm: str) -> float | None:
+    """The validation SRCC an arm's warm-up ran to (`warmup.target_srcc` of its first run's saved config)."""
+    import yaml
+
+    for config in sorted(study.glob(f"{arm}/*/.hydra/config.yaml")):
+        return (yaml.safe_load(config.read_text()).get("warmup") or {}).get("target_srcc")
+    return None
 
 
 def summarize(study: Path, out: Path, wall_s: float | None) -> str:
@@ -355,14 +373,17 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
 
     finished = set(done["arm"])
     warm_rows = [  # one row per warm-up (`warmup_key`): its arms' runs share the before-RL scores
-        ("warm-up (RL2R answer)", DEFAULT_ARM),
-        ("warm-up (PRPO answer)", "prpo"),
-        ("warm-up (PRPO answer, short prompt)", "prpo_short"),
-        ("warm-up (RL2R answer, to val SRCC 0.7)", "rl2r_warm"),
+        ("warm-up (RL2R answer", DEFAULT_ARM),
+        ("warm-up (PRPO answer", "prpo"),
+        ("warm-up (PRPO answer, short prompt", "prpo_short"),
+        ("warm-up (RL2R answer", "rl2r_warm"),
     ]
     arms = [a for a in ARMS if a in finished] + sorted(finished - set(ARMS))
+    usual_target = warmup_target(study, DEFAULT_ARM)
     for label, arm in warm_rows:
         if arm in arms:
+            target = warmup_target(study, arm)  # named when it is not the default arm's (e.g. rl2r_warm's 0.7)
+            label += f", to val SRCC {target})" if target != usual_target else ")"
             cells = [cell(per_unit(arm, f"before_{m}")) for m in columns]
             n = len(per_unit(arm, "status"))
             lines.append(f"| {label} | {n} | " + " | ".join(c for c, _ in cells) + " | | |")
@@ -479,7 +500,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--arms", nargs="+", default=list(ARMS))
     p.add_argument("--folds", nargs="+", type=int, default=list(FOLDS))
     p.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    p.add_argument("--steps", type=int, default=STEPS, help="RL steps of every run (trainer.max_steps)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=STEPS,
+        help="RL steps of every run (trainer.max_steps) but an arm's own `arm_steps`",
+    )
     p.add_argument("--max-time", default=MAX_TIME, help="safety cap per RL run (trainer.max_time)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--smoke", action="store_true", help="1 fold x 1 seed x rl2r + control, 20 steps, tiny warm-up")
@@ -506,11 +532,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             *a.overrides,
         ]
         start = time.perf_counter()
-        prepare(overrides)
-        codes = launch(study, shards(a.folds, a.seeds, a.arms, a.jobs), overrides)
-        spent += time.perf_counter() - start
-        study.mkdir(parents=True, exist_ok=True)
-        clock.write_text(json.dumps({"wall_s": round(spent, 1)}))
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # a kill runs the finally
+        try:
+            prepare(overrides)
+            codes = launch(study, shards(a.folds, a.seeds, a.arms, a.jobs), overrides)
+        finally:  # the wall time of every invocation counts, a killed or interrupted one too
+            spent += time.perf_counter() - start
+            study.mkdir(parents=True, exist_ok=True)
+            clock.write_text(json.dumps({"wall_s": round(spent, 1)}))
         if any(codes):
             log.warning("some jobs failed (exit codes %s): see %s/logs and the runs' study_run.json", codes, study)
     try:

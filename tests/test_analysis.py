@@ -451,7 +451,16 @@ def test_arm_intervals_are_mean_and_bootstrap_ci_over_finished_runs() -> None:
 
 
 def test_plot_arm_intervals_draws_one_panel_per_column() -> None:
-    study = pd.DataFrame({"arm": ["a", "b"], "status": ["done", "done"], "after_fail_mean": [0.1, 0.2]})
+    """One panel per column; each arm's label gives its finished runs (a's NaN SRCC still counts as a run)."""
+    study = pd.DataFrame(
+        {
+            "arm": ["a", "a", "b"],
+            "status": ["done", "done", "done"],
+            "after_fail_mean": [0.1, 0.3, 0.2],
+            "after_srcc_mean": [float("nan"), 0.5, 0.4],
+        }
+    )
     fig = A.plot_arm_intervals(A.arm_intervals(study, ["after_fail_mean", "after_srcc_mean"]))
     assert [a.get_title() for a in fig.axes if a.get_visible()] == ["after_fail_mean", "after_srcc_mean"]
+    assert sorted(t.get_text() for t in fig.axes[0].get_yticklabels()) == ["a (n=2)", "b (n=1)"]
     plt.close(fig)

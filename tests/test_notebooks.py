@@ -193,6 +193,43 @@ def test_rerun_skips_finished_runs_and_reruns_unfinished_ones(study: Path) -> No
     assert "finished earlier, skipped" in logs
 
 
+def _processes_naming(text: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:  # the process ended while being read
+            continue
+    return pids
+
+
+@pytest.mark.slow
+def test_killed_study_stops_its_jobs_and_keeps_its_wall_time(tmp_path: Path) -> None:
+    """SIGTERM to the study command while its jobs run: the jobs are stopped with it (no orphan keeps training)
+    and the invocation's wall time is still added to `study_wall.json`. Before, both were lost."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        _study_command(tmp_path), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    shard_log = tmp_path / "study" / "logs" / "shard0.log"
+    deadline = time.monotonic() + 300
+    while not shard_log.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert shard_log.is_file(), "the study never launched its jobs"
+    time.sleep(3)
+    jobs = [pid for pid in _processes_naming(str(tmp_path / "study")) if pid != proc.pid]
+    assert jobs, "no job process found while the study ran"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    assert _processes_naming(str(tmp_path / "study")) == []
+    wall = json.loads((tmp_path / "study" / "study_wall.json").read_text())["wall_s"]
+    assert wall >= 3
+
+
 @pytest.mark.slow
 def test_reward_curves_notebook_on_the_study(study: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The curves notebook reads the study directory: per-arm bands (validation, reward, score std), per-arm

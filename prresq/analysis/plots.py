@@ -134,14 +134,17 @@ def plot_bands(
 
 def plot_arm_intervals(intervals: pd.DataFrame, columns: Sequence[str] | None = None, *, ncols: int = 4) -> Figure:
     """One panel per column of `arm_intervals` (e.g. held-out SRCC and parse-failure rate after RL): per arm its
-    mean over folds x seeds (dot) and 95% bootstrap CI (bar), arms top to bottom; an arm without a finite value
-    (e.g. an SRCC of constant answers in every run) has no dot in that panel."""
+    mean over folds x seeds (dot) and 95% bootstrap CI (bar), arms top to bottom, each labelled with its number of
+    finished runs (`n=`: an arm of 2 units next to arms of 6 says so); an arm without a finite value (e.g. an SRCC
+    of constant answers in every run) has no dot in that panel."""
     import matplotlib.pyplot as plt
 
     columns = list(dict.fromkeys(intervals["column"])) if columns is None else list(columns)
     ncols = max(1, min(ncols, len(columns)))
     nrows = math.ceil(len(columns) / ncols)
     arms = list(dict.fromkeys(intervals["arm"]))
+    runs = (intervals["n"] + intervals["nan"]).groupby(intervals["arm"]).max()  # finite + NaN = finished runs
+    labels = [f"{arm} (n={int(runs[arm])})" for arm in arms]
     fig, grid = plt.subplots(
         nrows, ncols, figsize=(3.6 * ncols, 0.9 + 0.32 * max(len(arms), 1) * nrows), squeeze=False, sharey=True
     )
@@ -153,7 +156,7 @@ def plot_arm_intervals(intervals: pd.DataFrame, columns: Sequence[str] | None = 
         y = np.arange(len(arms))[::-1]
         err = np.vstack([part["mean"] - part["low"], part["high"] - part["mean"]])
         a.errorbar(part["mean"], y, xerr=err, fmt="o", ms=4, capsize=3)
-        a.set_yticks(y, arms, fontsize=8)
+        a.set_yticks(y, labels, fontsize=8)
         a.set_title(col, fontsize=10)
         a.grid(alpha=0.3, axis="x")
     fig.tight_layout()
