@@ -280,9 +280,9 @@ def steps_override(steps: int, smoke: bool = False) -> str:
     return f"trainer.max_steps={steps}" if smoke else f"trainer.max_steps=${{oc.select:arm_steps,{steps}}}"
 
 
-def signed(d: Any) -> str:
-    """A paired difference `+mean [+low, +high]` (a `prresq.stats.Interval`)."""
-    return f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
+def signed(d: Any, sep: str = " ") -> str:
+    """A paired difference `+mean [+low, +high]` (a `prresq.stats.Interval`); `sep=" | "` for two table cells."""
+    return f"{d.mean:+.3f}{sep}[{d.low:+.3f}, {d.high:+.3f}]"
 
 
 def _sign(d: Any) -> str:
@@ -294,10 +294,12 @@ def _sign(d: Any) -> str:
 
 
 def warmup_target(study: Path, arm: str) -> float | None:
-    """The validation SRCC an arm's warm-up ran to (`warmup.target_srcc` of its first run's saved config)."""
+    """The validation SRCC an arm's warm-up ran to (`warmup.target_srcc` of its first run's `run_config.yaml`)."""
     import yaml
 
-    for config in sorted(study.glob(f"{arm}/*/.hydra/config.yaml")):
+    from prresq.resume_config import RUN_CONFIG
+
+    for config in sorted(study.glob(f"{arm}/*/{RUN_CONFIG}")):
         return (yaml.safe_load(config.read_text()).get("warmup") or {}).get("target_srcc")
     return None
 
@@ -417,7 +419,7 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
         if d is None:
             lines.append(f"| {claim} | | | 0 | no data |")
             continue
-        lines.append(f"| {claim} | {signed(d).replace(' [', ' | [')} | {d.n} | {verdict(d)} |")
+        lines.append(f"| {claim} | {signed(d, ' | ')} | {d.n} | {verdict(d)} |")
         results["orderings"].append({"claim": claim, **d._asdict(), "verdict": verdict(d)})
     total = paired(*GAP_PARTS[0][1:])
     lines += [
@@ -435,9 +437,7 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
             lines.append(f"| {what} | {a_arm} | {b_arm} | | | 0 | no data | |")
             continue
         share = f"{d.mean / total.mean:.0%}" if total is not None and total.mean != 0 else ""
-        lines.append(
-            f"| {what} | {a_arm} | {b_arm} | {signed(d).replace(' [', ' | [')} | {d.n} | {_sign(d)} | {share} |"
-        )
+        lines.append(f"| {what} | {a_arm} | {b_arm} | {signed(d, ' | ')} | {d.n} | {_sign(d)} | {share} |")
         results["gap_parts"].append({"what": what, "a": a_arm, "b": b_arm, **d._asdict(), "ci": _sign(d)})
     results["learning_target"] = {}
     for arm, base in ((DEFAULT_ARM, None), *RL2R_LEVERS):
