@@ -77,6 +77,7 @@ ARMS = (
     "prpo_short",
     "rl2r_prpo_prompt",
     "rl2r_warm",
+    "rl2r_long",
     "rl2r_warm_long",
     "shuffled_mos",
 )
@@ -110,10 +111,14 @@ GAP_PARTS = (
     ("PRPO's prompt alone (RL2R rewards)", "rl2r_prpo_prompt", "rl2r"),
     ("PRPO's rewards and schedule, same prompt", "prpo", "rl2r_prpo_prompt"),
 )
-# (lever arm, the arm it changes one thing of): the levers of the RL2R learning target (held-out SRCC >= 0.75),
-# each reported with its gain over its own warm-up and paired against its base arm (and, in the arms table,
-# against the default arm)
-RL2R_LEVERS = (("rl2r_warm", DEFAULT_ARM), ("rl2r_warm_long", "rl2r_warm"))
+# (lever arm, the arms it changes one thing of): the levers of the RL2R learning target (held-out SRCC >= 0.75),
+# each reported with its gain over its own warm-up and paired against each base arm (and, in the arms table,
+# against the default arm). rl2r_warm_long - rl2r_long is the longer warm-up at 600 updates (`make train`'s).
+RL2R_LEVERS = (
+    ("rl2r_warm", (DEFAULT_ARM,)),
+    ("rl2r_long", (DEFAULT_ARM,)),
+    ("rl2r_warm_long", ("rl2r_warm", "rl2r_long")),
+)
 # the study's fixed deltas on every run (no checkpoints or export: a killed run restarts from scratch)
 # `warmup=prior_sft` is every arm's warm-up (set by both experiments); naming it here lets Hydra compose the
 # sweep's base config (without the swept `+arm`) when overrides touch `warmup.*`.
@@ -440,7 +445,7 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
         lines.append(f"| {what} | {a_arm} | {b_arm} | {signed(d, ' | ')} | {d.n} | {_sign(d)} | {share} |")
         results["gap_parts"].append({"what": what, "a": a_arm, "b": b_arm, **d._asdict(), "ci": _sign(d)})
     results["learning_target"] = {}
-    for arm, base in ((DEFAULT_ARM, None), *RL2R_LEVERS):
+    for arm, bases in ((DEFAULT_ARM, ()), *RL2R_LEVERS):
         after, before = per_unit(arm, "after_srcc_mean").dropna(), per_unit(arm, "before_srcc_mean").dropna()
         both = after.index.intersection(before.index)
         if not len(both):
@@ -452,10 +457,11 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
             f"Learning target (`{arm}` test SRCC mean-of-8 >= 0.75, CI of the gain over its warm-up excluding 0): "
             f"{target}; after RL {level}, gain over the warm-up {signed(gain)}"
         )
-        lever = paired(arm, base) if base is not None else None
-        if lever is not None:
-            line += f"; vs `{base}` {signed(lever)} (n {lever.n})"
-            entry["vs_base"] = {"base": base, **lever._asdict()}
+        for base in bases:
+            lever = paired(arm, base)
+            if lever is not None:
+                line += f"; vs `{base}` {signed(lever)} (n {lever.n})"
+                entry.setdefault("vs_base", []).append({"base": base, **lever._asdict()})
         lines += ["", line + "."]
         results["learning_target"][arm] = entry
     flagged = done[done["rl_cut_by_max_time"] == 1] if "rl_cut_by_max_time" in done else done.iloc[:0]

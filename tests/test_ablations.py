@@ -56,14 +56,16 @@ def _cfg(arm: str, fold: int = 0, seed: int = 0):
     )
 
 
-ONE_SCORE_ARMS = ["rl2r", "k4", "k6", "prob_avg", "fixed_var", "binary", "shuffled_mos", "rl2r_warm", "rl2r_warm_long"]
+ONE_SCORE_ARMS = [
+    *("rl2r", "k4", "k6", "prob_avg", "fixed_var", "binary", "shuffled_mos", "rl2r_warm", "rl2r_long", "rl2r_warm_long")
+]
 FIVE_ASPECT_ARMS = ["prpo", "prpo_format01", "prpo_short", "rl2r_prpo_prompt"]
 
 
 def test_arms_with_the_same_prompt_and_warm_up_answer_share_one_warm_up(ablations):
     """A fold and seed's warm-up is shared by the arms whose prompt and warm-up (answer template) are equal: the
-    one-score arms but rl2r_warm and rl2r_warm_long (their longer warm-up is theirs); prpo, prpo_format01 and rl2r_prpo_prompt (PRPO's
-    prompt and five-line answer); prpo_short (its short prompt) alone. Another fold or seed keys a different one."""
+    one-score arms but rl2r_warm and rl2r_warm_long (their longer warm-up is theirs); prpo, prpo_format01 and
+    rl2r_prpo_prompt (PRPO's prompt and five-line answer); prpo_short (its short prompt) alone. Another fold or seed keys a different one."""
     cfgs = {arm: _cfg(arm) for arm in ablations.ARMS}
     keys = {arm: ablations.warmup_key(cfg) for arm, cfg in cfgs.items()}
     assert sorted(ablations.ARMS) == sorted(ONE_SCORE_ARMS + FIVE_ASPECT_ARMS)
@@ -109,15 +111,17 @@ def _study_cfg(ablations, arm: str, steps: int, smoke: bool = False):
 
 
 def test_study_steps_are_the_commands_unless_an_arm_file_sets_its_own(ablations):
-    """The study's `--steps` reaches every arm's `trainer.max_steps` but rl2r_warm_long's (its file: 600 updates,
-    the only change from rl2r_warm); a smoke study gives every arm `--steps`."""
+    """The study's `--steps` reaches every arm's `trainer.max_steps` but rl2r_long's and rl2r_warm_long's (their
+    files: 600 updates, the only change from rl2r and rl2r_warm); a smoke study gives every arm `--steps`."""
     assert _changed("rl2r_warm_long", "rl2r_warm") == {"arm_steps"}
+    assert _changed("rl2r_long", "rl2r") == {"arm_steps"}
     assert _changed("rl2r_warm", "rl2r") == {"warmup.target_srcc"}
-    steps = {arm: _study_cfg(ablations, arm, 300).trainer.max_steps for arm in ("rl2r", "rl2r_warm", "rl2r_warm_long")}
-    assert steps == {"rl2r": 300, "rl2r_warm": 300, "rl2r_warm_long": 600}
+    arms = ("rl2r", "rl2r_warm", "rl2r_long", "rl2r_warm_long")
+    steps = {arm: _study_cfg(ablations, arm, 300).trainer.max_steps for arm in arms}
+    assert steps == {"rl2r": 300, "rl2r_warm": 300, "rl2r_long": 600, "rl2r_warm_long": 600}
     assert _study_cfg(ablations, "k4", 120).trainer.max_steps == 120
     assert _study_cfg(ablations, "rl2r_warm_long", 20, smoke=True).trainer.max_steps == 20
-    assert {base for arm, base in ablations.RL2R_LEVERS} <= set(ablations.ARMS)
+    assert {base for arm, bases in ablations.RL2R_LEVERS for base in bases} <= set(ablations.ARMS)
 
 
 def test_gap_arms_change_only_what_they_name():
