@@ -5,23 +5,25 @@
     python experiments/ablations.py --summary-only  # redraw table + figures from the study directory
     python experiments/ablations.py --smoke         # 1 fold x 1 seed x 2 arms, 20 RL steps, tiny warm-up
 
-Arms (`conf/arm/*.yaml`, deltas on `experiment=tiny_synthetic`, the PRPO arms on `tiny_preresq`; nothing is
-    tuned per arm): rl2r (default: RL2R fidelity + format, K = 8, mean-variance fidelity), k4, k6 (VisualQuality-R1
-    Table 3), prob_avg, fixed_var, binary (Table 4), prpo (PreResQ-R1 `tiny_preresq`), shuffled_mos
-    (control: MOS permuted inside each batch before the reward), and the arms that take the PRPO-vs-RL2R
-    gap apart (`GAP_PARTS`): prpo_format01 (PRPO, format reward weight 0.1), prpo_short (PRPO's rewards
-    with the short five-number prompt `prompt=tiny_five`, no stage-1 prompt pool), rl2r_prpo_prompt (RL2R
-    with PRPO's five-aspect prompt and answer; the fidelity reward reads the aspects' mean), and the levers of
-    the RL2R learning target (`RL2R_LEVERS`): rl2r_warm (the warm-up runs to validation SRCC 0.7, not 0.5) and
-    rl2r_warm_long (rl2r_warm with 600 RL updates: its file's `arm_steps`, the one arm not at `--steps`).
+Arms (`conf/arm/*.yaml`, deltas on `experiment=tiny_synthetic`, the PRPO arms on `tiny_preresq`, all with the
+    study's base warm-up `warmup=prior_sft` (to validation SRCC 0.5); nothing is tuned per arm): rl2r (default:
+    RL2R fidelity + format, K = 8, mean-variance fidelity), k4, k6 (VisualQuality-R1 Table 3), prob_avg,
+    fixed_var, binary (Table 4), prpo (PreResQ-R1 `tiny_preresq`), shuffled_mos (control: MOS permuted inside
+    each batch before the reward), and the arms that take the PRPO-vs-RL2R gap apart (`GAP_PARTS`):
+    prpo_format01 (PRPO, format reward weight 0.1), prpo_short (PRPO's rewards with the short five-number
+    prompt `prompt=tiny_five`, no stage-1 prompt pool), rl2r_prpo_prompt (RL2R with PRPO's five-aspect prompt
+    and answer; the fidelity reward reads the aspects' mean), and the levers of the RL2R learning target
+    (`RL2R_LEVERS`): rl2r_warm (the warm-up runs to validation SRCC 0.7, not 0.5), rl2r_long (rl2r with 600
+    RL updates: its file's `arm_steps`) and rl2r_warm_long (rl2r_warm with 600: `tiny_synthetic`'s recipe
+    since this table; rl2r_warm_long - rl2r_long is the evidence). Only the two `_long` arms are not at
+    `--steps`.
 Units: folds 0, 1, 2 of `data.synthetic.num_folds=5` (2 test photos, 2 val photos, 6 train photos each)
-    x seeds 0, 1 = 6 units per arm, 78 runs. One warm-up per fold and seed and per prompt and warm-up
+    x seeds 0, 1 = 6 units per arm, 84 runs. One warm-up per fold and seed and per prompt and warm-up
     answer (`warmup_key`): the one-score arms share one (but rl2r_warm and rl2r_warm_long, warmed up longer:
-    theirs), prpo,
-    prpo_format01 and rl2r_prpo_prompt (PRPO's prompt and five-line answer) another, prpo_short its own;
-    cached under .cache/warmup and computed once under a lock. Its vision phase (a) trains on the prior photos
-    only: it is cached per seed (.cache/warmup_vision, `prresq.warmup.cached_vision_phase`), so 2 of the 24
-    warm-ups train it and the others load it.
+    theirs), prpo, prpo_format01 and rl2r_prpo_prompt (PRPO's prompt and five-line answer) another,
+    prpo_short its own; cached under .cache/warmup and computed once under a lock. Its vision phase (a) trains
+    on the prior photos only: it is cached per seed (.cache/warmup_vision, `prresq.warmup.cached_vision_phase`),
+    so 2 of the 24 warm-ups train it and the others load it.
 Scoring: held-out test answers are read by each prompt's answer rule (`scoring.answer_rule`: one-score
     arms the first number of the answer, five-aspect arms the mean of the last five numbers); an answer
     the rule cannot read is NaN, left out of SRCC/PLCC and counted: the table gives each arm's failure
@@ -36,9 +38,10 @@ Resume: a run is finished once its `study_run.json` says `done` (written after `
 
 Budget (measured by the study itself, experiments/results/ablations/README.md): the 48 runs of the 8
     one-score arms (rl2r_warm included) 85 min wall on this 2-core machine, a full CI run sharing its first
-    25 min; a five-aspect arm's run costs about twice a one-score arm's, so the whole plan takes about 2.5 h.
-    Vision phase about 2 min x 2 (22 loads), supervised phase 40-240 s per warm-up, a one-score run of
-    STEPS = 300 updates with held-out scoring before and after 2.5-6 min.
+    25 min; a five-aspect arm's run costs about twice a one-score arm's, so the whole plan takes about 3.5 h
+    (221 min measured over six invocations). Vision phase about 2 min x 2 (22 loads), supervised phase
+    40-240 s per warm-up, a one-score run of STEPS = 300 updates with held-out scoring before and after
+    2.5-6 min, of 600 updates on a cached warm-up 3.2-4 min (each `_long` arm: 11-12 min, quiet machine).
 Outputs: the study directory (default `multirun/ablations`: one folder per `<arm>/fold<f>_seed<s>`,
 the layout of prresq/CONTRACTS.md plus `eval/{before,after}/predictions_test.csv`) and
 experiments/results/ablations/{table.md, runs.csv, results.json, arms.png (held-out SRCC and parse-failure
@@ -120,8 +123,11 @@ RL2R_LEVERS = (
     ("rl2r_warm_long", ("rl2r_warm", "rl2r_long")),
 )
 # the study's fixed deltas on every run (no checkpoints or export: a killed run restarts from scratch)
-# `warmup=prior_sft` is every arm's warm-up (set by both experiments); naming it here lets Hydra compose the
-# sweep's base config (without the swept `+arm`) when overrides touch `warmup.*`.
+# `warmup=prior_sft` (to val SRCC 0.5) is the study's base warm-up, the one every arm ran with: `tiny_synthetic`
+# now picks `prior_sft_long` (0.7) from this study's own table (rl2r_warm_long - rl2r_long), and the arms stay
+# deltas on the base they were measured on (rl2r_warm's 0.7 is set in its file, which Hydra merges after this
+# choice). Naming it here also lets Hydra compose the sweep's base config (without the swept `+arm`) when
+# overrides touch `warmup.*`.
 COMMON = (
     "warmup=prior_sft",
     "data.synthetic.num_folds=5",

@@ -24,14 +24,21 @@ from prresq.scoring import correlations
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def ablations():
+def _load_ablations():
     spec = importlib.util.spec_from_file_location("_prresq_ablations", ROOT / "experiments" / "ablations.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+ABLATIONS = _load_ablations()
+
+
+@pytest.fixture(scope="module")
+def ablations():
+    return ABLATIONS
 
 
 def _runs(block: dict[str, list]) -> set[tuple]:
@@ -51,9 +58,9 @@ def test_shards_partition_the_runs_and_keep_a_warm_up_in_one_job(ablations):
 
 
 def _cfg(arm: str, fold: int = 0, seed: int = 0):
-    return compose_config(
-        "train", [f"+arm={arm}", f"data.synthetic.fold={fold}", f"seed={seed}", f"paths.root_dir={ROOT}"]
-    )
+    """An arm's run config as the study composes it: its fixed deltas (`COMMON`: the base warm-up) first."""
+    overrides = [*ABLATIONS.COMMON, f"+arm={arm}", f"data.synthetic.fold={fold}", f"seed={seed}"]
+    return compose_config("train", [*overrides, f"paths.root_dir={ROOT}"])
 
 
 ONE_SCORE_ARMS = [
@@ -107,7 +114,23 @@ def test_arms_change_only_what_they_name():
 
 
 def _study_cfg(ablations, arm: str, steps: int, smoke: bool = False):
-    return compose_config("train", [f"+arm={arm}", f"paths.root_dir={ROOT}", ablations.steps_override(steps, smoke)])
+    overrides = [*ablations.COMMON, f"+arm={arm}", ablations.steps_override(steps, smoke)]
+    return compose_config("train", [*overrides, f"paths.root_dir={ROOT}"])
+
+
+def test_the_study_keeps_its_base_warm_up_while_tiny_synthetic_runs_the_longer_one(ablations):
+    """`tiny_synthetic` (`make train`) warms up to val SRCC 0.7 (`warmup=prior_sft_long`, chosen from the study's
+    rl2r_warm_long - rl2r_long), and only the target differs from `prior_sft`; every arm of the study keeps the
+    warm-up it was measured with: the base 0.5 (`COMMON`'s `warmup=prior_sft`), rl2r_warm and rl2r_warm_long their
+    file's 0.7. Without the base choice in `COMMON` every arm would move to 0.7 and the table's runs would no
+    longer be what the command runs."""
+    make_train = compose_config("train", ["experiment=tiny_synthetic", f"paths.root_dir={ROOT}"])
+    short = compose_config("train", ["experiment=tiny_synthetic", "warmup=prior_sft", f"paths.root_dir={ROOT}"])
+    assert make_train.warmup.target_srcc == 0.7 and short.warmup.target_srcc == 0.5
+    long_w, short_w = to_plain(make_train.warmup), to_plain(short.warmup)
+    assert {k for k in long_w.keys() | short_w.keys() if long_w.get(k) != short_w.get(k)} == {"target_srcc"}
+    targets = {arm: _cfg(arm).warmup.target_srcc for arm in ablations.ARMS}
+    assert targets == {arm: 0.7 if arm.startswith("rl2r_warm") else 0.5 for arm in ablations.ARMS}
 
 
 def test_study_steps_are_the_commands_unless_an_arm_file_sets_its_own(ablations):
