@@ -42,6 +42,7 @@ from prresq.engine import build_engine
 from prresq.export_dir import write_export
 from prresq.lora import check_checkpoint_kind, has_adapters, merge_adapters, reference_model, save_adapter
 from prresq.loss import GRPOLoss
+from prresq.lr_schedule import apply_at_current_step
 from prresq.metrics import plcc, srcc
 from prresq.models import load_policy, load_processor, load_reference
 from prresq.rewards import build_reward_mix, compute_rewards, group_advantages, parse_answers
@@ -340,6 +341,13 @@ class GRPOModule(L.LightningModule):
         # draws from the global RNG, which the uninterrupted run did before the checkpoint was taken.
         check_checkpoint_kind(checkpoint.get("state_dict") or {}, has_adapters(self.policy), "ckpt_path")
         self._pending_rng = checkpoint.get("rng_states")
+
+    def on_train_start(self) -> None:
+        # After a resume the optimiser holds the LR saved with the old schedule length (`trainer.max_steps`
+        # may change on resume); the first resumed step takes the current schedule's value instead.
+        sched = self.lr_schedulers()
+        if sched is not None and not isinstance(sched, list):
+            apply_at_current_step(sched)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         states, self._pending_rng = getattr(self, "_pending_rng", None), None

@@ -147,6 +147,27 @@ def test_resume_continues_at_the_same_step(tmp_path, cache_dir):
     assert_last_step_logged_alike(tmp_path / "full", tmp_path / "part")
 
 
+def test_a_resume_that_extends_max_steps_steps_at_the_longer_schedules_learning_rate(tmp_path, cache_dir):
+    """Pins: a run stopped at `max_steps=2` and resumed with `max_steps=4` takes its first resumed step at the
+    LR of the 4-step schedule (linear decay, no warm-up: lr * (4 - 2) / 4), not at the 2-step schedule's
+    last value (0) that the optimiser state was saved with."""
+    lr = 1.0e-4
+    common = [
+        *TINY,
+        "lr_scheduler.decay=linear",
+        f"optim.lr={lr}",
+        "trainer.val_check_interval=null",
+        "trainer.limit_val_batches=0",
+        "callbacks.checkpoint.every_n_train_steps=2",
+        "export_dir=null",
+    ]
+    run(compose_train([*common, "trainer.max_steps=2"], tmp_path, cache_dir))
+    run(compose_train([*common, "trainer.max_steps=4", "ckpt_path=last"], tmp_path, cache_dir))
+    logged = _logged(tmp_path, "lr-AdamW")
+    assert logged.loc[0] == pytest.approx(lr) and logged.loc[1] == pytest.approx(lr / 2)  # the 2-step schedule
+    assert logged.loc[2] == pytest.approx(lr * 2 / 4) and logged.loc[3] == pytest.approx(lr * 1 / 4)
+
+
 def test_warmup_phases_run_and_export_a_loadable_model(tmp_path, cache_dir):
     overrides = [
         *[o for o in TINY if o != "warmup=none"],
