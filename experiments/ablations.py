@@ -15,15 +15,15 @@ Arms (`conf/arm/*.yaml`, deltas on `experiment=tiny_synthetic`, the PRPO arms on
     and answer; the fidelity reward reads the aspects' mean), and the levers of the RL2R learning target
     (`RL2R_LEVERS`): rl2r_warm (the warm-up runs to validation SRCC 0.7, not 0.5), rl2r_long (rl2r with 600
     RL updates: its file's `arm_steps`) and rl2r_warm_long (rl2r_warm with 600: `tiny_synthetic`'s recipe
-    since this table; rl2r_warm_long - rl2r_long is the evidence). Only the two `_long` arms are not at
-    `--steps`.
+    since this table; rl2r_warm_long - rl2r_long is the evidence), and prpo_warm_long (prpo on that recipe:
+    warm-up to 0.7, 600 updates, set beside rl2r_warm_long). Only the three `_long` arms are not at `--steps`.
 Units: folds 0, 1, 2 of `data.synthetic.num_folds=5` (2 test photos, 2 val photos, 6 train photos each)
-    x seeds 0, 1 = 6 units per arm, 84 runs. One warm-up per fold and seed and per prompt and warm-up
+    x seeds 0, 1 = 6 units per arm, 90 runs. One warm-up per fold and seed and per prompt and warm-up
     answer (`warmup_key`): the one-score arms share one (but rl2r_warm and rl2r_warm_long, warmed up longer:
     theirs), prpo, prpo_format01 and rl2r_prpo_prompt (PRPO's prompt and five-line answer) another,
-    prpo_short its own; cached under .cache/warmup and computed once under a lock. Its vision phase (a) trains
+    prpo_short its own, prpo_warm_long its own (PRPO's answer, to 0.7); cached under .cache/warmup and computed once under a lock. Its vision phase (a) trains
     on the prior photos only: it is cached per seed (.cache/warmup_vision, `prresq.warmup.cached_vision_phase`),
-    so 2 of the 24 warm-ups train it and the others load it.
+    so 2 of the 30 warm-ups train it and the others load it.
 Scoring: held-out test answers are read by each prompt's answer rule (`scoring.answer_rule`: one-score
     arms the first number of the answer, five-aspect arms the mean of the last five numbers); an answer
     the rule cannot read is NaN, left out of SRCC/PLCC and counted: the table gives each arm's failure
@@ -82,6 +82,7 @@ ARMS = (
     "rl2r_warm",
     "rl2r_long",
     "rl2r_warm_long",
+    "prpo_warm_long",
     "shuffled_mos",
 )
 DEFAULT_ARM = "rl2r"
@@ -103,6 +104,7 @@ ORDERINGS = (
     ("VQ-R1 Table 4: mean-variance >= probability average", "rl2r", "prob_avg"),
     ("VQ-R1 Table 4: probability average >= fixed variance", "prob_avg", "fixed_var"),
     ("PreResQ-R1: PRPO >= RL2R", "prpo", "rl2r"),
+    ("PreResQ-R1: PRPO >= RL2R, make train's recipe (warm-up to 0.7, 600 updates)", "prpo_warm_long", "rl2r_warm_long"),
     ("control: RL2R >= shuffled MOS", "rl2r", "shuffled_mos"),
 )
 # (what the difference measures, A, B): the PRPO-vs-RL2R gap taken apart, paired A - B on held-out SRCC.
@@ -390,6 +392,7 @@ def summarize(study: Path, out: Path, wall_s: float | None) -> str:
         ("warm-up (PRPO answer", "prpo"),
         ("warm-up (PRPO answer, short prompt", "prpo_short"),
         ("warm-up (RL2R answer", "rl2r_warm"),
+        ("warm-up (PRPO answer", "prpo_warm_long"),
     ]
     arms = [a for a in ARMS if a in finished] + sorted(finished - set(ARMS))
     usual_target = warmup_target(study, DEFAULT_ARM)

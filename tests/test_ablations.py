@@ -66,13 +66,15 @@ def _cfg(arm: str, fold: int = 0, seed: int = 0):
 ONE_SCORE_ARMS = [
     *("rl2r", "k4", "k6", "prob_avg", "fixed_var", "binary", "shuffled_mos", "rl2r_warm", "rl2r_long", "rl2r_warm_long")
 ]
-FIVE_ASPECT_ARMS = ["prpo", "prpo_format01", "prpo_short", "rl2r_prpo_prompt"]
+FIVE_ASPECT_ARMS = ["prpo", "prpo_format01", "prpo_short", "rl2r_prpo_prompt", "prpo_warm_long"]
+WARMED_UP_TO_07 = ("rl2r_warm", "rl2r_warm_long", "prpo_warm_long")  # the arms whose file sets target_srcc 0.7
 
 
 def test_arms_with_the_same_prompt_and_warm_up_answer_share_one_warm_up(ablations):
     """A fold and seed's warm-up is shared by the arms whose prompt and warm-up (answer template) are equal: the
     one-score arms but rl2r_warm and rl2r_warm_long (their longer warm-up is theirs); prpo, prpo_format01 and
-    rl2r_prpo_prompt (PRPO's prompt and five-line answer); prpo_short (its short prompt) alone. Another fold or seed keys a different one."""
+    rl2r_prpo_prompt (PRPO's prompt and five-line answer); prpo_short (its short prompt) and prpo_warm_long (its
+    0.7 target) alone. Another fold or seed keys a different one."""
     cfgs = {arm: _cfg(arm) for arm in ablations.ARMS}
     keys = {arm: ablations.warmup_key(cfg) for arm, cfg in cfgs.items()}
     assert sorted(ablations.ARMS) == sorted(ONE_SCORE_ARMS + FIVE_ASPECT_ARMS)
@@ -82,7 +84,8 @@ def test_arms_with_the_same_prompt_and_warm_up_answer_share_one_warm_up(ablation
     groups = sorted(sorted(a for a in ablations.ARMS if keys[a] == key) for key in set(keys.values()))
     shared = sorted(a for a in ONE_SCORE_ARMS if not a.startswith("rl2r_warm"))
     warm = ["rl2r_warm", "rl2r_warm_long"]
-    assert groups == sorted([shared, ["prpo", "prpo_format01", "rl2r_prpo_prompt"], ["prpo_short"], warm])
+    five = [["prpo", "prpo_format01", "rl2r_prpo_prompt"], ["prpo_short"], ["prpo_warm_long"]]
+    assert groups == sorted([shared, *five, warm])
     assert ablations.warmup_key(_cfg("rl2r", fold=1)) != keys["rl2r"]
     assert ablations.warmup_key(_cfg("rl2r", seed=1)) != keys["rl2r"]
 
@@ -121,8 +124,8 @@ def _study_cfg(ablations, arm: str, steps: int, smoke: bool = False):
 def test_the_study_keeps_its_base_warm_up_while_tiny_synthetic_runs_the_longer_one(ablations):
     """`tiny_synthetic` (`make train`) warms up to val SRCC 0.7 (`warmup=prior_sft_long`, chosen from the study's
     rl2r_warm_long - rl2r_long), and only the target differs from `prior_sft`; every arm of the study keeps the
-    warm-up it was measured with: the base 0.5 (`COMMON`'s `warmup=prior_sft`), rl2r_warm and rl2r_warm_long their
-    file's 0.7. Without the base choice in `COMMON` every arm would move to 0.7 and the table's runs would no
+    warm-up it was measured with: the base 0.5 (`COMMON`'s `warmup=prior_sft`), rl2r_warm, rl2r_warm_long and
+    prpo_warm_long their file's 0.7. Without the base choice in `COMMON` every arm would move to 0.7 and the table's runs would no
     longer be what the command runs."""
     make_train = compose_config("train", ["experiment=tiny_synthetic", f"paths.root_dir={ROOT}"])
     short = compose_config("train", ["experiment=tiny_synthetic", "warmup=prior_sft", f"paths.root_dir={ROOT}"])
@@ -130,18 +133,20 @@ def test_the_study_keeps_its_base_warm_up_while_tiny_synthetic_runs_the_longer_o
     long_w, short_w = to_plain(make_train.warmup), to_plain(short.warmup)
     assert {k for k in long_w.keys() | short_w.keys() if long_w.get(k) != short_w.get(k)} == {"target_srcc"}
     targets = {arm: _cfg(arm).warmup.target_srcc for arm in ablations.ARMS}
-    assert targets == {arm: 0.7 if arm.startswith("rl2r_warm") else 0.5 for arm in ablations.ARMS}
+    assert targets == {arm: 0.7 if arm in WARMED_UP_TO_07 else 0.5 for arm in ablations.ARMS}
 
 
 def test_study_steps_are_the_commands_unless_an_arm_file_sets_its_own(ablations):
-    """The study's `--steps` reaches every arm's `trainer.max_steps` but rl2r_long's and rl2r_warm_long's (their
-    files: 600 updates, the only change from rl2r and rl2r_warm); a smoke study gives every arm `--steps`."""
+    """The study's `--steps` reaches every arm's `trainer.max_steps` but the `_long` arms' (their files: 600
+    updates, the only change from rl2r and rl2r_warm; prpo_warm_long is prpo with rl2r_warm_long's two changes);
+    a smoke study gives every arm `--steps`."""
     assert _changed("rl2r_warm_long", "rl2r_warm") == {"arm_steps"}
     assert _changed("rl2r_long", "rl2r") == {"arm_steps"}
     assert _changed("rl2r_warm", "rl2r") == {"warmup.target_srcc"}
-    arms = ("rl2r", "rl2r_warm", "rl2r_long", "rl2r_warm_long")
+    assert _changed("prpo_warm_long", "prpo") == {"warmup.target_srcc", "arm_steps"}
+    arms = ("rl2r", "rl2r_warm", "rl2r_long", "rl2r_warm_long", "prpo", "prpo_warm_long")
     steps = {arm: _study_cfg(ablations, arm, 300).trainer.max_steps for arm in arms}
-    assert steps == {"rl2r": 300, "rl2r_warm": 300, "rl2r_long": 600, "rl2r_warm_long": 600}
+    assert steps == dict(zip(arms, (300, 300, 600, 600, 300, 600), strict=True))
     assert _study_cfg(ablations, "k4", 120).trainer.max_steps == 120
     assert _study_cfg(ablations, "rl2r_warm_long", 20, smoke=True).trainer.max_steps == 20
     assert {base for arm, bases in ablations.RL2R_LEVERS for base in bases} <= set(ablations.ARMS)
