@@ -38,10 +38,11 @@ Resume: a run is finished once its `study_run.json` says `done` (written after `
 
 Budget (measured by the study itself, experiments/results/ablations/README.md): the 48 runs of the 8
     one-score arms (rl2r_warm included) 85 min wall on this 2-core machine, a full CI run sharing its first
-    25 min; a five-aspect arm's run costs about twice a one-score arm's, so the whole plan takes about 3.5 h
-    (221 min measured over six invocations). Vision phase about 2 min x 2 (22 loads), supervised phase
-    40-240 s per warm-up, a one-score run of STEPS = 300 updates with held-out scoring before and after
-    2.5-6 min, of 600 updates on a cached warm-up 3.2-4 min (each `_long` arm: 11-12 min, quiet machine).
+    25 min; a five-aspect arm's run costs about twice a one-score arm's, so the whole plan takes about 4.3 h
+    (260 min measured over seven invocations, 90 runs). Vision phase about 2 min x 2 (28 loads), supervised
+    phase 40-350 s per warm-up, a one-score run of STEPS = 300 updates with held-out scoring before and after
+    2.5-6 min, of 600 updates on a cached warm-up 3.2-4 min (rl2r_long, rl2r_warm_long: 11-12 min per arm),
+    a prpo_warm_long run with its own warm-up 11-15 min (39 min for the arm; quiet machine).
 Outputs: the study directory (default `multirun/ablations`: one folder per `<arm>/fold<f>_seed<s>`,
 the layout of prresq/CONTRACTS.md plus `eval/{before,after}/predictions_test.csv`) and
 experiments/results/ablations/{table.md, runs.csv, results.json, arms.png (held-out SRCC and parse-failure
