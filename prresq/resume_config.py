@@ -215,9 +215,11 @@ class ResumeChanges(L.Callback):
 
     Sets changed `optim.*` values on the optimiser Lightning restored from the checkpoint:
     the learning rate is scaled by new / old in every param group (`initial_lr`) and in the scheduler's
-    `base_lrs`, then the scheduler recomputes the lr of the step it is at (with the new schedule length
-    too), so training continues at its step of the new schedule; other scalar `optim` keys (weight_decay,
-    eps, betas) are set as given.
+    `base_lrs`; `GRPOModule.on_train_start`, which Lightning calls after this hook, then sets the lr of the
+    step the run is at from those base lrs and the current schedule length
+    (`prresq.lr_schedule.apply_at_current_step`, the one place a resume's lr is recomputed), so training
+    continues at its step of the new schedule; other scalar `optim` keys (weight_decay, eps, betas) are set
+    as given.
     """
 
     def __init__(
@@ -245,7 +247,5 @@ class ResumeChanges(L.Callback):
         for config in trainer.lr_scheduler_configs:
             sched = config.scheduler
             sched.base_lrs = [base * scale for base in sched.base_lrs]
-            sched.last_epoch -= 1
-            sched.step()  # the lr of the restored step, from the new base lr and schedule
         if trainer.is_global_zero:  # recorded once the checkpoint is restored and the changes applied
             record_resume_changes(self.cfg, self.run_dir, self.ckpt, self.diffs)
