@@ -21,9 +21,10 @@ Units: folds 0, 1, 2 of `data.synthetic.num_folds=5` (2 test photos, 2 val photo
     x seeds 0, 1 = 6 units per arm, 90 runs. One warm-up per fold and seed and per prompt and warm-up
     answer (`warmup_key`): the one-score arms share one (but rl2r_warm and rl2r_warm_long, warmed up longer:
     theirs), prpo, prpo_format01 and rl2r_prpo_prompt (PRPO's prompt and five-line answer) another,
-    prpo_short its own, prpo_warm_long its own (PRPO's answer, to 0.7); cached under .cache/warmup and computed once under a lock. Its vision phase (a) trains
-    on the prior photos only: it is cached per seed (.cache/warmup_vision, `prresq.warmup.cached_vision_phase`),
-    so 2 of the 30 warm-ups train it and the others load it.
+    prpo_short its own, prpo_warm_long its own (PRPO's answer, to 0.7); cached under .cache/warmup and
+    computed once under a lock. Its vision phase (a) trains on the prior photos only: it is cached per seed
+    (.cache/warmup_vision, `prresq.warmup.cached_vision_phase`), so 2 of the 30 warm-ups train it and the
+    others load it.
 Scoring: held-out test answers are read by each prompt's answer rule (`scoring.answer_rule`: one-score
     arms the first number of the answer, five-aspect arms the mean of the last five numbers); an answer
     the rule cannot read is NaN, left out of SRCC/PLCC and counted: the table gives each arm's failure

@@ -125,8 +125,8 @@ def test_the_study_keeps_its_base_warm_up_while_tiny_synthetic_runs_the_longer_o
     """`tiny_synthetic` (`make train`) warms up to val SRCC 0.7 (`warmup=prior_sft_long`, chosen from the study's
     rl2r_warm_long - rl2r_long), and only the target differs from `prior_sft`; every arm of the study keeps the
     warm-up it was measured with: the base 0.5 (`COMMON`'s `warmup=prior_sft`), rl2r_warm, rl2r_warm_long and
-    prpo_warm_long their file's 0.7. Without the base choice in `COMMON` every arm would move to 0.7 and the table's runs would no
-    longer be what the command runs."""
+    prpo_warm_long their file's 0.7. Without the base choice in `COMMON` every arm would move to 0.7 and the
+    table's runs would no longer be what the command runs."""
     make_train = compose_config("train", ["experiment=tiny_synthetic", f"paths.root_dir={ROOT}"])
     short = compose_config("train", ["experiment=tiny_synthetic", "warmup=prior_sft", f"paths.root_dir={ROOT}"])
     assert make_train.warmup.target_srcc == 0.7 and short.warmup.target_srcc == 0.5
